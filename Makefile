@@ -1,0 +1,33 @@
+# rtlib — one venv, real Redis, every check.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test lint schema bench serve clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make test: the whole suite against a real redis-server the fixtures start on a free port.
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check rtlib tests bench
+
+## make schema: regenerate docs/events.schema.json from the code (a test checks it is current).
+schema: $(STAMP)
+	$(VENV)/bin/rtlib schema --out docs/events.schema.json
+
+## make bench: server cost and latency vs the toy forwarder; writes bench/results/.
+bench: $(STAMP)
+	$(PY) bench/server_cost.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

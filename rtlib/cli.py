@@ -1,0 +1,122 @@
+"""The ``rtlib`` command: ``serve``, ``token`` and ``schema``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from rtlib.auth import DEFAULT_TTL, issue_token
+from rtlib.config import ServerConfig
+
+__all__ = ["main", "build_parser"]
+
+
+def _secret(args: argparse.Namespace) -> str:
+    secret = args.secret or os.environ.get("RTLIB_SECRET")
+    if not secret:
+        sys.exit("rtlib: a signing secret is required: pass --secret or set RTLIB_SECRET")
+    return secret
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rtlib", description="Real-time collaboration workbench.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run one server instance (several on one Redis form a cluster)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--redis", metavar="URL", help="shared Redis (default: start an embedded redis-server)")
+    serve.add_argument("--secret", help="token signing secret (default: $RTLIB_SECRET)")
+    d = ServerConfig()
+    serve.add_argument("--heartbeat-interval", type=float, default=d.heartbeat_interval, metavar="S")
+    serve.add_argument("--presence-timeout", type=float, default=d.presence_timeout, metavar="S")
+    serve.add_argument("--sweep-interval", type=float, default=d.sweep_interval, metavar="S")
+    serve.add_argument("--max-frame-bytes", type=int, default=d.max_frame_bytes)
+    serve.add_argument("--rate-limit", type=float, default=d.rate_limit, help="frames/s sustained per connection")
+    serve.add_argument("--rate-burst", type=int, default=d.rate_burst)
+    serve.add_argument("--rate-limit-strikes", type=int, default=d.rate_limit_strikes,
+                       help="refused frames in a row before closing 1008")
+    serve.add_argument("--max-write-buffer", type=int, default=d.max_write_buffer,
+                       help="bytes queued for one client before it is closed 1013 as a slow consumer")
+    serve.add_argument("--allowed-origin", action="append", dest="allowed_origins", metavar="ORIGIN",
+                       help="allow this Origin (repeatable; default: any; no Origin header is always allowed)")
+    serve.add_argument("--publish-mode", choices=["atomic", "split"], default="atomic")
+    serve.add_argument("--server-id", default="", help="instance name in session.welcome (default: random)")
+    serve.add_argument("--log-level", default="INFO")
+
+    token = sub.add_parser("token", help="print a signed connection token")
+    token.add_argument("--user", required=True)
+    token.add_argument("--workspace", action="append", required=True, help="repeatable")
+    token.add_argument("--ttl", type=float, default=DEFAULT_TTL, metavar="SECONDS")
+    token.add_argument("--secret", help="token signing secret (default: $RTLIB_SECRET)")
+
+    schema = sub.add_parser("schema", help="print or write the JSON Schema of every wire event")
+    schema.add_argument("--out", type=Path, help="write here instead of stdout")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(
+        heartbeat_interval=args.heartbeat_interval, presence_timeout=args.presence_timeout,
+        sweep_interval=args.sweep_interval, max_frame_bytes=args.max_frame_bytes, rate_limit=args.rate_limit,
+        rate_burst=args.rate_burst, rate_limit_strikes=args.rate_limit_strikes,
+        max_write_buffer=args.max_write_buffer,
+        allowed_origins=tuple(args.allowed_origins) if args.allowed_origins else None,
+        server_id=args.server_id, publish_mode=args.publish_mode,
+    )
+
+
+async def _serve(args: argparse.Namespace, redis_url: str, config: ServerConfig) -> None:
+    from rtlib.server import RealtimeServer
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    server = await RealtimeServer(redis_url, _secret(args), config, args.host, args.port).start()
+    print(f"rtlib {server.server_id} serving {server.url} (redis {redis_url})", flush=True)
+    await stop.wait()
+    print(f"rtlib {server.server_id} shutting down", flush=True)
+    await server.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command == "token":
+        try:
+            print(issue_token(_secret(args), args.user, args.workspace, args.ttl))
+        except ValueError as exc:
+            sys.exit(f"rtlib token: {exc}")
+    elif args.command == "schema":
+        from rtlib.schema import json_schema_text
+
+        text = json_schema_text()
+        if args.out:
+            args.out.write_text(text)
+            print(f"wrote {args.out}")
+        else:
+            sys.stdout.write(text)
+    elif args.command == "serve":
+        logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        _secret(args)
+        try:
+            config = _config(args)
+        except ValueError as exc:
+            sys.exit(f"rtlib serve: {exc}")
+        if args.redis:
+            asyncio.run(_serve(args, args.redis, config))
+        else:
+            from rtlib.embedded import embedded_redis
+
+            with embedded_redis() as url, contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(_serve(args, url, config))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Server settings, validated once; every duration is in seconds (fractions allowed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rtlib.presence import PresenceConfig
+
+__all__ = ["ServerConfig", "PublishMode"]
+
+PublishMode = Literal["atomic", "split"]
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything a server instance needs besides its Redis connection and signing secret."""
+
+    heartbeat_interval: float = 30.0
+    presence_timeout: float = 60.0
+    sweep_interval: float = 5.0
+    max_frame_bytes: int = 64 * 1024
+    rate_limit: float = 100.0  # frames per second, sustained
+    rate_burst: int = 200
+    # Frames refused in a row (each answered with `rate_limited`) before the connection is closed 1008.
+    rate_limit_strikes: int = 50
+    # Unsent bytes queued for one client above which it is a slow consumer and is closed 1013.
+    max_write_buffer: int = 8 * 1024 * 1024
+    allowed_origins: tuple[str, ...] | None = None  # None: any Origin; a missing Origin is always allowed
+    server_id: str = ""
+    # "atomic": version bump + field write + publish in one Redis script (publish order = version order).
+    # "split": bump+write, then publish as a second call, the natural implementation that races (a study mode).
+    publish_mode: PublishMode = "atomic"
+    presence: PresenceConfig = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "presence", PresenceConfig(self.heartbeat_interval, self.presence_timeout, self.sweep_interval)
+        )
+        if self.max_frame_bytes < 256:
+            raise ValueError("max_frame_bytes must be at least 256")
+        if self.rate_limit <= 0 or self.rate_burst < 1 or self.rate_limit_strikes < 1:
+            raise ValueError("rate_limit > 0, rate_burst >= 1 and rate_limit_strikes >= 1 are required")
+        if self.publish_mode not in ("atomic", "split"):
+            raise ValueError(f"publish_mode must be 'atomic' or 'split', got {self.publish_mode!r}")

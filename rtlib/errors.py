@@ -1,0 +1,90 @@
+"""Every error rtlib can report, and the one table mapping it to a wire outcome.
+
+A failure ends in exactly one of three ways, and this module is the only place that decides which:
+
+* an ``error`` event (the connection stays open): :class:`ErrorCode`;
+* a WebSocket close code: :class:`CloseCode`;
+* an HTTP status refusing the handshake: :class:`HandshakeError`.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+from http import HTTPStatus
+
+__all__ = [
+    "CloseCode",
+    "ErrorCode",
+    "HandshakeError",
+    "ProtocolError",
+    "ConnectionMustClose",
+    "ERROR_DESCRIPTIONS",
+]
+
+
+class ErrorCode(StrEnum):
+    """Codes of the ``error`` event; the connection stays open after each of them."""
+
+    INVALID_JSON = "invalid_json"
+    INVALID_ENVELOPE = "invalid_envelope"
+    UNKNOWN_TYPE = "unknown_type"
+    INVALID_PAYLOAD = "invalid_payload"
+    FORBIDDEN_WORKSPACE = "forbidden_workspace"
+    RATE_LIMITED = "rate_limited"
+
+
+ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
+    ErrorCode.INVALID_JSON: "the frame is not valid UTF-8 JSON",
+    ErrorCode.INVALID_ENVELOPE: "the JSON is not an envelope object {type, workspaceId, payload, ...}",
+    ErrorCode.UNKNOWN_TYPE: "the envelope's type is not a client-to-server event type",
+    ErrorCode.INVALID_PAYLOAD: "the payload does not match the schema of its event type",
+    ErrorCode.FORBIDDEN_WORKSPACE: "the envelope's workspaceId is not the connection's workspace",
+    ErrorCode.RATE_LIMITED: "the connection sent frames faster than its token bucket allows; frame dropped",
+}
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes rtlib uses (RFC 6455 section 7.4.1)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # server shutting down
+    POLICY_VIOLATION = 1008  # persistent rate-limit abuse
+    MESSAGE_TOO_BIG = 1009  # frame above --max-frame-bytes (websockets enforces it via max_size)
+    INTERNAL_ERROR = 1011  # unexpected server fault; no internals are sent
+    TRY_AGAIN_LATER = 1013  # slow consumer: its unsent backlog passed the write-buffer limit
+
+
+class ProtocolError(Exception):
+    """A client mistake answered with an ``error`` event; the connection stays open."""
+
+    def __init__(self, code: ErrorCode, message: str, ref: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+
+class ConnectionMustClose(Exception):
+    """A condition that ends the connection with ``code``; ``reason`` is short and safe to show."""
+
+    def __init__(self, code: CloseCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class HandshakeError(Exception):
+    """The opening handshake is refused with an HTTP status (401 bad token, 403 not allowed)."""
+
+    def __init__(self, status: HTTPStatus, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    @classmethod
+    def unauthorized(cls, message: str) -> HandshakeError:
+        return cls(HTTPStatus.UNAUTHORIZED, message)
+
+    @classmethod
+    def forbidden(cls, message: str) -> HandshakeError:
+        return cls(HTTPStatus.FORBIDDEN, message)

@@ -1,0 +1,244 @@
+"""The live server: a thin websockets + redis.asyncio driver of the sans-I/O rules.
+
+Per connection: the handshake check (:func:`rtlib.auth.verify_token`, workspace, Origin), a
+:class:`~rtlib.session.Session` that turns frames into requests, and this module carrying requests out on
+:class:`~rtlib.store.RedisStore` and writing the results through :class:`~rtlib.fanout.Fanout`. Per instance:
+one presence sweeper. Several instances sharing one Redis form one cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import secrets
+import time
+from dataclasses import replace
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
+
+from redis.asyncio import Redis
+from websockets.asyncio.server import Server as WsServer
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from rtlib import events
+from rtlib.auth import verify_token
+from rtlib.config import ServerConfig
+from rtlib.errors import CloseCode, ConnectionMustClose, HandshakeError
+from rtlib.fanout import Fanout, Peer, slow_consumer_closer
+from rtlib.presence import PresenceChange, joined_change, left_change
+from rtlib.schema import PresenceRequest, TaskGet, TaskUpdate
+from rtlib.session import Request as ClientRequest
+from rtlib.session import Session
+from rtlib.store import RedisStore
+
+__all__ = ["RealtimeServer", "WS_PATH"]
+
+log = logging.getLogger("rtlib.server")
+WS_PATH = "/ws"
+
+
+class RealtimeServer:
+    """One server instance. ``await start()``, then ``port``/``url``; ``await stop()`` shuts down gracefully."""
+
+    def __init__(self, redis_url: str, secret: str, config: ServerConfig | None = None,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
+        if not secret:
+            raise ValueError("a signing secret is required (--secret or RTLIB_SECRET)")
+        config = config or ServerConfig()
+        if not config.server_id:
+            config = replace(config, server_id=f"srv-{secrets.token_hex(3)}")
+        self.config = config
+        self.redis_url = redis_url
+        self.secret = secret
+        self.host, self._port = host, port
+        self.redis: Redis | None = None
+        self.store: RedisStore | None = None
+        self.fanout = Fanout(config.max_write_buffer)
+        self.sessions: dict[str, Session] = {}
+        self._ids = itertools.count(1)
+        self._ws: WsServer | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+    async def start(self) -> RealtimeServer:
+        self.redis = Redis.from_url(self.redis_url, decode_responses=False)
+        await self.redis.ping()
+        self.store = RedisStore(self.redis)
+        self.fanout.on_lost = self._on_redis_lost
+        await self.fanout.connect(self.redis_url)
+        self._ws = await serve(
+            self._handle, self.host, self._port,
+            process_request=self._process_request,
+            max_size=self.config.max_frame_bytes,
+            compression=None,  # frames must be byte-identical per receiver to be encoded once
+            server_header="rtlib",
+        )
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name=f"{self.server_id}-sweeper")
+        log.info("%s listening on %s", self.server_id, self.url)
+        return self
+
+    async def stop(self) -> None:
+        """Close every connection with 1001 (their presence is removed, ``reason: disconnect``), then Redis."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        if self._ws is not None:
+            self.fanout.flush()
+            self._ws.close(close_connections=True)  # 1001 going away; handlers run their cleanup
+            await self._ws.wait_closed()
+            self._ws = None
+        await self.fanout.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+            self.redis = None
+
+    async def __aenter__(self) -> RealtimeServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def server_id(self) -> str:
+        return self.config.server_id
+
+    @property
+    def port(self) -> int:
+        assert self._ws is not None, "server not started"
+        return self._ws.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}{WS_PATH}"
+
+    def _on_redis_lost(self, exc: Exception | None) -> None:
+        # Without pub/sub this instance would silently stop delivering: end every connection so clients
+        # reconnect (to another instance, or here once Redis is back) and resync.
+        for peer in [p for room in self.fanout.rooms.values() for p in room.values()]:
+            asyncio.ensure_future(peer.connection.close(CloseCode.INTERNAL_ERROR, "redis unavailable"))
+
+    # --- handshake --------------------------------------------------------------------------------------------
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        if url.path != WS_PATH:
+            return connection.respond(HTTPStatus.NOT_FOUND, f"no endpoint at {url.path}; use {WS_PATH}\n")
+        query = parse_qs(url.query)
+        try:
+            claims = verify_token(self.secret, (query.get("token") or [None])[0])
+            workspace = (query.get("workspace") or [""])[0]
+            if not workspace:
+                raise HandshakeError.forbidden("missing workspace parameter")
+            if workspace not in claims.workspaces:
+                raise HandshakeError.forbidden(f"user is not a member of workspace {workspace!r}")
+            origin = request.headers.get("Origin")
+            allowed = self.config.allowed_origins
+            if origin is not None and allowed is not None and origin not in allowed:
+                raise HandshakeError.forbidden(f"origin {origin!r} is not allowed")
+        except HandshakeError as exc:
+            return connection.respond(exc.status, exc.message + "\n")
+        connection.rtlib = (claims.user_id, workspace)  # type: ignore[attr-defined]
+        return None
+
+    # --- one connection ------------------------------------------------------------------------------------------
+    async def _handle(self, connection: ServerConnection) -> None:
+        user_id, workspace = connection.rtlib  # type: ignore[attr-defined]
+        conn_id = f"{self.server_id}-{next(self._ids)}"
+        session = Session(conn_id, user_id, workspace, self.config)
+        peer = Peer(conn_id, workspace, connection, on_slow=slow_consumer_closer)
+        self.sessions[conn_id] = session
+        try:
+            await self.fanout.add(peer)
+            self.fanout.send(peer, session.welcome(time.time()))
+            async for frame in connection:
+                try:
+                    outcome = session.receive(frame, time.time())
+                except ConnectionMustClose as exc:
+                    self.fanout.flush_peer(peer)
+                    await connection.close(exc.code, exc.reason)
+                    break
+                if isinstance(outcome, bytes):
+                    self.fanout.send(peer, outcome)
+                else:
+                    await self._carry_out(session, peer, outcome)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("%s: unexpected fault on %s", self.server_id, conn_id)
+            await connection.close(CloseCode.INTERNAL_ERROR, "internal error")  # no internals on the wire
+        finally:
+            del self.sessions[conn_id]
+            await self.fanout.remove(peer)
+            await self._drop_presence(session)
+
+    async def _carry_out(self, session: Session, peer: Peer, request: ClientRequest) -> None:
+        store, fanout, ws = self.store, self.fanout, session.workspace_id
+        assert store is not None
+        payload = request.payload
+        now = time.time()
+        if isinstance(payload, TaskUpdate):
+            prefix, suffix = events.task_updated_parts(ws, session.user_id, payload.taskId, payload.changes, now)
+            atomic = self.config.publish_mode == "atomic"
+            version = await store.update_task(ws, payload.taskId, payload.changes, prefix, suffix, publish=atomic)
+            if not atomic:  # the study mode: a second round trip, so publishes can overtake each other
+                await store.publish(ws, prefix + str(version).encode() + suffix)
+            fanout.send(peer, session.ack(payload, version, now))
+        elif isinstance(payload, TaskGet):
+            version, fields = await store.get_task(ws, payload.taskId)
+            fanout.send(peer, session.snapshot(payload, version, fields, now))
+        elif isinstance(payload, PresenceRequest) and request.type == "presence.leave":
+            session.tasks.discard(payload.taskId)
+            fact = await store.presence_remove(ws, payload.taskId, session.conn_id, session.user_id)
+            await self._publish(left_change(fact, "leave"), now)
+        elif isinstance(payload, PresenceRequest):  # join, or heartbeat (which re-joins after an expiry)
+            session.tasks.add(payload.taskId)
+            fact, viewers = await store.presence_upsert(ws, payload.taskId, session.conn_id, session.user_id, now)
+            if request.type == "presence.join" or fact.changed:
+                fanout.send(peer, session.presence_state(payload.taskId, viewers, now))
+            await self._publish(joined_change(fact), now)
+
+    async def _publish(self, change: PresenceChange | None, now: float) -> None:
+        if change is not None and self.store is not None:
+            await self.store.publish(change.workspace_id, events.presence_change(change, now),
+                                     change.exclude_conn or "")
+
+    async def _drop_presence(self, session: Session) -> None:
+        if not session.tasks or self.store is None:
+            return
+        tasks, session.tasks = sorted(session.tasks), set()
+        now = time.time()
+        try:
+            facts = await self.store.presence_remove_many(session.workspace_id, tasks, session.conn_id,
+                                                         session.user_id)
+            for fact in facts:
+                await self._publish(left_change(fact, "disconnect"), now)
+        except Exception:  # Redis gone: the entries expire by timeout on another instance instead
+            log.exception("%s: could not remove presence of %s", self.server_id, session.conn_id)
+
+    # --- presence sweeper ------------------------------------------------------------------------------------------
+    async def _sweep_forever(self) -> None:
+        presence = self.config.presence
+        while True:
+            await asyncio.sleep(presence.sweep_interval)
+            try:
+                await self.sweep(time.time())
+            except Exception:
+                log.exception("%s: presence sweep failed", self.server_id)
+
+    async def sweep(self, now: float) -> list[PresenceChange]:
+        """Pop the entries expired at ``now`` and publish their ``presence.left`` (reason ``timeout``)."""
+        assert self.store is not None
+        changes = []
+        for fact in await self.store.presence_expire(self.config.presence.cutoff(now)):
+            if (local := self.sessions.get(fact.conn_id)) is not None:
+                local.tasks.discard(fact.task_id)
+            if (change := left_change(fact, "timeout")) is not None:
+                changes.append(change)
+                await self._publish(change, now)
+        return changes
+

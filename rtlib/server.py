@@ -160,7 +160,7 @@ class RealtimeServer:
                     outcome = session.receive(frame, time.time())
                 except ConnectionMustClose as exc:
                     self.fanout.flush_peer(peer)
-                    await connection.close(exc.code, exc.reason)
+                    await _close_draining(connection, exc.code, exc.reason)
                     break
                 if isinstance(outcome, bytes):
                     self.fanout.send(peer, outcome)
@@ -170,7 +170,8 @@ class RealtimeServer:
             pass
         except Exception:
             log.exception("%s: unexpected fault on %s", self.server_id, conn_id)
-            await connection.close(CloseCode.INTERNAL_ERROR, "internal error")  # no internals on the wire
+            self.fanout.flush_peer(peer)
+            await _close_draining(connection, CloseCode.INTERNAL_ERROR, "internal error")  # no internals sent
         finally:
             del self.sessions[conn_id]
             await self.fanout.remove(peer)
@@ -242,3 +243,14 @@ class RealtimeServer:
                 await self._publish(change, now)
         return changes
 
+
+
+async def _close_draining(connection: ServerConnection, code: int, reason: str) -> None:
+    """Close, while still reading: frames already queued by a flooding client would otherwise stall the
+    reader (websockets pauses reading when its queue is full), hide the client's close frame, and hold the
+    connection open until the close timeout."""
+    closing = asyncio.ensure_future(connection.close(code, reason))
+    with contextlib.suppress(ConnectionClosed):
+        async for _ in connection:
+            pass
+    await closing

@@ -1,0 +1,487 @@
+"""Server cost and latency: rtlib against a minimal forwarder (the "toy"), measured in the same run.
+
+For each scenario and target, a fresh redis-server and a fresh server process are started; receiver and
+sender worker processes (``bench/loadgen.py``) connect, warm up, then the sender sends ``task.update`` frames
+open-loop for ``--duration`` seconds. Over that send phase the harness reads the CPU time of the server (and
+its descendants) and of redis-server from /proc, and the receivers time every delivery against its scheduled
+send time. Reported per case: CPU µs per delivery (server + redis, and each), deliveries/s, lost deliveries,
+latency p50/p90/p99/max, and the CPU use of everything else on the machine (is the load generator in the way?).
+
+Scenarios:
+  A  one workspace, 200 receivers, 100 updates/s            -> 20,000 deliveries/s
+  B  50 workspaces x 20 receivers, 100 updates/s in total   ->  2,000 deliveries/s over 1,000 connections
+
+Run: ``.venv/bin/python bench/server_cost.py [--duration 10] [--scenarios A,B] [--targets toy,rtlib] [--quick]``
+Writes ``bench/results/server_cost.json`` and ``.md`` (``server_cost.quick.*`` with ``--quick``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR.parent))  # rtlib, when the project is not installed
+
+import procstat
+from loadgen import WorkerHandle
+from targets import TARGETS, ServerProcess, Target
+
+from rtlib.redis_process import RedisProcess, find_redis_server, free_port
+
+#: Sends per second per sender connection, at most. rtlib rate-limits each connection (100 frames/s, burst
+#: 200); staying far below keeps the limiter from ever shaping the benchmark, so a busy workspace gets
+#: several sender connections.
+SENDER_RATE_CAP = 25.0
+#: Quiet time between warm-up and the send phase, so warm-up traffic has drained when CPU is first read.
+QUIET_S = 0.5
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    receivers: int
+    workspaces: int
+    rate: float  # updates/s in total, round-robin over the workspaces
+    description: str
+
+    @property
+    def per_workspace(self) -> int:
+        return self.receivers // self.workspaces
+
+    @property
+    def senders_per_workspace(self) -> int:
+        return max(1, math.ceil(self.rate / self.workspaces / SENDER_RATE_CAP))
+
+
+SCENARIOS = {
+    "A": Scenario("A", 200, 1, 100.0, "1 workspace x 200 receivers, 100 updates/s"),
+    "B": Scenario("B", 1000, 50, 100.0, "50 workspaces x 20 receivers, 100 updates/s in total"),
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    duration: float
+    warmup_min: float  # seconds of warm-up traffic at least
+    warmup_timeout: float  # give up if not every receiver has had a delivery by then
+    drain_timeout: float  # after the send phase, wait at most this long for the last deliveries
+    receiver_procs: int
+    quick: bool
+
+
+# --- one case: a target under a scenario ----------------------------------------------------------------
+def workspace_names(scenario: Scenario) -> list[str]:
+    return [f"w{i:03d}" for i in range(scenario.workspaces)]
+
+
+def receiver_urls(target: Target, port: int, scenario: Scenario) -> list[str]:
+    """One URL per receiving connection, each its own user, ``per_workspace`` of them in every workspace."""
+    return [
+        target.url(port, ws, f"r{i}-{ws}")
+        for ws in workspace_names(scenario)
+        for i in range(scenario.per_workspace)
+    ]
+
+
+def sender_urls(target: Target, port: int, scenario: Scenario) -> dict[str, list[str]]:
+    return {
+        ws: [target.url(port, ws, f"s{i}-{ws}") for i in range(scenario.senders_per_workspace)]
+        for ws in workspace_names(scenario)
+    }
+
+
+def start_workers(stack: ExitStack, target: Target, port: int, scenario: Scenario,
+                  opts: Options) -> tuple[list[WorkerHandle], WorkerHandle]:
+    """Start the receiver processes (connections dealt round-robin) and the sender process."""
+    urls = receiver_urls(target, port, scenario)
+    procs = max(1, min(opts.receiver_procs, len(urls)))
+    receivers = [
+        stack.enter_context(WorkerHandle(f"receiver-{i}", "receiver", (urls[i::procs], target.delivery_type)))
+        for i in range(procs)
+    ]
+    sender = stack.enter_context(WorkerHandle("sender", "sender", (sender_urls(target, port, scenario),)))
+    return receivers, sender
+
+
+def connect_all(receivers: list[WorkerHandle], sender: WorkerHandle, scenario: Scenario) -> None:
+    """Open every connection (receivers in parallel processes), failing loudly if any could not."""
+    for worker in (*receivers, sender):
+        worker.submit("connect")
+    replies = [worker.result(timeout=120) for worker in (*receivers, sender)]
+    failed = [r for r in replies if r["failed"]]
+    if failed:
+        total = sum(r["failed"] for r in failed)
+        raise RuntimeError(f"{total} connection(s) failed, e.g. {failed[0]['errors']}")
+    connected = sum(r["connected"] for r in replies[:-1])
+    if connected != scenario.receivers:
+        raise RuntimeError(f"{connected}/{scenario.receivers} receivers connected")
+
+
+def receiver_status(receivers: list[WorkerHandle]) -> dict[str, Any]:
+    """Summed status of all receiver processes."""
+    statuses = [w.call("status") for w in receivers]
+    return {key: sum(s[key] for s in statuses) for key in ("open", "ready", "total", "in_window")}
+
+
+def warm_up(receivers: list[WorkerHandle], sender: WorkerHandle, server: ServerProcess,
+            scenario: Scenario, opts: Options) -> float:
+    """Send at the scenario's rate, one second at a time, until every receiver has had a delivery.
+
+    That proves every subscription is live (and warms the server's code paths) before anything is measured.
+    Returns the warm-up duration.
+    """
+    started = time.monotonic()
+    while True:
+        sender.call("send", time.monotonic_ns() + 20_000_000, scenario.rate, int(scenario.rate), timeout=30)
+        server.check_alive()
+        status = receiver_status(receivers)
+        elapsed = time.monotonic() - started
+        if status["ready"] == scenario.receivers and elapsed >= opts.warmup_min:
+            break
+        if elapsed > opts.warmup_timeout:
+            raise RuntimeError(
+                f"warm-up: only {status['ready']}/{scenario.receivers} receivers had a delivery after "
+                f"{elapsed:.0f}s ({status['open']} open)"
+            )
+    time.sleep(QUIET_S)
+    return time.monotonic() - started
+
+
+def cpu_probes(server: ServerProcess, redis: RedisProcess, receivers: list[WorkerHandle],
+               sender: WorkerHandle) -> dict[str, Any]:
+    assert redis.pid is not None
+    redis_pid = redis.pid
+    return {
+        "server": lambda: procstat.tree_cpu_seconds(server.pid),
+        "redis": lambda: procstat.process_cpu_seconds(redis_pid),
+        "receivers": procstat.summed(w.pid for w in receivers),
+        "sender": procstat.summed([sender.pid]),
+        "machine": lambda: procstat.machine_cpu_seconds()[0],
+    }
+
+
+def wait_for_drain(receivers: list[WorkerHandle], expected: int, timeout: float) -> int:
+    """Poll until the receivers hold ``expected`` in-window deliveries or ``timeout`` passes; return the count."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = receiver_status(receivers)["in_window"]
+        if got >= expected or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)
+
+
+def measure(receivers: list[WorkerHandle], sender: WorkerHandle, server: ServerProcess, redis: RedisProcess,
+            scenario: Scenario, opts: Options) -> dict[str, Any]:
+    """The send phase: CPU snapshots around it, deliveries and latencies inside its window."""
+    count = max(1, round(scenario.rate * opts.duration))
+    interval_ns = round(1e9 / scenario.rate)
+    start_ns = time.monotonic_ns() + 300_000_000  # time for the commands below to arrive
+    end_ns = start_ns + count * interval_ns
+    for worker in receivers:
+        worker.call("window", start_ns, end_ns)
+    probes = cpu_probes(server, redis, receivers, sender)
+
+    sender.submit("send", start_ns, scenario.rate, count)
+    time.sleep(max(0.0, (start_ns - time.monotonic_ns()) / 1e9))
+    before = procstat.snapshot(probes)
+    sent = sender.result(timeout=opts.duration + 60)
+    at_send_end = procstat.snapshot(probes)
+    # Every workspace has the same number of receivers, so each update is owed that many deliveries.
+    expected = sent["sent"] * scenario.per_workspace
+    received = wait_for_drain(receivers, expected, opts.drain_timeout)
+    drained = procstat.snapshot(probes)
+
+    finals = [w.call("finish") for w in receivers]
+    sender_final = sender.call("finish")
+    server_alive = server.proc is not None and server.proc.poll() is None
+    latencies_ns = np.frombuffer(b"".join(f["latencies"] for f in finals), dtype=np.int64)
+    return summarise(
+        scenario, opts, sent, expected, received, latencies_ns, before, at_send_end, drained,
+        extra={
+            "server_alive_at_end": server_alive,
+            "other_frames": sum(f["other_frames"] for f in finals),
+            "undecodable_frames": sum(f["undecodable"] for f in finals),
+            "receiver_close_codes": merge_counts(f["close_codes"] for f in finals),
+            "sender_close_codes": sender_final["close_codes"],
+        },
+    )
+
+
+def merge_counts(counts: Any) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for count in counts:
+        for key, value in count.items():
+            merged[key] = merged.get(key, 0) + value
+    return merged
+
+
+def summarise(scenario: Scenario, opts: Options, sent: dict[str, Any], expected: int, received: int,
+              latencies_ns: np.ndarray, before: procstat.CpuSnapshot, at_send_end: procstat.CpuSnapshot,
+              drained: procstat.CpuSnapshot, extra: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of one case.
+
+    µs/delivery uses CPU from the start of the send phase until the last delivery arrived (or the drain
+    timed out): that is all the work done for the deliveries counted, even the few in flight at the end of
+    the schedule, and the server is otherwise idle. CPU % figures are over the send phase proper.
+    """
+    send_phase = at_send_end.wall - before.wall
+    cost = drained.minus(before)
+    busy = at_send_end.minus(before)
+    per_delivery = (lambda s: s / received * 1e6) if received else (lambda s: float("nan"))
+    lat_ms = latencies_ns / 1e6
+    pcts = np.percentile(lat_ms, [50, 90, 99]) if len(lat_ms) else [float("nan")] * 3
+    nproc = len(os.sched_getaffinity(0))
+    return {
+        "scenario": scenario.name,
+        "receivers": scenario.receivers,
+        "workspaces": scenario.workspaces,
+        "senders": scenario.senders_per_workspace * scenario.workspaces,
+        "rate": scenario.rate,
+        "send_phase_s": round(send_phase, 3),
+        "drain_s": round(drained.wall - at_send_end.wall, 3),
+        "updates_sent": sent["sent"],
+        "updates_dropped": sent["dropped"],
+        "sender_late_max_ms": round(sent["late_max_ms"], 3),
+        "expected": expected,
+        "received": received,
+        "lost": expected - received,
+        "deliveries_per_s": round(received / send_phase, 1),
+        "cpu_us_per_delivery": {
+            "total": round(per_delivery(cost["server"] + cost["redis"]), 2),
+            "server": round(per_delivery(cost["server"]), 2),
+            "redis": round(per_delivery(cost["redis"]), 2),
+        },
+        "cpu_us_per_delivery_send_phase_only": round(per_delivery(busy["server"] + busy["redis"]), 2),
+        # % of one core, except "machine": % of all cores.
+        "cpu_pct": {
+            name: round(100 * busy[name] / send_phase / (nproc if name == "machine" else 1), 1)
+            for name in busy
+        },
+        "latency_ms": {
+            "p50": round(float(pcts[0]), 3),
+            "p90": round(float(pcts[1]), 3),
+            "p99": round(float(pcts[2]), 3),
+            "max": round(float(lat_ms.max()), 3) if len(lat_ms) else float("nan"),
+        },
+        **extra,
+    }
+
+
+def run_case(target: Target, scenario: Scenario, opts: Options) -> dict[str, Any]:
+    """Fresh Redis and server, connect, warm up, measure; every child process is stopped on the way out."""
+    with ExitStack() as stack:
+        redis = stack.enter_context(RedisProcess())
+        port = free_port()
+        server = stack.enter_context(ServerProcess(target.command(port, redis.url), port))
+        receivers, sender = start_workers(stack, target, port, scenario, opts)
+        t = time.monotonic()
+        connect_all(receivers, sender, scenario)
+        connect_s = time.monotonic() - t
+        warmup_s = warm_up(receivers, sender, server, scenario, opts)
+        result = measure(receivers, sender, server, redis, scenario, opts)
+        result.update(connect_s=round(connect_s, 2), warmup_s=round(warmup_s, 2))
+        if not result["server_alive_at_end"]:
+            result["server_log_tail"] = server.log_tail()
+        return {"target": target.name, **result}
+
+
+# --- reporting ---------------------------------------------------------------------------------------------
+def machine_info() -> dict[str, Any]:
+    def version_of(argv: list[str]) -> str:
+        try:
+            return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return "unknown"
+
+    cpu_model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import websockets
+
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_model": cpu_model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "redis_server": version_of([str(find_redis_server()), "--version"]),
+        "websockets": websockets.__version__,
+    }
+
+
+COLUMNS = [
+    ("target", lambda r: r["target"]),
+    ("scen.", lambda r: r["scenario"]),
+    ("conns/ws", lambda r: f"{r['receivers']}/{r['workspaces']}"),
+    ("deliveries/s", lambda r: f"{r['deliveries_per_s']:,.0f}"),
+    ("lost", lambda r: f"{r['lost']:,}"),
+    ("CPU µs/del", lambda r: f"**{r['cpu_us_per_delivery']['total']:.1f}**"),
+    ("server µs", lambda r: f"{r['cpu_us_per_delivery']['server']:.1f}"),
+    ("redis µs", lambda r: f"{r['cpu_us_per_delivery']['redis']:.1f}"),
+    ("p50 ms", lambda r: f"{r['latency_ms']['p50']:.2f}"),
+    ("p90 ms", lambda r: f"{r['latency_ms']['p90']:.2f}"),
+    ("p99 ms", lambda r: f"{r['latency_ms']['p99']:.2f}"),
+    ("max ms", lambda r: f"{r['latency_ms']['max']:.2f}"),
+    ("server %", lambda r: f"{r['cpu_pct']['server']:.0f}"),
+    ("redis %", lambda r: f"{r['cpu_pct']['redis']:.0f}"),
+    ("loadgen %", lambda r: f"{r['cpu_pct']['receivers'] + r['cpu_pct']['sender']:.0f}"),
+    ("machine %", lambda r: f"{r['cpu_pct']['machine']:.0f}"),
+]
+
+
+def markdown_table(results: list[dict[str, Any]]) -> str:
+    rows = ["| " + " | ".join(name for name, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in results:
+        if "error" in r:
+            rows.append(f"| {r['target']} | {r['scenario']} | failed: {r['error'].splitlines()[0][:200]} |")
+        else:
+            rows.append("| " + " | ".join(cell(r) for _, cell in COLUMNS) + " |")
+    return "\n".join(rows)
+
+
+def comparison(results: list[dict[str, Any]]) -> list[str]:
+    """One line per scenario measured for both targets: rtlib's CPU/delivery as a multiple of the toy's."""
+    ok = {(r["target"], r["scenario"]): r for r in results if "error" not in r}
+    lines = []
+    for scen in sorted({s for _, s in ok}):
+        toy, rt = ok.get(("toy", scen)), ok.get(("rtlib", scen))
+        if toy and rt:
+            t, r = toy["cpu_us_per_delivery"]["total"], rt["cpu_us_per_delivery"]["total"]
+            lines.append(f"- Scenario {scen}: rtlib {r:.1f} µs/delivery vs toy {t:.1f} ({r / t:.2f}x).")
+    return lines
+
+
+def markdown_report(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
+    params = meta["parameters"]
+    lines = [
+        "# Server cost: rtlib vs the toy forwarder",
+        "",
+        (
+            f"{meta['date']} · {meta['nproc']} cores ({meta['cpu_model']}) · Python {meta['python']} · "
+            f"{meta['redis_server'].split(' sha=')[0]} · websockets {meta['websockets']}"
+        ),
+        "",
+        (
+            f"Send phase {params['duration']} s per case{' (quick smoke run)' if params['quick'] else ''}; "
+            f"receiver processes: {params['receiver_procs']}; a fresh redis-server and server per case."
+        ),
+        "",
+        *(f"- {s.name}: {s.description} ({s.senders_per_workspace} sender connection(s) per workspace)"
+          for s in (SCENARIOS[n] for n in params["scenarios"])),
+        "",
+        markdown_table(results),
+        "",
+        *comparison(results),
+        "",
+        (
+            "CPU µs/del = (server + redis-server CPU time from the start of the send phase until the last "
+            "delivery) / deliveries received. Latency = receipt − *scheduled* send time (open loop). "
+            "`%` columns: share of one core during the send phase (machine %: of all cores); "
+            "loadgen = receiver + sender processes. Deliveries count receiving connections only "
+            "(the senders' own copies and acks are not counted)."
+        ),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def with_suffix(prefix: Path, suffix: str) -> Path:
+    """``prefix`` + ``suffix`` (Path.with_suffix would replace the ``.quick`` of ``server_cost.quick``)."""
+    return prefix.with_name(prefix.name + suffix)
+
+
+def write_results(prefix: Path, meta: dict[str, Any], results: list[dict[str, Any]]) -> None:
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    with_suffix(prefix, ".json").write_text(json.dumps({**meta, "results": results}, indent=2) + "\n")
+    with_suffix(prefix, ".md").write_text(markdown_report(meta, results))
+
+
+# --- main ------------------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Server CPU cost and latency: rtlib vs a toy forwarder.")
+    parser.add_argument("--duration", type=float, default=None, help="send phase in seconds (default 10)")
+    parser.add_argument("--scenarios", default="A,B", help="comma-separated, of: " + ",".join(SCENARIOS))
+    parser.add_argument("--targets", default="toy,rtlib", help="comma-separated, of: " + ",".join(TARGETS))
+    parser.add_argument("--receiver-procs", type=int, default=1, help="receiver worker processes (default 1)")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (2 s send phase)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output path without suffix (default bench/results/server_cost[.quick])")
+    args = parser.parse_args(argv)
+    for name in args.scenarios.split(","):
+        if name not in SCENARIOS:
+            parser.error(f"unknown scenario {name!r}")
+    for name in args.targets.split(","):
+        if name not in TARGETS:
+            parser.error(f"unknown target {name!r}")
+    return args
+
+
+def raise_fd_limit() -> None:
+    """1,000+ sockets per process: lift the soft open-files limit to the hard one (children inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < 8192:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 8192, hard))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    opts = Options(
+        duration=args.duration or (2.0 if args.quick else 10.0),
+        warmup_min=0.5 if args.quick else 2.0,
+        warmup_timeout=30.0,
+        drain_timeout=2.0 if args.quick else 5.0,
+        receiver_procs=args.receiver_procs,
+        quick=args.quick,
+    )
+    prefix = args.out or BENCH_DIR / "results" / ("server_cost.quick" if args.quick else "server_cost")
+    raise_fd_limit()
+    meta = {**machine_info(), "parameters": {
+        **asdict(opts), "scenarios": args.scenarios.split(","), "targets": args.targets.split(","),
+        "sender_rate_cap": SENDER_RATE_CAP,
+    }}
+    results: list[dict[str, Any]] = []
+    # Targets alternate inside each scenario, so slow drift of the machine does not favour one of them.
+    for scen_name in args.scenarios.split(","):
+        for target_name in args.targets.split(","):
+            scenario = SCENARIOS[scen_name]
+            print(f"== {target_name} / scenario {scen_name}: {scenario.description}", flush=True)
+            try:
+                result = run_case(TARGETS[target_name](), scenario, opts)
+            except Exception as exc:  # noqa: BLE001 -- one broken target must not hide the other's numbers
+                result = {"target": target_name, "scenario": scen_name, "error": f"{type(exc).__name__}: {exc}"}
+                print(f"   FAILED: {result['error']}", flush=True)
+            else:
+                print(f"   {result['received']:,}/{result['expected']:,} deliveries, "
+                      f"{result['cpu_us_per_delivery']['total']:.1f} µs/delivery, "
+                      f"p99 {result['latency_ms']['p99']:.2f} ms", flush=True)
+            results.append(result)
+    write_results(prefix, meta, results)
+    print()
+    print(markdown_table(results))
+    print(*comparison(results), sep="\n")
+    print(f"\nwrote {with_suffix(prefix, '.json')} and {with_suffix(prefix, '.md')}")
+    return 1 if any("error" in r for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

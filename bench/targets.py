@@ -1,0 +1,152 @@
+"""The servers the benchmark compares, described symmetrically, and a context manager that runs one.
+
+A :class:`Target` is all the harness knows about a server: the command line that starts it on a port with a
+Redis URL, how to make a client URL for (workspace, user), and the ``type`` of the frames that are deliveries.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Self
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    command: Callable[[int, str], list[str]]  # (port, redis_url) -> argv
+    url: Callable[[int, str, str], str]  # (port, workspace, user) -> ws:// URL
+    delivery_type: str  # the envelope type of a frame that delivers an update
+
+
+def toy_target() -> Target:
+    """The baseline forwarder: the delivered frame is the very frame that was sent."""
+    return Target(
+        name="toy",
+        command=lambda port, redis_url: [
+            sys.executable, str(BENCH_DIR / "toy_forwarder.py"), "--port", str(port), "--redis", redis_url,
+        ],
+        url=lambda port, workspace, user: f"ws://127.0.0.1:{port}/ws?workspace={workspace}",
+        delivery_type="task.update",
+    )
+
+
+def _rtlib_executable() -> str:
+    """The ``rtlib`` console script of the running venv, else the one on PATH."""
+    beside = Path(sys.executable).with_name("rtlib")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("rtlib")
+    if found is None:
+        raise FileNotFoundError("no `rtlib` command: install the project (`make install`)")
+    return found
+
+
+def _token_issuer(secret: str) -> Callable[[str, str], str]:
+    """(user, workspace) -> token: rtlib.auth in-process, else one `rtlib token` call per workspace (slow)."""
+    if str(REPO_DIR) not in sys.path:
+        sys.path.insert(0, str(REPO_DIR))
+    try:
+        from rtlib.auth import issue_token
+    except ImportError:
+        cache: dict[str, str] = {}
+
+        def by_cli(user: str, workspace: str) -> str:
+            # A subprocess per token would take minutes for 1,000 connections: share one per workspace.
+            if workspace not in cache:
+                argv = [_rtlib_executable(), "token", "--user", f"bench-{workspace}", "--workspace", workspace,
+                        "--secret", secret]
+                cache[workspace] = subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
+            return cache[workspace]
+
+        return by_cli
+    return lambda user, workspace: issue_token(secret, user, [workspace], ttl=3600.0)
+
+
+def rtlib_target(secret: str = "bench-secret-not-for-production") -> Target:
+    """The rtlib server: deliveries are ``task.updated`` events (``session.welcome``, ``ack`` ... are not)."""
+    issue = _token_issuer(secret)
+    return Target(
+        name="rtlib",
+        command=lambda port, redis_url: [
+            _rtlib_executable(), "serve", "--host", "127.0.0.1", "--port", str(port), "--redis", redis_url,
+            "--secret", secret,
+        ],
+        url=lambda port, workspace, user: (
+            f"ws://127.0.0.1:{port}/ws?token={issue(user, workspace)}&workspace={workspace}"
+        ),
+        delivery_type="task.updated",
+    )
+
+
+TARGETS: dict[str, Callable[[], Target]] = {"toy": toy_target, "rtlib": rtlib_target}
+
+
+class ServerProcess:
+    """A target's server as a child process, with its output in a temporary log; always stopped on exit."""
+
+    def __init__(self, argv: list[str], port: int) -> None:
+        self.argv = argv
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+        # Lives as long as the server (closed, and so deleted, by stop()).
+        self._log = tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log")  # noqa: SIM115
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 20.0) -> Self:
+        """Start the server and wait until its port accepts connections."""
+        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO_DIR)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"server did not listen on port {self.port} within {timeout}s:\n{self.log_tail()}")
+
+    def check_alive(self) -> None:
+        """Raise, with the end of its log, if the server has exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {self.proc.returncode}:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        self._log.flush()
+        text = Path(self._log.name).read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 5 s; the log file goes with it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

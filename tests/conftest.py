@@ -1,0 +1,139 @@
+"""Shared fixtures: a real redis-server on a free port for the session, and server instances on it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import redis
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from rtlib.auth import issue_token
+from rtlib.config import ServerConfig
+from rtlib.redis_process import RedisProcess
+from rtlib.server import RealtimeServer
+
+SECRET = "test-secret-that-is-long-enough-for-hs256"
+
+
+@pytest.fixture(scope="session")
+def redis_process() -> Iterator[RedisProcess]:
+    """One real redis-server for the whole run (never skipped: the set-up installs a binary)."""
+    with RedisProcess() as proc:
+        yield proc
+
+
+@pytest.fixture
+def redis_url(redis_process: RedisProcess) -> str:
+    """The session's Redis, emptied before each test."""
+    with redis.Redis.from_url(redis_process.url) as client:
+        client.flushall()
+    return redis_process.url
+
+
+class WsClient:
+    """A thin test client speaking the wire contract; keeps every frame it received, by type."""
+
+    def __init__(self, ws: ClientConnection, workspace: str, user: str) -> None:
+        self.ws, self.workspace, self.user = ws, workspace, user
+        self.welcome: dict[str, Any] = {}
+        self.backlog: list[dict[str, Any]] = []
+
+    async def send(self, type_: str, payload: dict[str, Any], **extra: Any) -> None:
+        await self.ws.send(json.dumps({"type": type_, "workspaceId": extra.pop("workspace", self.workspace),
+                                       "payload": payload, **extra}))
+
+    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
+        return json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+
+    async def expect(self, type_: str, timeout: float = 5.0, **payload_match: Any) -> dict[str, Any]:
+        """The first frame of ``type_`` whose payload contains ``payload_match``; frames passed over are kept
+        (in order) for later ``expect`` calls, so tests need not guess the interleaving of independent events."""
+
+        def matches(event: dict[str, Any]) -> bool:
+            return event["type"] == type_ and all(event["payload"].get(k) == v for k, v in payload_match.items())
+
+        for i, event in enumerate(self.backlog):
+            if matches(event):
+                return self.backlog.pop(i)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            event = await self.recv(max(0.01, deadline - loop.time()))
+            if matches(event):
+                return event
+            self.backlog.append(event)
+
+    async def silent(self, seconds: float = 0.3, type_: str | None = None) -> list[dict[str, Any]]:
+        """Frames received in the next ``seconds`` (of ``type_`` only, if given); tests assert it is empty."""
+        got = [e for e in self.backlog if type_ is None or e["type"] == type_]
+        self.backlog = [e for e in self.backlog if e not in got]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while (left := deadline - loop.time()) > 0:
+            try:
+                event = await self.recv(left)
+            except (TimeoutError, asyncio.TimeoutError):
+                break
+            if type_ is None or event["type"] == type_:
+                got.append(event)
+        return got
+
+
+async def close_draining(client: WsClient) -> None:
+    """Close while reading: a client that stopped reading would otherwise miss the server's close frame."""
+    closing = asyncio.ensure_future(client.ws.close())
+    with contextlib.suppress(ConnectionClosed):
+        async for _ in client.ws:
+            pass
+    await closing
+
+
+def token(user: str, *workspaces: str, ttl: float = 600) -> str:
+    return issue_token(SECRET, user, list(workspaces), ttl)
+
+
+class Cluster:
+    """N server instances on one Redis, and a way to connect test clients to any of them."""
+
+    def __init__(self, servers: list[RealtimeServer]) -> None:
+        self.servers = servers
+        self._clients: list[WsClient] = []
+
+    async def client(self, user: str, workspace: str = "w1", instance: int = 0, **connect_kw: Any) -> WsClient:
+        url = f"{self.servers[instance].url}?token={token(user, workspace)}&workspace={workspace}"
+        ws = await connect(url, compression=None, **connect_kw)
+        client = WsClient(ws, workspace, user)
+        client.welcome = await client.expect("session.welcome")
+        self._clients.append(client)
+        return client
+
+    async def close(self) -> None:
+        for c in self._clients:
+            await close_draining(c)
+        for s in self.servers:
+            await s.stop()
+
+
+@pytest.fixture
+def server_config() -> ServerConfig:
+    """Presence compressed 100x (0.3 s heartbeat, 0.6 s timeout, 0.05 s sweep) so timeouts test quickly."""
+    return ServerConfig(heartbeat_interval=0.3, presence_timeout=0.6, sweep_interval=0.05)
+
+
+@pytest.fixture
+async def cluster(redis_url: str, server_config: ServerConfig) -> AsyncIterator[Cluster]:
+    """Two server instances sharing one real Redis."""
+    servers = []
+    for i in range(2):
+        from dataclasses import replace
+
+        servers.append(await RealtimeServer(redis_url, SECRET, replace(server_config, server_id=f"i{i}")).start())
+    c = Cluster(servers)
+    yield c
+    await c.close()

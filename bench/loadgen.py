@@ -1,8 +1,9 @@
 """The load generator's worker processes: receivers that time deliveries, and an open-loop sender.
 
-Each worker runs its own asyncio loop in a child process (so its CPU is apart from the server's and is measured
-on its own) and obeys commands from the harness over a ``multiprocessing`` pipe: ``(name, *args)`` in,
-``("ok", value)`` or ``("error", traceback)`` out. :class:`WorkerHandle` is the harness's side.
+Each worker is a child process (so its CPU is apart from the server's, and measured on its own) running one
+epoll loop over its connections (see ``wsclient.py`` for why not asyncio) and its command pipe from the
+harness: ``(name, *args)`` in, ``("ok", value)`` or ``("error", traceback)`` out. Between commands the loop
+keeps reading, so every connection is always drained. :class:`WorkerHandle` is the harness's side.
 
 Latency is measured against the *scheduled* send time that the sender writes into each frame (``sentAt``,
 ``time.monotonic_ns()``; CLOCK_MONOTONIC is system-wide on Linux, so it is comparable across processes). A
@@ -12,7 +13,6 @@ omission), and it never waits for replies.
 
 from __future__ import annotations
 
-import asyncio
 import multiprocessing as mp
 import time
 import traceback
@@ -22,10 +22,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Self
 
 import msgspec
-from wsclient import WsClient, connect
-
-#: Connections opened at once: enough to be quick, few enough not to overflow the server's accept backlog.
-CONNECT_CONCURRENCY = 64
+from wsclient import Poller, WsConn, open_connections
 
 
 # --- the delivery recogniser -------------------------------------------------------------------------------
@@ -64,7 +61,7 @@ class DeliveryRecorder:
         self.window = (start_ns, end_ns)
         self.latencies = array("q")
 
-    def on_text(self, client: WsClient, frame: bytes, now: int) -> None:
+    def on_text(self, conn: WsConn, frame: bytes, now: int) -> None:
         try:
             envelope = self._envelope.decode(frame)
             if envelope.type != self.delivery_type:
@@ -78,90 +75,106 @@ class DeliveryRecorder:
             self.undecodable += 1
             return
         sent_at = int(changes.sentAt)
-        client.deliveries += 1
+        conn.deliveries += 1
         self.total += 1
         if self.window[0] <= sent_at < self.window[1]:
             self.latencies.append(now - sent_at)
 
 
-async def open_all(urls: list[str], on_text: Any) -> tuple[list[WsClient], list[str]]:
-    """Open every URL, CONNECT_CONCURRENCY at a time; return the clients and the error messages."""
-    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-
-    async def one(url: str) -> WsClient | str:
-        async with gate:
-            try:
-                return await connect(url, on_text)
-            except Exception as exc:  # noqa: BLE001 -- reported to the harness, which decides
-                return f"{type(exc).__name__}: {exc}"
-
-    results = await asyncio.gather(*(one(url) for url in urls))
-    clients = [r for r in results if isinstance(r, WsClient)]
-    errors = [r for r in results if isinstance(r, str)]
-    return clients, errors
-
-
-def _close_codes(clients: list[WsClient]) -> dict[str, int]:
-    return dict(Counter(str(c.close_code) for c in clients if c.closed))
+def _close_codes(conns: list[WsConn]) -> dict[str, int]:
+    return dict(Counter(str(c.close_code) for c in conns if c.closed))
 
 
 # --- the workers -------------------------------------------------------------------------------------------
-class ReceiverWorker:
+class Worker:
+    """What both workers share: a poller over their connections, and the list of those connections."""
+
+    def __init__(self) -> None:
+        self.poller = Poller()
+        self.conns: list[WsConn] = []
+
+    def _open(self, urls: list[str], on_text: Any) -> dict[str, Any]:
+        conns, errors = open_connections(urls, on_text)
+        for conn in conns:
+            self.poller.add(conn)
+        self.conns += conns
+        return {"connected": len(conns), "failed": len(errors), "errors": errors[:3]}
+
+    def cmd_finish(self) -> dict[str, Any]:
+        status = self.cmd_status()
+        for conn in self.conns:
+            conn.close()
+        return status
+
+    def cmd_status(self) -> dict[str, Any]:
+        return {"open": sum(not c.closed for c in self.conns), "close_codes": _close_codes(self.conns)}
+
+
+class ReceiverWorker(Worker):
     """Holds receiving connections and records the latency of every delivery they get."""
 
     def __init__(self, urls: list[str], delivery_type: str) -> None:
+        super().__init__()
         self.urls = urls
         self.recorder = DeliveryRecorder(delivery_type)
-        self.clients: list[WsClient] = []
 
-    async def cmd_connect(self) -> dict[str, Any]:
-        self.clients, errors = await open_all(self.urls, self.recorder.on_text)
-        return {"connected": len(self.clients), "failed": len(errors), "errors": errors[:3]}
+    def cmd_connect(self) -> dict[str, Any]:
+        return self._open(self.urls, self.recorder.on_text)
 
-    async def cmd_status(self) -> dict[str, Any]:
+    def cmd_status(self) -> dict[str, Any]:
         rec = self.recorder
         return {
-            "open": sum(not c.closed for c in self.clients),
-            "ready": sum(c.deliveries > 0 for c in self.clients),  # have seen at least one delivery
+            **super().cmd_status(),
+            "ready": sum(c.deliveries > 0 for c in self.conns),  # have seen at least one delivery
             "total": rec.total,
             "in_window": len(rec.latencies),
             "other_frames": rec.other_frames,
             "undecodable": rec.undecodable,
-            "close_codes": _close_codes(self.clients),
         }
 
-    async def cmd_window(self, start_ns: int, end_ns: int) -> None:
+    def cmd_window(self, start_ns: int, end_ns: int) -> None:
         self.recorder.set_window(start_ns, end_ns)
 
-    async def cmd_finish(self) -> dict[str, Any]:
-        status = await self.cmd_status()
-        status["latencies"] = self.recorder.latencies.tobytes()
-        for client in self.clients:
-            client.close()
-        await asyncio.sleep(0.2)  # let the close frames go out
-        return status
+    def cmd_finish(self) -> dict[str, Any]:
+        return {**super().cmd_finish(), "latencies": self.recorder.latencies.tobytes()}
 
 
-class SenderWorker:
+class SenderWorker(Worker):
     """Holds sender connections and sends ``task.update`` frames open-loop on a fixed schedule."""
 
     def __init__(self, urls_by_workspace: dict[str, list[str]]) -> None:
+        super().__init__()
         self.urls_by_workspace = urls_by_workspace
-        self.clients: dict[str, list[WsClient]] = {}
+        self.by_workspace: dict[str, list[WsConn]] = {}
 
-    async def cmd_connect(self) -> dict[str, Any]:
-        connected, errors = 0, []
+    def cmd_connect(self) -> dict[str, Any]:
+        replies = []
         for workspace, urls in self.urls_by_workspace.items():
+            before = len(self.conns)
             # Senders drain what they receive (their own echoes, acks) without looking at it.
-            self.clients[workspace], errs = await open_all(urls, None)
-            connected += len(self.clients[workspace])
-            errors += errs
-        return {"connected": connected, "failed": len(errors), "errors": errors[:3]}
+            replies.append(self._open(urls, None))
+            self.by_workspace[workspace] = self.conns[before:]
+        return {
+            "connected": sum(r["connected"] for r in replies),
+            "failed": sum(r["failed"] for r in replies),
+            "errors": [e for r in replies for e in r["errors"]][:3],
+        }
 
-    async def cmd_send(self, start_ns: int, rate: float, count: int) -> dict[str, Any]:
+    def wait_until(self, deadline_ns: int) -> None:
+        """Keep draining the connections until ``deadline_ns``, then return as close to it as possible.
+
+        epoll's timeout has millisecond granularity (rounded up), so the last stretch is a sleep, which is
+        precise to tens of µs: sender lateness is latency, and this keeps it small without spinning.
+        """
+        while (remaining := deadline_ns - time.monotonic_ns()) > 1_500_000:
+            self.poller.poll((remaining - 1_000_000) / 1e9)
+        if remaining > 0:
+            time.sleep(remaining / 1e9)
+
+    def cmd_send(self, start_ns: int, rate: float, count: int) -> dict[str, Any]:
         """Send ``count`` updates at ``rate``/s from ``start_ns``, round-robin over workspaces, then over the
-        senders of each workspace; report what was sent where and how late the loop ran behind schedule."""
-        workspaces = list(self.clients)
+        senders of each workspace; report what was sent where and how far the loop ran behind schedule."""
+        workspaces = list(self.by_workspace)
         prefixes = {
             ws: f'{{"type":"task.update","workspaceId":"{ws}","payload":{{"taskId":"t1",'
             f'"changes":{{"title":"x","sentAt":'.encode()
@@ -169,69 +182,49 @@ class SenderWorker:
         }
         interval_ns = round(1e9 / rate)
         per_workspace: Counter[str] = Counter()
-        dropped, late_max = 0, 0
+        dropped, late_max, late_sum = 0, 0, 0
         for i in range(count):
             scheduled = start_ns + i * interval_ns
-            delay = scheduled - time.monotonic_ns()
-            if delay > 0:
-                await asyncio.sleep(delay / 1e9)
-            late_max = max(late_max, time.monotonic_ns() - scheduled)
+            self.wait_until(scheduled)
+            late = time.monotonic_ns() - scheduled
+            late_max, late_sum = max(late_max, late), late_sum + late
             ws = workspaces[i % len(workspaces)]
-            senders = self.clients[ws]
-            client = senders[(i // len(workspaces)) % len(senders)]
-            if client.send_text(prefixes[ws] + b"%d}}}" % scheduled):
+            senders = self.by_workspace[ws]
+            conn = senders[(i // len(workspaces)) % len(senders)]
+            if conn.send_text(prefixes[ws] + b"%d}}}" % scheduled):
                 per_workspace[ws] += 1
             else:
                 dropped += 1
+        self.poller.poll(0)
         return {
             "sent": sum(per_workspace.values()),
             "per_workspace": dict(per_workspace),
             "dropped": dropped,
             "late_max_ms": late_max / 1e6,
-            "end_ns": start_ns + count * interval_ns,
+            "late_mean_ms": late_sum / max(1, count) / 1e6,
         }
-
-    async def cmd_status(self) -> dict[str, Any]:
-        clients = [c for group in self.clients.values() for c in group]
-        return {"open": sum(not c.closed for c in clients), "close_codes": _close_codes(clients)}
-
-    async def cmd_finish(self) -> dict[str, Any]:
-        status = await self.cmd_status()
-        for group in self.clients.values():
-            for client in group:
-                client.close()
-        await asyncio.sleep(0.2)
-        return status
 
 
 # --- the command loop (child side) and the handle (harness side) ------------------------------------------
 def worker_main(pipe: Connection, kind: str, args: tuple[Any, ...]) -> None:
-    """Entry point of a worker process."""
-    worker = {"receiver": ReceiverWorker, "sender": SenderWorker}[kind](*args)
-    asyncio.run(_serve(pipe, worker))
-
-
-async def _serve(pipe: Connection, worker: Any) -> None:
-    loop = asyncio.get_running_loop()
-    commands: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
-
-    def readable() -> None:
-        try:
-            commands.put_nowait(pipe.recv())
-        except (EOFError, OSError):  # the harness is gone: finish and exit rather than linger
-            loop.remove_reader(pipe.fileno())
-            commands.put_nowait(("finish",))
-
-    loop.add_reader(pipe.fileno(), readable)
+    """Entry point of a worker process: read the connections, and obey commands, until told to finish."""
+    worker: Worker = {"receiver": ReceiverWorker, "sender": SenderWorker}[kind](*args)
+    worker.poller.add_fd(pipe.fileno())
     while True:
-        name, *args = await commands.get()
+        if not worker.poller.poll(1.0):
+            continue
         try:
-            reply: tuple[str, Any] = ("ok", await getattr(worker, f"cmd_{name}")(*args))
+            name, *cmd_args = pipe.recv()
+        except (EOFError, OSError):  # the harness is gone: finish and exit rather than linger
+            worker.cmd_finish()
+            return
+        try:
+            reply: tuple[str, Any] = ("ok", getattr(worker, f"cmd_{name}")(*cmd_args))
         except Exception:  # noqa: BLE001 -- any failure goes back to the harness, with its traceback
             reply = ("error", traceback.format_exc())
         try:
             pipe.send(reply)
-        except (BrokenPipeError, OSError):
+        except OSError:
             return
         if name == "finish":
             return

@@ -32,13 +32,17 @@ class Forwarder:
         self.pubsub = redis.pubsub()
         self.local: dict[str, set[ServerConnection]] = {}
         self.reader: asyncio.Task[None] | None = None
+        # redis-py's PubSub opens its connection lazily on the first command, and two first commands racing
+        # each open one (the second replaces the first, whose SUBSCRIBE is then never read): serialise them.
+        self.subscribing = asyncio.Lock()
 
     async def join(self, workspace: str, ws: ServerConnection) -> None:
         """Add ``ws`` to its workspace, subscribing to the workspace's channel on its first connection."""
         conns = self.local.get(workspace)
         if conns is None:
             conns = self.local[workspace] = set()
-            await self.pubsub.subscribe(CHANNEL_PREFIX + workspace)
+            async with self.subscribing:
+                await self.pubsub.subscribe(CHANNEL_PREFIX + workspace)
             # listen() ends when nothing is subscribed, so the reader starts after the first subscription.
             if self.reader is None:
                 self.reader = asyncio.create_task(self.forward())

@@ -1,0 +1,68 @@
+"""The rtlib command: token, schema, and a real `rtlib serve` process shut down by SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from websockets.sync.client import connect
+
+from rtlib.auth import verify_token
+from rtlib.cli import main
+from rtlib.redis_process import free_port
+
+SECRET = "cli-secret-long-enough-for-hmac-sha256"
+
+
+def test_token_prints_a_verifiable_token(capsys, monkeypatch) -> None:
+    monkeypatch.setenv("RTLIB_SECRET", SECRET)
+    main(["token", "--user", "u1", "--workspace", "w1", "--workspace", "w2", "--ttl", "60"])
+    claims = verify_token(SECRET, capsys.readouterr().out.strip())
+    assert claims.user_id == "u1" and claims.workspaces == {"w1", "w2"}
+
+
+def test_token_without_secret_fails_clearly(monkeypatch) -> None:
+    monkeypatch.delenv("RTLIB_SECRET", raising=False)
+    with pytest.raises(SystemExit, match="secret is required"):
+        main(["token", "--user", "u1", "--workspace", "w1"])
+
+
+def test_token_bad_user_fails_clearly() -> None:
+    with pytest.raises(SystemExit, match="invalid id"):
+        main(["token", "--user", "a b", "--workspace", "w1", "--secret", SECRET])
+
+
+def test_serve_rejects_bad_presence_options(monkeypatch) -> None:
+    monkeypatch.setenv("RTLIB_SECRET", SECRET)
+    with pytest.raises(SystemExit, match="heartbeat_interval"):
+        main(["serve", "--heartbeat-interval", "0"])
+
+
+def test_serve_with_embedded_redis_and_sigterm(tmp_path) -> None:
+    port = free_port()
+    env = {**os.environ, "RTLIB_SECRET": SECRET}
+    proc = subprocess.Popen([sys.executable, "-m", "rtlib.cli", "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert f"serving ws://127.0.0.1:{port}/ws" in line, line
+        token = subprocess.run([sys.executable, "-m", "rtlib.cli", "token", "--user", "u", "--workspace", "w"],
+                               env=env, capture_output=True, text=True, check=True).stdout.strip()
+        with connect(f"ws://127.0.0.1:{port}/ws?token={token}&workspace=w") as ws:
+            assert json.loads(ws.recv(timeout=5))["type"] == "session.welcome"
+            proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            with pytest.raises(Exception) as closed:
+                while time.monotonic() < deadline:
+                    ws.recv(timeout=5)
+            assert getattr(closed.value, "rcvd", None) is not None and closed.value.rcvd.code == 1001
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()

@@ -4,7 +4,8 @@ A failure ends in exactly one of three ways, and this module is the only place t
 
 * an ``error`` event (the connection stays open): :class:`ErrorCode`;
 * a WebSocket close code: :class:`CloseCode`;
-* an HTTP status refusing the handshake: :class:`HandshakeError`.
+* an HTTP status refusing the handshake: :class:`HandshakeError` (401 bad token, 403 not allowed,
+  404 wrong path, 503 this instance has lost Redis and is reconnecting).
 """
 
 from __future__ import annotations
@@ -88,3 +89,7 @@ class HandshakeError(Exception):
     @classmethod
     def forbidden(cls, message: str) -> HandshakeError:
         return cls(HTTPStatus.FORBIDDEN, message)
+
+    @classmethod
+    def unavailable(cls, message: str) -> HandshakeError:
+        return cls(HTTPStatus.SERVICE_UNAVAILABLE, message)

@@ -75,7 +75,8 @@ class _PubSubProtocol(asyncio.Protocol):
         fanout.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.fanout._on_lost(exc)
+        if self.fanout._protocol is self:  # not a connection already replaced by a reconnect
+            self.fanout._on_lost(exc)
 
 
 class Fanout:
@@ -103,9 +104,21 @@ class Fanout:
             auth = [unquote(url.username), unquote(url.password)] if url.username else [unquote(url.password)]
             self._write(_resp("AUTH", *auth))
 
+    @property
+    def connected(self) -> bool:
+        p = self._protocol
+        return p is not None and p.transport is not None and not p.transport.is_closing()
+
+    async def reconnect(self, redis_url: str) -> None:
+        """Open a new pub/sub connection and re-subscribe every room that still has local peers."""
+        await self.connect(redis_url)
+        for workspace_id in list(self.rooms):
+            await self._command(b"SUBSCRIBE", channel(workspace_id).encode())
+
     def _write(self, data: bytes) -> None:
-        assert self._protocol is not None and self._protocol.transport is not None, "not connected"
-        self._protocol.transport.write(data)
+        if not self.connected:
+            raise ConnectionError("redis pub/sub connection is down")
+        self._protocol.transport.write(data)  # type: ignore[union-attr]
 
     async def close(self) -> None:
         self._closing = True
@@ -135,7 +148,7 @@ class Fanout:
             return
         if not room:
             del self.rooms[peer.workspace_id]
-            if not self._closing and self._protocol is not None and not self._protocol.transport.is_closing():
+            if not self._closing and self.connected:
                 self._write(_resp(b"UNSUBSCRIBE", channel(peer.workspace_id)))
 
     async def _command(self, verb: bytes, chan: bytes) -> None:

@@ -1,4 +1,5 @@
-"""A token bucket per connection, sans-I/O (the caller passes ``now``, in seconds of any monotonic clock)."""
+"""A token bucket per connection, sans-I/O: the caller passes ``now`` in seconds (any clock; a clock that
+steps backwards mints no tokens)."""
 
 from __future__ import annotations
 

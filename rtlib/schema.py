@@ -102,6 +102,7 @@ class TaskSnapshot(msgspec.Struct):
     taskId: Id
     version: int
     fields: dict[FieldName, Any]
+    ref: Ref | None = None
 
 
 class PresenceJoined(msgspec.Struct):
@@ -121,7 +122,7 @@ class PresenceLeft(msgspec.Struct):
 
 
 class ErrorPayload(msgspec.Struct):
-    code: str
+    code: ErrorCode
     message: str
     ref: Ref | None = None
 

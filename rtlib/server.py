@@ -19,6 +19,9 @@ from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from websockets.asyncio.server import Server as WsServer
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -62,10 +65,15 @@ class RealtimeServer:
         self._ids = itertools.count(1)
         self._ws: WsServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._reconnect: asyncio.Future[None] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------------------
     async def start(self) -> RealtimeServer:
-        self.redis = Redis.from_url(self.redis_url, decode_responses=False)
+        # Retry a command once on a dropped connection: after a Redis restart the pool still holds dead
+        # sockets, and the first command on each would otherwise fail a client request.
+        self.redis = Redis.from_url(self.redis_url, decode_responses=False,
+                                    retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+                                    retry_on_error=[RedisConnectionError])
         await self.redis.ping()
         self.store = RedisStore(self.redis)
         self.fanout.on_lost = self._on_redis_lost
@@ -83,6 +91,8 @@ class RealtimeServer:
 
     async def stop(self) -> None:
         """Close every connection with 1001 (their presence is removed, ``reason: disconnect``), then Redis."""
+        if self._reconnect is not None:
+            self._reconnect.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -119,9 +129,24 @@ class RealtimeServer:
 
     def _on_redis_lost(self, exc: Exception | None) -> None:
         # Without pub/sub this instance would silently stop delivering: end every connection so clients
-        # reconnect (to another instance, or here once Redis is back) and resync.
+        # reconnect (to another instance, or here once Redis is back) and resync; refuse new ones with 503
+        # until the pub/sub link is back.
         for peer in [p for room in self.fanout.rooms.values() for p in room.values()]:
             asyncio.ensure_future(peer.connection.close(CloseCode.INTERNAL_ERROR, "redis unavailable"))
+        if self._ws is not None and (self._reconnect is None or self._reconnect.done()):
+            self._reconnect = asyncio.ensure_future(self._reconnect_pubsub())
+
+    async def _reconnect_pubsub(self) -> None:
+        delay = 0.05
+        while self._ws is not None:
+            try:
+                await self.fanout.reconnect(self.redis_url)
+                log.warning("%s: redis pub/sub reconnected", self.server_id)
+                return
+            except OSError as exc:
+                log.warning("%s: redis pub/sub reconnect failed (%s); retry in %.2fs", self.server_id, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     # --- handshake --------------------------------------------------------------------------------------------
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -130,11 +155,13 @@ class RealtimeServer:
             return connection.respond(HTTPStatus.NOT_FOUND, f"no endpoint at {url.path}; use {WS_PATH}\n")
         query = parse_qs(url.query)
         try:
+            if not self.fanout.connected:
+                raise HandshakeError.unavailable("this instance lost Redis and is reconnecting; try another")
             claims = verify_token(self.secret, (query.get("token") or [None])[0])
             workspace = (query.get("workspace") or [""])[0]
             if not workspace:
                 raise HandshakeError.forbidden("missing workspace parameter")
-            if workspace not in claims.workspaces:
+            if workspace not in claims.workspaces:  # token workspaces are valid ids, so W is one too
                 raise HandshakeError.forbidden(f"user is not a member of workspace {workspace!r}")
             origin = request.headers.get("Origin")
             allowed = self.config.allowed_origins
@@ -168,6 +195,8 @@ class RealtimeServer:
                     await self._carry_out(session, peer, outcome)
         except ConnectionClosed:
             pass
+        except (ConnectionError, RedisConnectionError):  # Redis went away mid-request: _on_redis_lost closes the others the same way
+            await _close_draining(connection, CloseCode.INTERNAL_ERROR, "redis unavailable")
         except Exception:
             log.exception("%s: unexpected fault on %s", self.server_id, conn_id)
             self.fanout.flush_peer(peer)

@@ -50,7 +50,7 @@ class Session:
                               cfg.heartbeat_interval, cfg.presence_timeout, now)
 
     def receive(self, data: str | bytes, now: float) -> Request | bytes:
-        """Handle one frame at ``now`` (monotonic seconds): a :class:`Request`, or an error frame to send."""
+        """Handle one frame at ``now`` (Unix seconds; also stamps the reply): a :class:`Request`, or an error frame."""
         if not self.bucket.take(now):
             if self.bucket.strikes > self.config.rate_limit_strikes:
                 raise ConnectionMustClose(CloseCode.POLICY_VIOLATION, "rate limit exceeded")

@@ -102,6 +102,7 @@ for _, dm in ipairs(due) do
   end
   reindex(zset, KEYS[1], dm)
 end
+table.insert(out, 1, #due)
 return out
 """
 
@@ -163,12 +164,21 @@ class RedisStore:
         results = await pipe.execute()
         return [EntryFact(ws, t, conn, user, r[0] == 1, int(r[1])) for t, r in zip(tasks, results)]
 
-    async def presence_expire(self, cutoff: float, max_tasks: int = 1000) -> list[EntryFact]:
-        """Pop every entry whose last heartbeat is ``<= cutoff`` (on up to ``max_tasks`` tasks).
+    async def presence_expire(self, cutoff: float, max_tasks: int = 500) -> list[EntryFact]:
+        """Pop every entry whose last heartbeat is ``<= cutoff``.
 
-        Safe to call from every instance at once: each entry is popped by exactly one call.
+        Works in scripts of at most ``max_tasks`` tasks each (so Redis is never blocked for long) until no due
+        task is left. Safe to call from every instance at once: each entry is popped by exactly one call.
         """
-        flat = await self._expire(keys=[DUE_KEY], args=[repr(cutoff), max_tasks])
+        facts: list[EntryFact] = []
+        while True:
+            flat = await self._expire(keys=[DUE_KEY], args=[repr(cutoff), max_tasks])
+            facts += self._facts(flat[1:])
+            if int(flat[0]) < max_tasks:
+                return facts
+
+    @staticmethod
+    def _facts(flat: list[Any]) -> list[EntryFact]:
         facts = []
         for i in range(0, len(flat), 4):
             ws, task, entry, n = _text(flat[i]), _text(flat[i + 1]), _text(flat[i + 2]), int(flat[i + 3])

@@ -1,7 +1,9 @@
 """CPU time from ``/proc`` (Linux): per process (tree) and for the whole machine.
 
 utime + stime of ``/proc/<pid>/stat`` cover all the threads of a process; a process *tree* adds its live
-descendants too, so a server that forks workers is measured whole.
+descendants too, so a server that forks workers is measured whole. Per-process times are precise (the
+scheduler's runtime, split into user/system by tick samples); the machine-wide ``/proc/stat`` is tick-sampled
+only, and undercounts short bursts of work on a mostly idle machine: use it as a rough figure.
 """
 
 from __future__ import annotations
@@ -49,19 +51,41 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def cpu_by_pid() -> dict[int, float]:
+    """CPU seconds of every live process on the machine (kernel threads included), by pid."""
+    return {int(entry): process_cpu_seconds(int(entry)) for entry in os.listdir("/proc") if entry.isdigit()}
+
+
+def cpu_spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds all processes spent between two :func:`cpu_by_pid` readings. A process that started in
+    between counts whole; one that exited in between is missed (its final time is gone with it)."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """CPU seconds of ``pid`` and its live descendants."""
     return sum(process_cpu_seconds(p) for p in (pid, *descendants(pid)))
 
 
-def machine_cpu_seconds() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine since boot, all cores, from /proc/stat."""
+def _machine_ticks() -> list[int]:
+    """The 'cpu' line of /proc/stat: user nice system idle iowait irq softirq steal (guest is in user)."""
     with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    # user nice system idle iowait irq softirq steal guest guest_nice; guest time is already in user.
-    total = sum(values[:8])
+        return [int(v) for v in f.readline().split()[1:9]]
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores."""
+    values = _machine_ticks()
+    total = sum(values)
     idle = values[3] + values[4]
     return (total - idle) / CLK_TCK, total / CLK_TCK
+
+
+def machine_irq_seconds() -> float:
+    """Seconds all cores spent in hard and soft interrupts since boot. Loopback TCP delivery runs largely
+    in softirq context, which (with IRQ time accounting) is charged to no process: it shows up here."""
+    values = _machine_ticks()
+    return (values[5] + values[6]) / CLK_TCK
 
 
 @dataclass
@@ -70,6 +94,7 @@ class CpuSnapshot:
 
     wall: float
     seconds: dict[str, float]
+    by_pid: dict[int, float]  # every process on the machine
 
     def minus(self, earlier: CpuSnapshot) -> dict[str, float]:
         """CPU seconds spent by each probe between ``earlier`` and this snapshot."""
@@ -78,7 +103,7 @@ class CpuSnapshot:
 
 def snapshot(probes: dict[str, Callable[[], float]]) -> CpuSnapshot:
     """Read every probe now."""
-    return CpuSnapshot(time.monotonic(), {name: probe() for name, probe in probes.items()})
+    return CpuSnapshot(time.monotonic(), {name: probe() for name, probe in probes.items()}, cpu_by_pid())
 
 
 def summed(pids: Iterable[int]) -> Callable[[], float]:

@@ -24,6 +24,7 @@ import math
 import os
 import platform
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -49,6 +50,8 @@ from rtlib.redis_process import RedisProcess, find_redis_server, free_port
 SENDER_RATE_CAP = 25.0
 #: Quiet time between warm-up and the send phase, so warm-up traffic has drained when CPU is first read.
 QUIET_S = 0.5
+#: The processes of a case, as named in cpu_probes(); everything else on the machine is "other".
+OURS = ("server", "redis", "receivers", "sender", "harness")
 
 
 @dataclass(frozen=True)
@@ -171,7 +174,9 @@ def cpu_probes(server: ServerProcess, redis: RedisProcess, receivers: list[Worke
         "redis": lambda: procstat.process_cpu_seconds(redis_pid),
         "receivers": procstat.summed(w.pid for w in receivers),
         "sender": procstat.summed([sender.pid]),
+        "harness": procstat.summed([os.getpid()]),
         "machine": lambda: procstat.machine_cpu_seconds()[0],
+        "irq": procstat.machine_irq_seconds,
     }
 
 
@@ -216,6 +221,9 @@ def measure(receivers: list[WorkerHandle], sender: WorkerHandle, server: ServerP
             "server_alive_at_end": server_alive,
             "other_frames": sum(f["other_frames"] for f in finals),
             "undecodable_frames": sum(f["undecodable"] for f in finals),
+            # How the receivers' epoll loop batched during the window (more reads per wakeup: cheaper).
+            "receiver_reads_per_wakeup": round(
+                sum(f["reads"] for f in finals) / max(1, sum(f["wakeups"] for f in finals)), 2),
             "receiver_close_codes": merge_counts(f["close_codes"] for f in finals),
             "sender_close_codes": sender_final["close_codes"],
         },
@@ -256,6 +264,7 @@ def summarise(scenario: Scenario, opts: Options, sent: dict[str, Any], expected:
         "drain_s": round(drained.wall - at_send_end.wall, 3),
         "updates_sent": sent["sent"],
         "updates_dropped": sent["dropped"],
+        "sender_late_mean_ms": round(sent["late_mean_ms"], 3),
         "sender_late_max_ms": round(sent["late_max_ms"], 3),
         "expected": expected,
         "received": received,
@@ -267,10 +276,12 @@ def summarise(scenario: Scenario, opts: Options, sent: dict[str, Any], expected:
             "redis": round(per_delivery(cost["redis"]), 2),
         },
         "cpu_us_per_delivery_send_phase_only": round(per_delivery(busy["server"] + busy["redis"]), 2),
-        # % of one core, except "machine": % of all cores.
+        # % of one core, except "machine": % of all cores. "irq": time in interrupts (much of loopback
+        # networking), which the kernel charges partly to the process it interrupted.
         "cpu_pct": {
-            name: round(100 * busy[name] / send_phase / (nproc if name == "machine" else 1), 1)
-            for name in busy
+            **{name: round(100 * busy[name] / send_phase / (nproc if name == "machine" else 1), 1)
+               for name in busy},
+            "other": other_load_pct(before, at_send_end),
         },
         "latency_ms": {
             "p50": round(float(pcts[0]), 3),
@@ -280,6 +291,20 @@ def summarise(scenario: Scenario, opts: Options, sent: dict[str, Any], expected:
         },
         **extra,
     }
+
+
+def other_load_pct(before: procstat.CpuSnapshot, after: procstat.CpuSnapshot) -> float:
+    """% of one core used by everything on the machine but this case's processes: another job running
+    during the benchmark makes its numbers (latency most) suspect.
+
+    Two estimates, and the larger is kept: the per-process sum misses processes that exited in between (a
+    test run's short-lived children), the machine-wide tick-sampled figure misses short bursts of work.
+    """
+    wall = after.wall - before.wall
+    ours = sum(after.seconds[k] - before.seconds[k] for k in OURS)
+    by_pid = procstat.cpu_spent(before.by_pid, after.by_pid) - ours
+    machine = after.seconds["machine"] - before.seconds["machine"] - ours
+    return round(max(0.0, 100 * max(by_pid, machine) / wall), 1)
 
 
 def run_case(target: Target, scenario: Scenario, opts: Options) -> dict[str, Any]:
@@ -345,7 +370,7 @@ COLUMNS = [
     ("server %", lambda r: f"{r['cpu_pct']['server']:.0f}"),
     ("redis %", lambda r: f"{r['cpu_pct']['redis']:.0f}"),
     ("loadgen %", lambda r: f"{r['cpu_pct']['receivers'] + r['cpu_pct']['sender']:.0f}"),
-    ("machine %", lambda r: f"{r['cpu_pct']['machine']:.0f}"),
+    ("other %", lambda r: f"{r['cpu_pct']['other']:.0f}"),
 ]
 
 
@@ -383,7 +408,8 @@ def markdown_report(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
         "",
         (
             f"Send phase {params['duration']} s per case{' (quick smoke run)' if params['quick'] else ''}; "
-            f"receiver processes: {params['receiver_procs']}; a fresh redis-server and server per case."
+            f"receiver processes: {params['receiver_procs']}; a fresh redis-server and server per case; "
+            f"background load before the run: {meta['background_load_pct']:.0f}% of a core."
         ),
         "",
         *(f"- {s.name}: {s.description} ({s.senders_per_workspace} sender connection(s) per workspace)"
@@ -396,9 +422,10 @@ def markdown_report(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
         (
             "CPU µs/del = (server + redis-server CPU time from the start of the send phase until the last "
             "delivery) / deliveries received. Latency = receipt − *scheduled* send time (open loop). "
-            "`%` columns: share of one core during the send phase (machine %: of all cores); "
-            "loadgen = receiver + sender processes. Deliveries count receiving connections only "
-            "(the senders' own copies and acks are not counted)."
+            "`%` columns: share of one core during the send phase; loadgen = receiver + sender processes; "
+            "other = every other process on the machine (if it is large, another job was running and the "
+            "numbers, latency most, are suspect). Deliveries count receiving connections only (the "
+            "senders' own copies and acks are not counted)."
         ),
         "",
     ]
@@ -436,6 +463,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def background_load(seconds: float = 1.0) -> float:
+    """% of one core that the machine is busy while this harness idles (others' jobs): the larger of the
+    per-process and the machine-wide estimates (see :func:`other_load_pct`)."""
+    pids, (machine, _) = procstat.cpu_by_pid(), procstat.machine_cpu_seconds()
+    time.sleep(seconds)
+    by_pid = procstat.cpu_spent(pids, procstat.cpu_by_pid())
+    by_machine = procstat.machine_cpu_seconds()[0] - machine
+    return round(100 * max(by_pid, by_machine) / seconds, 1)
+
+
 def raise_fd_limit() -> None:
     """1,000+ sockets per process: lift the soft open-files limit to the hard one (children inherit it)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -455,10 +492,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     prefix = args.out or BENCH_DIR / "results" / ("server_cost.quick" if args.quick else "server_cost")
     raise_fd_limit()
+    # SIGTERM would end the harness without unwinding, orphaning redis-server and the server: turn it into
+    # SystemExit so every `with` block stops its processes (the workers exit on their own when the pipe closes).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     meta = {**machine_info(), "parameters": {
         **asdict(opts), "scenarios": args.scenarios.split(","), "targets": args.targets.split(","),
         "sender_rate_cap": SENDER_RATE_CAP,
     }}
+    meta["background_load_pct"] = background_load()
+    if meta["background_load_pct"] > 20:
+        print(f"warning: the machine is already {meta['background_load_pct']:.0f}% of a core busy; "
+              "latencies (and, less so, CPU costs) will be disturbed: see the 'other %' column", flush=True)
     results: list[dict[str, Any]] = []
     # Targets alternate inside each scenario, so slow drift of the machine does not favour one of them.
     for scen_name in args.scenarios.split(","):

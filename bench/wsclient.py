@@ -220,16 +220,19 @@ def open_connections(urls: list[str], on_text: TextHandler | None, batch: int = 
     """Open every URL and return the connections and the error messages of those that failed.
 
     ``batch`` handshakes are in flight at once: the server works on them concurrently, and the batch stays
-    well under a typical accept backlog (asyncio's is 100).
+    well under a typical accept backlog (asyncio's is 100). A batch gets ``timeout`` seconds in all, and if
+    none of its connections opened the server is taken as unresponsive and the rest are not tried.
     """
     conns: list[WsConn] = []
     errors: list[str] = []
     for first in range(0, len(urls), batch):
+        deadline = time.monotonic() + timeout
         pending: list[tuple[socket.socket, bytes]] = []
+        opened_before = len(conns)
         for url in urls[first:first + batch]:
             try:
                 host, port, request, key = _request(url)
-                sock = socket.create_connection((host, port), timeout=timeout)
+                sock = socket.create_connection((host, port), timeout=max(0.01, deadline - time.monotonic()))
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 sock.sendall(request)
                 pending.append((sock, key))
@@ -237,6 +240,7 @@ def open_connections(urls: list[str], on_text: TextHandler | None, batch: int = 
                 errors.append(f"{type(exc).__name__}: {exc}")
         for sock, key in pending:
             try:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
                 rest = _read_response(sock, key)
             except OSError as exc:  # HandshakeFailed and timeouts included
                 errors.append(f"{type(exc).__name__}: {exc}")
@@ -247,6 +251,11 @@ def open_connections(urls: list[str], on_text: TextHandler | None, batch: int = 
             if rest:
                 conn.feed(rest, time.monotonic_ns())
             conns.append(conn)
+        if len(conns) == opened_before:
+            rest_count = len(urls) - first - batch
+            if rest_count > 0:
+                errors.append(f"{rest_count} more not tried: a whole batch of {batch} failed")
+            break
     return conns, errors
 
 
@@ -256,6 +265,8 @@ class Poller:
     def __init__(self) -> None:
         self._epoll = select.epoll()
         self._conns: dict[int, WsConn] = {}
+        self.wakeups = 0  # epoll returns with something ready, and
+        self.reads = 0  # connection reads: reads per wakeup tell how well the loop batches
 
     def add(self, conn: WsConn) -> None:
         self._conns[conn.fd] = conn
@@ -267,11 +278,14 @@ class Poller:
     def poll(self, timeout: float) -> list[int]:
         """Wait up to ``timeout`` s, read every readable connection; return the other fds that are ready."""
         others = []
-        for fd, _ in self._epoll.poll(timeout):
+        events = self._epoll.poll(timeout)
+        self.wakeups += bool(events)
+        for fd, _ in events:
             conn = self._conns.get(fd)
             if conn is None:
                 others.append(fd)
                 continue
+            self.reads += 1
             conn.read()
             if conn.closed:  # closing the socket already took it out of the epoll set
                 del self._conns[fd]

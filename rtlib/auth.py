@@ -14,7 +14,7 @@ import jwt
 
 from rtlib.errors import HandshakeError
 
-__all__ = ["Claims", "issue_token", "verify_token", "DEFAULT_TTL"]
+__all__ = ["DEFAULT_TTL", "Claims", "issue_token", "verify_token"]
 
 DEFAULT_TTL = 3600.0
 _ALGORITHM = "HS256"

@@ -14,7 +14,7 @@ from pathlib import Path
 from rtlib.auth import DEFAULT_TTL, issue_token
 from rtlib.config import ServerConfig
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 
 def _secret(args: argparse.Namespace) -> str:

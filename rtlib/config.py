@@ -7,7 +7,7 @@ from typing import Literal
 
 from rtlib.presence import PresenceConfig
 
-__all__ = ["ServerConfig", "PublishMode"]
+__all__ = ["PublishMode", "ServerConfig"]
 
 PublishMode = Literal["atomic", "split"]
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 from rtlib.redis_process import RedisNotFound, RedisProcess, free_port
 
-__all__ = ["embedded_redis", "FALLBACK_WARNING"]
+__all__ = ["FALLBACK_WARNING", "embedded_redis"]
 
 log = logging.getLogger("rtlib.embedded")
 

@@ -14,12 +14,12 @@ from enum import IntEnum, StrEnum
 from http import HTTPStatus
 
 __all__ = [
+    "ERROR_DESCRIPTIONS",
     "CloseCode",
+    "ConnectionMustClose",
     "ErrorCode",
     "HandshakeError",
     "ProtocolError",
-    "ConnectionMustClose",
-    "ERROR_DESCRIPTIONS",
 ]
 
 

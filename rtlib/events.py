@@ -16,14 +16,14 @@ from rtlib.presence import PresenceChange
 from rtlib.schema import encode_event, iso_timestamp
 
 __all__ = [
-    "welcome",
     "ack",
-    "snapshot",
     "error",
     "error_from",
-    "presence_state",
     "presence_change",
+    "presence_state",
+    "snapshot",
     "task_updated_parts",
+    "welcome",
 ]
 
 _encode = msgspec.json.encode

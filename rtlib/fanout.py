@@ -26,7 +26,7 @@ from websockets.protocol import State
 from rtlib.errors import CloseCode
 from rtlib.store import channel
 
-__all__ = ["Peer", "Fanout", "text_frame"]
+__all__ = ["Fanout", "Peer", "text_frame"]
 
 log = logging.getLogger("rtlib.fanout")
 
@@ -47,7 +47,7 @@ def _resp(*parts: bytes | str) -> bytes:
 class Peer:
     """The outbound side of one local WebSocket connection: a queue of frames flushed in batches."""
 
-    __slots__ = ("conn_id", "workspace_id", "connection", "queue", "on_slow")
+    __slots__ = ("conn_id", "connection", "on_slow", "queue", "workspace_id")
 
     def __init__(self, conn_id: str, workspace_id: str, connection: Any,
                  on_slow: Callable[[Peer], None] | None = None) -> None:

@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
-    "PresenceConfig",
     "EntryFact",
-    "PresenceChange",
     "PresenceBook",
-    "member",
-    "split_member",
+    "PresenceChange",
+    "PresenceConfig",
     "joined_change",
     "left_change",
+    "member",
+    "split_member",
 ]
 
 LeftReason = Literal["leave", "disconnect", "timeout"]

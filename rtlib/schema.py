@@ -17,13 +17,13 @@ import msgspec
 from rtlib.errors import ErrorCode, ProtocolError
 
 __all__ = [
-    "Id",
-    "Envelope",
-    "TaskUpdate",
-    "TaskGet",
-    "PresenceRequest",
     "CLIENT_TYPES",
     "SERVER_PAYLOADS",
+    "Envelope",
+    "Id",
+    "PresenceRequest",
+    "TaskGet",
+    "TaskUpdate",
     "decode_client_frame",
     "encode_event",
     "iso_timestamp",

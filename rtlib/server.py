@@ -38,7 +38,7 @@ from rtlib.session import Request as ClientRequest
 from rtlib.session import Session
 from rtlib.store import RedisStore
 
-__all__ = ["RealtimeServer", "WS_PATH"]
+__all__ = ["WS_PATH", "RealtimeServer"]
 
 log = logging.getLogger("rtlib.server")
 WS_PATH = "/ws"
@@ -195,7 +195,8 @@ class RealtimeServer:
                     await self._carry_out(session, peer, outcome)
         except ConnectionClosed:
             pass
-        except (ConnectionError, RedisConnectionError):  # Redis went away mid-request: _on_redis_lost closes the others the same way
+        except (ConnectionError, RedisConnectionError):
+            # Redis went away mid-request: _on_redis_lost closes the other connections the same way.
             await _close_draining(connection, CloseCode.INTERNAL_ERROR, "redis unavailable")
         except Exception:
             log.exception("%s: unexpected fault on %s", self.server_id, conn_id)

@@ -18,7 +18,7 @@ from rtlib.errors import CloseCode, ConnectionMustClose, ErrorCode, ProtocolErro
 from rtlib.ratelimit import TokenBucket
 from rtlib.schema import PresenceRequest, TaskGet, TaskUpdate, decode_client_frame
 
-__all__ = ["Session", "Request"]
+__all__ = ["Request", "Session"]
 
 
 @dataclass(frozen=True)

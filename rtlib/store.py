@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from rtlib.presence import EntryFact, member
 
-__all__ = ["RedisStore", "channel", "KEY_PREFIX"]
+__all__ = ["KEY_PREFIX", "RedisStore", "channel"]
 
 KEY_PREFIX = "rt:"
 DUE_KEY = "rt:presence:due"
@@ -162,7 +162,7 @@ class RedisStore:
             await self._remove(keys=_presence_keys(ws, task), args=[member(conn, user), user, f"{ws}:{task}"],
                                client=pipe)
         results = await pipe.execute()
-        return [EntryFact(ws, t, conn, user, r[0] == 1, int(r[1])) for t, r in zip(tasks, results)]
+        return [EntryFact(ws, t, conn, user, r[0] == 1, int(r[1])) for t, r in zip(tasks, results, strict=True)]
 
     async def presence_expire(self, cutoff: float, max_tasks: int = 500) -> list[EntryFact]:
         """Pop every entry whose last heartbeat is ``<= cutoff``.

@@ -78,7 +78,7 @@ class WsClient:
         while (left := deadline - loop.time()) > 0:
             try:
                 event = await self.recv(left)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 break
             if type_ is None or event["type"] == type_:
                 got.append(event)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from conftest import SECRET, Cluster, token
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from conftest import SECRET, Cluster, token
 from rtlib.redis_process import RedisProcess
 from rtlib.server import RealtimeServer
 

@@ -28,7 +28,7 @@ def test_env_override_wins(monkeypatch, tmp_path) -> None:
 
 
 def test_missing_binary_is_a_clear_error(monkeypatch) -> None:
-    monkeypatch.setattr(redis_process, "_candidates", lambda: [])
+    monkeypatch.setattr(redis_process, "_candidates", list)
     try:
         find_redis_server()
     except RedisNotFound as exc:

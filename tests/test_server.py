@@ -6,10 +6,10 @@ import asyncio
 import json
 
 import pytest
+from conftest import SECRET, Cluster, token
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from conftest import SECRET, Cluster, token
 from rtlib.auth import issue_token
 
 
@@ -102,6 +102,7 @@ async def test_rate_limit_errors_then_policy_close(redis_url: str) -> None:
     from dataclasses import replace
 
     from conftest import Cluster as C
+
     from rtlib.config import ServerConfig
     from rtlib.server import RealtimeServer
 
@@ -173,6 +174,7 @@ async def test_handshake_refusals(cluster: Cluster, query: str, status: int) -> 
 
 async def test_origin_allow_list(redis_url: str) -> None:
     from conftest import Cluster as C
+
     from rtlib.config import ServerConfig
     from rtlib.server import RealtimeServer
 

@@ -231,7 +231,7 @@ def worker_main(pipe: Connection, kind: str, args: tuple[Any, ...]) -> None:
             return
         try:
             reply: tuple[str, Any] = ("ok", getattr(worker, f"cmd_{name}")(*cmd_args))
-        except Exception:  # noqa: BLE001 -- any failure goes back to the harness, with its traceback
+        except Exception:  # any failure goes back to the harness, with its traceback
             reply = ("error", traceback.format_exc())
         try:
             pipe.send(reply)

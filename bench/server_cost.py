@@ -38,11 +38,11 @@ import numpy as np
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))  # rtlib, when the project is not installed
 
-import procstat
-from loadgen import WorkerHandle
-from targets import TARGETS, ServerProcess, Target
+import procstat  # noqa: E402 (after the sys.path line)
+from loadgen import WorkerHandle  # noqa: E402 (after the sys.path line)
+from targets import TARGETS, ServerProcess, Target  # noqa: E402 (after the sys.path line)
 
-from rtlib.redis_process import RedisProcess, find_redis_server, free_port
+from rtlib.redis_process import RedisProcess, find_redis_server, free_port  # noqa: E402 (after the sys.path line)
 
 #: Sends per second per sender connection, at most. rtlib rate-limits each connection (100 frames/s, burst
 #: 200); staying far below keeps the limiter from ever shaping the benchmark, so a busy workspace gets
@@ -511,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {target_name} / scenario {scen_name}: {scenario.description}", flush=True)
             try:
                 result = run_case(TARGETS[target_name](), scenario, opts)
-            except Exception as exc:  # noqa: BLE001 -- one broken target must not hide the other's numbers
+            except Exception as exc:  # one broken target must not hide the other's numbers
                 result = {"target": target_name, "scenario": scen_name, "error": f"{type(exc).__name__}: {exc}"}
                 print(f"   FAILED: {result['error']}", flush=True)
             else:

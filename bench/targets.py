@@ -100,7 +100,7 @@ class ServerProcess:
         self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
         # Lives as long as the server (closed, and so deleted, by stop()).
-        self._log = tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log")  # noqa: SIM115
+        self._log = tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log")
 
     @property
     def pid(self) -> int:

@@ -42,7 +42,7 @@ class _Instance:
     def __init__(self, index: int, redis_url: str, secret: str, options: dict[str, Any], logdir: Path) -> None:
         self.index, self.port = index, free_port()
         args = [sys.executable, "-m", "rtlib.cli", "serve", "--port", str(self.port), "--redis", redis_url,
-                "--server-id", f"i{index}", "--log-level", "WARNING"]
+                "--server-id", f"i{index}", "--log-level", os.environ.get("RTLIB_LAB_LOG_LEVEL", "WARNING")]
         for name, value in options.items():
             args += [f"--{name.replace('_', '-')}", str(value)]
         self.log = open(logdir / f"instance-{index}.log", "ab")  # noqa: SIM115 - closed in stop()
@@ -137,6 +137,11 @@ class Cluster:
     @property
     def urls(self) -> list[str]:
         return [i.url for i in self._instances]
+
+    def restart(self) -> None:
+        """Stop and start every instance (after a failure study killed some)."""
+        options, self._options = self._options or {}, None
+        self._configure({k: v for k, v in options.items() if k not in self.server_options})
 
     def kill_instance(self, index: int) -> None:
         """SIGKILL one instance: its clients see the socket drop, its presence entries expire by timeout."""

@@ -6,7 +6,8 @@ scenario's ordering strategy (:mod:`rtlib.ordering`), and plays its roles from a
 * editor: open-loop Poisson ``task.update`` (sent on schedule, never waiting for replies; latency is taken
   from the *scheduled* time, so a stalled sender cannot hide queueing: no coordinated omission);
 * viewer: ``presence.join`` on one task, heartbeats from a :mod:`rtlib.heartbeat` model, ``presence.leave``;
-* crash: the socket is dropped with no leave (presence must expire); churn: disconnect and reconnect.
+* crash: the client vanishes mid-run (no leave, no close, no FIN: a dropped network or frozen tab), so only
+  the presence timeout can detect it; churn: a clean disconnect, then a reconnect.
 
 Reconnects use exponential backoff with jitter and move to the next instance. Every record goes to a
 :class:`Recorder` as a plain tuple (cheap on the hot path); :mod:`rtlib.results` makes DataFrames of them.
@@ -181,7 +182,8 @@ class SimClient:
     # --- the run -----------------------------------------------------------------------------------------
     async def run(self, stop_at: float) -> None:
         """Play the plan until design time ``stop_at``; then leave cleanly (unless crashed)."""
-        await self.connect()
+        if self.ws is None:  # the lab normally connects everyone first, then starts the clock
+            await self.connect()
         jobs = [asyncio.create_task(self._reader())]
         if self.plan.editor:
             jobs.append(asyncio.create_task(self._edit(stop_at)))
@@ -204,7 +206,10 @@ class SimClient:
         """After the drain: resync once more (gap_resync) and close."""
         self.stopping = True
         if self.ws is not None:
-            await self.ws.close()
+            if self.plan.crash_at is not None and self.plan.crash_at < self.sc.duration:
+                self.ws.transport.abort()
+            else:
+                await self.ws.close()
 
     def _crash(self) -> None:
         self.stopping = True
@@ -212,7 +217,10 @@ class SimClient:
         self.rec.connections.append((self.plan.user, self.plan.workspace, self.instance, "crashed", self.now(),
                                      self.conn_count))
         if self.ws is not None:
-            self.ws.transport.abort()  # no close frame, no leave: only the presence timeout can tell
+            # Vanish without a trace, as a dropped network or a frozen tab does: no leave, no close frame and
+            # no FIN (a FIN would let the server remove the presence at once as a disconnect). The socket just
+            # goes silent; only the presence timeout can tell. finish() aborts it after the run.
+            self.ws.transport.pause_reading()
 
     async def _edit(self, stop_at: float) -> None:
         sc, rate = self.sc, self.editor_rate

@@ -1,4 +1,4 @@
-"""The ``rtlib`` command: ``serve``, ``token`` and ``schema``."""
+"""The ``rtlib`` command: ``serve``, ``token``, ``simulate`` and ``schema``."""
 
 from __future__ import annotations
 
@@ -56,6 +56,32 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=float, default=DEFAULT_TTL, metavar="SECONDS")
     token.add_argument("--secret", help="token signing secret (default: $RTLIB_SECRET)")
 
+    sim = sub.add_parser("simulate", help="run simulated clients against an in-process cluster; write CSVs")
+    sim.add_argument("--clients", type=int, default=200)
+    sim.add_argument("--workspaces", type=int, default=4)
+    sim.add_argument("--tasks", type=int, default=10, help="per workspace")
+    sim.add_argument("--instances", type=int, default=2)
+    sim.add_argument("--duration", type=float, default=60.0, help="design seconds")
+    sim.add_argument("--rate", type=float, default=20.0, help="task.update per design second, all editors")
+    sim.add_argument("--editors", type=float, default=0.25, help="share of clients that edit")
+    sim.add_argument("--viewers", type=float, default=0.5, help="share of clients that open a task")
+    sim.add_argument("--crash", type=float, default=0.0, help="share of viewers that vanish mid-run")
+    sim.add_argument("--churn", type=float, default=0.0, help="share of clients that reconnect mid-run")
+    sim.add_argument("--heartbeat", default="interval:30", help="heartbeat model, e.g. background:30:300")
+    sim.add_argument("--heartbeat-interval", type=float, default=30.0)
+    sim.add_argument("--presence-timeout", type=float, default=60.0)
+    sim.add_argument("--sweep-interval", type=float, default=5.0)
+    sim.add_argument("--ordering", default="gap_resync", choices=["naive", "version_gate", "gap_resync"])
+    sim.add_argument("--publish-mode", default="atomic", choices=["atomic", "split"])
+    sim.add_argument("--delay", type=float, default=0.0, help="injected per-frame delay, real seconds")
+    sim.add_argument("--jitter", type=float, default=0.0, help="injected per-frame jitter, real seconds")
+    sim.add_argument("--loss", type=float, default=0.0, help="share of task.updated frames dropped")
+    sim.add_argument("--time-scale", type=float, default=0.1, help="wall seconds per design second")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--redis", metavar="URL", help="use this Redis (default: embedded redis-server)")
+    sim.add_argument("--workers", type=int, help="client worker processes (default: automatic)")
+    sim.add_argument("--out", type=Path, default=Path("sim-results"))
+
     schema = sub.add_parser("schema", help="print or write the JSON Schema of every wire event")
     schema.add_argument("--out", type=Path, help="write here instead of stdout")
     return parser
@@ -86,6 +112,41 @@ async def _serve(args: argparse.Namespace, redis_url: str, config: ServerConfig)
     await server.stop()
 
 
+def _simulate(args: argparse.Namespace) -> None:
+    from rtlib.lab import Cluster
+    from rtlib.scenario import Impairment, Scenario
+
+    try:
+        scenario = Scenario(
+            clients=args.clients, workspaces=args.workspaces, tasks=args.tasks, duration=args.duration,
+            update_rate=args.rate, editors=args.editors, viewers=args.viewers, crash=args.crash, churn=args.churn,
+            heartbeat=args.heartbeat, heartbeat_interval=args.heartbeat_interval,
+            presence_timeout=args.presence_timeout, sweep_interval=args.sweep_interval, ordering=args.ordering,
+            publish_mode=args.publish_mode, impairment=Impairment(args.delay, args.jitter, args.loss),
+            time_scale=args.time_scale, seed=args.seed, hot_tasks=min(2, args.tasks))
+        from rtlib.heartbeat import parse_model
+
+        parse_model(scenario.heartbeat)
+    except ValueError as exc:
+        sys.exit(f"rtlib simulate: {exc}")
+    with Cluster(instances=args.instances, redis=args.redis) as cluster:
+        cluster.workers = args.workers
+        cluster.calibrate()
+        results = cluster.run(scenario)
+    out = results.write(args.out)
+    s = results.summary()
+    lat = s["latency_ms"]
+    rows = [("clients", s["clients"]), ("instances", s["instances"]), ("updates sent", s["updates_sent"]),
+            ("deliveries", s["deliveries"]), ("expected", s["expected"]), ("lost", s["lost"]),
+            ("out of order", s["out_of_order"]), ("converged", s["converged"]),
+            ("latency ms p50/p90/p99/max", f"{lat['p50']} / {lat['p90']} / {lat['p99']} / {lat['max']}"),
+            ("simulator overhead ms", s["calibration_ms"]), ("departures detected", s["departures"]),
+            ("false departures", s["false_departures"])]
+    for name, value in rows:
+        print(f"{name:>28}  {value}")
+    print(f"wrote {out}/deliveries.csv, presence.csv, applies.csv, connections.csv, summary.json")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "token":
@@ -102,6 +163,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"wrote {args.out}")
         else:
             sys.stdout.write(text)
+    elif args.command == "simulate":
+        _simulate(args)
     elif args.command == "serve":
         logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
         _secret(args)

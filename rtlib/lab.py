@@ -246,6 +246,8 @@ async def _tick(bar: Any, t0: float, sc: Scenario) -> None:
         done = min(sc.duration, max(0.0, (time.monotonic() - t0) / sc.time_scale))
         bar.n = round(done)
         bar.refresh()
+        if done >= sc.duration:
+            return
 
 
 async def _calibrate(frames: int) -> float:

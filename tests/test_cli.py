@@ -66,3 +66,25 @@ def test_serve_with_embedded_redis_and_sigterm(tmp_path) -> None:
         if proc.poll() is None:
             proc.kill()
         proc.stdout.close()
+
+
+def test_simulate_writes_csvs_and_summary(tmp_path) -> None:
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "rtlib.cli", "simulate", "--clients", "30", "--workspaces", "2",
+                           "--duration", "10", "--rate", "10", "--time-scale", "0.05", "--seed", "4",
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("clients", "deliveries", "lost", "out_of_order", "converged", "latency_ms"):
+        assert key in summary
+    assert set(summary["latency_ms"]) >= {"p50", "p90", "p99", "max"}
+    assert summary["clients"] == 30 and summary["lost"] == 0 and summary["converged"] is True
+    for name in ("deliveries.csv", "presence.csv", "applies.csv"):
+        assert (out / name).stat().st_size > 0
+    assert "converged" in done.stdout
+
+
+def test_simulate_rejects_bad_scenario() -> None:
+    done = subprocess.run([sys.executable, "-m", "rtlib.cli", "simulate", "--viewers", "2"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "share between 0 and 1" in done.stderr

@@ -98,7 +98,8 @@ def test_cluster_survives_across_notebook_cells(tmp_path) -> None:
         nbformat.v4.new_code_cell("import time\ntime.sleep(1.0)  # a blocking cell must not freeze the lab"),
         nbformat.v4.new_code_cell("r = cluster.run(Scenario(clients=20, duration=10, update_rate=10, viewers=0.5,"
                                   " time_scale=0.05, seed=1), progress=False)\n"
-                                  "s = r.summary()\nassert s['lost'] == 0 and s['converged'], s\nprint('ok', s['clients'])"),
+                                  "s = r.summary()\nassert s['lost'] == 0 and s['converged'], s\n"
+                                  "print('ok', s['clients'])"),
         nbformat.v4.new_code_cell("cluster.close()"),
     ]
     NotebookClient(nb, timeout=120, kernel_name="python3").execute()

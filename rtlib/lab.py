@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from rtlib.auth import issue_token
 from rtlib.loopthread import LoopThread
-from rtlib.redis_process import RedisProcess, free_port
+from rtlib.redis_process import RedisProcess, die_with_parent, free_port
 from rtlib.results import Results
 from rtlib.scenario import Scenario
 from rtlib.sim import Recorder, plan_clients
@@ -47,7 +47,7 @@ class _Instance:
             args += [f"--{name.replace('_', '-')}", str(value)]
         self.log = open(logdir / f"instance-{index}.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(args, env={**os.environ, "RTLIB_SECRET": secret}, stdout=subprocess.PIPE,
-                                     stderr=self.log, text=True)
+                                     stderr=self.log, text=True, preexec_fn=die_with_parent)
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if "serving" not in line:
             self.stop()
@@ -167,9 +167,11 @@ class Cluster:
 
     async def run_async(self, scenario: Scenario, failures: Sequence[Failure] = ()) -> Results:
         """The awaitable twin of :meth:`run` (the work still happens on the lab's own loop thread)."""
+        # Started from the caller's thread on purpose (it blocks about a second): child processes are tied to
+        # the thread that spawned them (die_with_parent), and a worker thread may go away.
         if self._loop is None:
-            await asyncio.to_thread(self.start, scenario)
-        await asyncio.to_thread(self._configure, scenario.server_options())
+            self.start(scenario)
+        self._configure(scenario.server_options())
         assert self._loop is not None
         return await asyncio.wrap_future(self._loop.submit(self._run(scenario, failures, None)))
 

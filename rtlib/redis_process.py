@@ -8,8 +8,10 @@ the announced last resort of :func:`rtlib.embedded.embedded_redis` when :func:`f
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["RedisNotFound", "RedisProcess", "find_redis_server", "free_port"]
+__all__ = ["RedisNotFound", "RedisProcess", "die_with_parent", "find_redis_server", "free_port"]
 
 
 class RedisNotFound(RuntimeError):
@@ -29,6 +31,17 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def die_with_parent() -> None:
+    """In the child, before exec: on Linux, ask for SIGTERM when the parent dies, so a crashed or killed
+    notebook kernel or test run never leaves an embedded redis-server behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _candidates() -> list[Path]:
@@ -89,7 +102,8 @@ class RedisProcess:
             # buffer cap so a slow subscriber is a measured effect, not a silent disconnect.
             "--client-output-buffer-limit", "pubsub", "256mb", "128mb", "60",
         ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     preexec_fn=die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -63,9 +63,10 @@ def _styled(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _figure(ncols: int = 1, nrows: int = 1, **kw: Any) -> tuple[Figure, Any]:
-    fig = Figure(layout="constrained", **kw)
-    return fig, fig.subplots(nrows, ncols, squeeze=False)
+def _figure(ncols: int = 1, nrows: int = 1, figsize: tuple[float, float] | None = None, **kw: Any
+            ) -> tuple[Figure, Any]:
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots(nrows, ncols, squeeze=False, **kw)
 
 
 def _latencies(data: Data) -> pd.DataFrame:
@@ -182,7 +183,8 @@ def latency_by_instance(data: Data, *, calibration_ms: float | None = None, refe
     d = _latencies(data)
     fig, axes = _figure(ncols=2, figsize=(11, 4.5))
     ax, bx = axes[0]
-    groups = {"same instance": d[~d["cross_instance"].astype(bool)], "cross-instance": d[d["cross_instance"].astype(bool)]}
+    cross = d["cross_instance"].astype(bool)
+    groups = {"same instance": d[~cross], "cross-instance": d[cross]}
     for (label, g), color in zip(groups.items(), ("#1f77b4", "#ff7f0e"), strict=True):
         lat = np.sort(g["latency_ms"].to_numpy(dtype=float))
         if len(lat):
@@ -380,8 +382,8 @@ def _connected_counts(conns: pd.DataFrame) -> pd.DataFrame:
     """Connected users per instance after each connection event (a user counts once, on its latest instance)."""
     where: dict[str, int | None] = {}
     rows = []
-    for user, instance, event, t in conns.sort_values("t", kind="stable")[["user", "instance", "event", "t"]].itertuples(
-            index=False):
+    ordered = conns.sort_values("t", kind="stable")[["user", "instance", "event", "t"]]
+    for user, instance, event, t in ordered.itertuples(index=False):
         if event == "connected":
             where[user] = int(instance)
         elif event in ("lost", "closed", "crashed"):

@@ -184,9 +184,17 @@ def decode_client_frame(data: str | bytes) -> tuple[Envelope, msgspec.Struct]:
     return env, payload
 
 
+_second_cache: list[Any] = [None, ""]  # (whole second, its "YYYY-MM-DDTHH:MM:SS" text)
+
+
 def iso_timestamp(now: float) -> str:
     """ISO 8601 UTC with microseconds, e.g. ``2026-11-25T20:17:19.123456Z``, for a Unix time ``now``."""
-    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # Every event is stamped: format the seconds once per second and only append the microseconds.
+    second, micros = divmod(round(now * 1_000_000), 1_000_000)
+    if _second_cache[0] != second:
+        _second_cache[0] = second
+        _second_cache[1] = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_second_cache[1]}.{micros:06d}Z"
 
 
 _encode = msgspec.json.Encoder().encode

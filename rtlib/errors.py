@@ -49,7 +49,7 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000
     GOING_AWAY = 1001  # server shutting down
-    POLICY_VIOLATION = 1008  # persistent rate-limit abuse
+    POLICY_VIOLATION = 1008  # persistent rate-limit abuse ("rate limit exceeded"), or "token expired"
     MESSAGE_TOO_BIG = 1009  # frame above --max-frame-bytes (websockets enforces it via max_size)
     INTERNAL_ERROR = 1011  # unexpected server fault; no internals are sent
     TRY_AGAIN_LATER = 1013  # slow consumer: its unsent backlog passed the write-buffer limit

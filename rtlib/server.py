@@ -169,13 +169,17 @@ class RealtimeServer:
                 raise HandshakeError.forbidden(f"origin {origin!r} is not allowed")
         except HandshakeError as exc:
             return connection.respond(exc.status, exc.message + "\n")
-        connection.rtlib = (claims.user_id, workspace)  # type: ignore[attr-defined]
+        connection.rtlib = (claims.user_id, workspace, claims.expires_at)  # type: ignore[attr-defined]
         return None
 
     # --- one connection ------------------------------------------------------------------------------------------
     async def _handle(self, connection: ServerConnection) -> None:
-        user_id, workspace = connection.rtlib  # type: ignore[attr-defined]
+        user_id, workspace, expires_at = connection.rtlib  # type: ignore[attr-defined]
         conn_id = f"{self.server_id}-{next(self._ids)}"
+        # A token is checked at the handshake only; the connection must not outlive it.
+        expiry = asyncio.get_running_loop().call_later(
+            max(0.0, expires_at - time.time()),
+            lambda: asyncio.ensure_future(connection.close(CloseCode.POLICY_VIOLATION, "token expired")))
         session = Session(conn_id, user_id, workspace, self.config)
         peer = Peer(conn_id, workspace, connection, on_slow=slow_consumer_closer)
         self.sessions[conn_id] = session
@@ -203,6 +207,7 @@ class RealtimeServer:
             self.fanout.flush_peer(peer)
             await _close_draining(connection, CloseCode.INTERNAL_ERROR, "internal error")  # no internals sent
         finally:
+            expiry.cancel()
             del self.sessions[conn_id]
             await self.fanout.remove(peer)
             await self._drop_presence(session)

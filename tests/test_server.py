@@ -215,3 +215,12 @@ async def test_graceful_shutdown_closes_1001_and_removes_presence(cluster: Clust
     assert closed.value.rcvd.code == 1001
     left = await watcher.expect("presence.left", userId="alice")
     assert left["payload"]["reason"] == "disconnect"
+
+
+async def test_connection_closes_when_its_token_expires(cluster: Cluster) -> None:
+    short = issue_token(SECRET, "alice", ["w1"], ttl=2.0)  # long enough for a handshake on a busy CI box
+    async with connect(f"{cluster.servers[0].url}?token={short}&workspace=w1") as ws:
+        assert json.loads(await ws.recv())["type"] == "session.welcome"
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd.code == 1008 and closed.value.rcvd.reason == "token expired"

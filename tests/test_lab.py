@@ -104,3 +104,17 @@ def test_cluster_survives_across_notebook_cells(tmp_path) -> None:
     ]
     NotebookClient(nb, timeout=120, kernel_name="python3").execute()
     assert "ok 20" in nb.cells[2].outputs[0]["text"]
+
+
+def test_worker_processes_give_the_same_clean_run(lab: Cluster) -> None:
+    sc = Scenario(clients=60, workspaces=3, tasks=4, duration=20, update_rate=10, viewers=0.5, crash=0.2,
+                  time_scale=0.05, seed=21, drain=1.0)
+    lab.workers = 2
+    try:
+        results = lab.run(sc, progress=False)
+    finally:
+        lab.workers = None
+    summary = results.summary()
+    assert results.meta["workers"] == 2
+    assert summary["lost"] == 0 and summary["converged"] is True
+    assert results.deliveries["receiver"].nunique() == sc.clients  # every client, from both shards, reported

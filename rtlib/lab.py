@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from rtlib.auth import issue_token
 from rtlib.loopthread import LoopThread
-from rtlib.redis_process import RedisProcess, die_with_parent, free_port
+from rtlib.redis_process import RedisProcess, die_with_parent, free_port, stop_process
 from rtlib.results import Results
 from rtlib.scenario import Scenario
 from rtlib.sim import Recorder, plan_clients
@@ -62,13 +62,7 @@ class _Instance:
         return self.proc.poll() is None
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, sig, timeout=10)
         if self.proc.stdout:
             self.proc.stdout.close()
         self.log.close()

@@ -17,13 +17,13 @@ import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import hiredis
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 from rtlib.errors import CloseCode
+from rtlib.resp import pack_command, parse_redis_url
 from rtlib.store import channel
 
 __all__ = ["Fanout", "Peer", "text_frame"]
@@ -34,14 +34,6 @@ log = logging.getLogger("rtlib.fanout")
 def text_frame(payload: bytes) -> bytes:
     """One unmasked WebSocket text frame (server to client), serialized by websockets itself."""
     return Frame(Opcode.TEXT, payload).serialize(mask=False)
-
-
-def _resp(*parts: bytes | str) -> bytes:
-    out = [b"*%d\r\n" % len(parts)]
-    for part in parts:
-        data = part.encode() if isinstance(part, str) else part
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
 
 
 class Peer:
@@ -94,15 +86,11 @@ class Fanout:
 
     async def connect(self, redis_url: str) -> None:
         """Open the pub/sub connection (``redis://[user:password@]host:port``)."""
-        url = urlparse(redis_url)
-        if url.scheme != "redis":
-            raise ValueError(f"unsupported Redis URL scheme {url.scheme!r} (use redis://host:port)")
+        address = parse_redis_url(redis_url)
         loop = asyncio.get_running_loop()
-        _, self._protocol = await loop.create_connection(
-            lambda: _PubSubProtocol(self), url.hostname or "127.0.0.1", url.port or 6379)
-        if url.password:
-            auth = [unquote(url.username), unquote(url.password)] if url.username else [unquote(url.password)]
-            self._write(_resp("AUTH", *auth))
+        _, self._protocol = await loop.create_connection(lambda: _PubSubProtocol(self), address.host, address.port)
+        if auth := address.auth_command():
+            self._write(auth)
 
     @property
     def connected(self) -> bool:
@@ -149,12 +137,12 @@ class Fanout:
         if not room:
             del self.rooms[peer.workspace_id]
             if not self._closing and self.connected:
-                self._write(_resp(b"UNSUBSCRIBE", channel(peer.workspace_id)))
+                self._write(pack_command(b"UNSUBSCRIBE", channel(peer.workspace_id)))
 
     async def _command(self, verb: bytes, chan: bytes) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.setdefault(chan, []).append(fut)
-        self._write(_resp(verb, chan))
+        self._write(pack_command(verb, chan))
         await fut
 
     # --- pub/sub input --------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from rtlib.config import ServerConfig
 from rtlib.errors import CloseCode, ConnectionMustClose, HandshakeError
 from rtlib.fanout import Fanout, Peer, slow_consumer_closer
 from rtlib.presence import PresenceChange, joined_change, left_change
+from rtlib.resp import RespConnection
 from rtlib.schema import PresenceRequest, TaskGet, TaskUpdate
 from rtlib.session import Request as ClientRequest
 from rtlib.session import Session
@@ -75,7 +76,7 @@ class RealtimeServer:
                                     retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
                                     retry_on_error=[RedisConnectionError])
         await self.redis.ping()
-        self.store = RedisStore(self.redis)
+        self.store = RedisStore(self.redis, RespConnection(self.redis_url))
         self.fanout.on_lost = self._on_redis_lost
         await self.fanout.connect(self.redis_url)
         self._ws = await serve(
@@ -104,6 +105,8 @@ class RealtimeServer:
             await self._ws.wait_closed()
             self._ws = None
         await self.fanout.close()
+        if self.store is not None and self.store.fast is not None:
+            self.store.fast.close()
         if self.redis is not None:
             await self.redis.aclose()
             self.redis = None

@@ -20,6 +20,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from rtlib.presence import EntryFact, member
+from rtlib.resp import RespConnection, script_sha
 
 __all__ = ["KEY_PREFIX", "RedisStore", "channel"]
 
@@ -114,8 +115,11 @@ def _text(value: bytes | str) -> str:
 class RedisStore:
     """Atomic task and presence operations on one Redis database (shared by every server instance)."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, fast: RespConnection | None = None) -> None:
         self.redis = redis
+        # The hot path (update + publish) goes through the lean connection when there is one.
+        self.fast = fast
+        self._update_sha = script_sha(_UPDATE)
         self._update = redis.register_script(_UPDATE)
         self._get = redis.register_script(_GET)
         self._upsert = redis.register_script(_UPSERT)
@@ -130,11 +134,17 @@ class RedisStore:
         args: list[Any] = [channel(ws), b"\n" + prefix, suffix, b"1" if publish else b"0"]
         for name, value in changes.items():
             args += [name, bytes(value)]
+        if self.fast is not None:
+            return int(await self.fast.evalsha(_UPDATE.encode(), self._update_sha, _task_keys(ws, task), args))
         return int(await self._update(keys=_task_keys(ws, task), args=args))
 
     async def publish(self, ws: str, event: bytes, exclude_conn: str = "") -> None:
         """Publish one event to every instance serving the workspace (``exclude_conn`` skips one connection)."""
-        await self.redis.publish(channel(ws), exclude_conn.encode() + b"\n" + event)
+        message = exclude_conn.encode() + b"\n" + event
+        if self.fast is not None:
+            await self.fast.call("PUBLISH", channel(ws), message)
+        else:
+            await self.redis.publish(channel(ws), message)
 
     async def get_task(self, ws: str, task: str) -> tuple[int, dict[str, msgspec.Raw]]:
         """The task's version (0 if it never existed) and all its fields, read atomically."""

@@ -14,9 +14,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## make test: the whole suite against a real redis-server the fixtures start on a free port.
+## make test: the whole suite against a real redis-server the fixtures start on a free port, then nbval
+## over the notebooks (CI-sized parameters).
 test: $(STAMP)
 	$(PY) -m pytest -q
+	$(PY) -m pytest -q --nbval-lax --nbval-current-env notebooks/
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rtlib tests bench
@@ -31,3 +33,17 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+.PHONY: demo lab nbtest
+
+## make demo: execute every notebook at full size (hundreds to 1,000 clients, ~12 min) into reports/*.html.
+demo: $(STAMP)
+	$(PY) scripts/make_reports.py
+
+## make lab: JupyterLab on notebooks/ (the notebooks run at their CI-sized defaults; see notebooks/README.md).
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+## make nbtest: run the notebooks and compare the cells marked NBVAL_CHECK_OUTPUT with their saved outputs.
+nbtest: $(STAMP)
+	$(PY) -m pytest -q --nbval-lax --nbval-current-env notebooks/

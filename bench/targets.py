@@ -73,14 +73,17 @@ def _token_issuer(secret: str) -> Callable[[str, str], str]:
     return lambda user, workspace: issue_token(secret, user, [workspace], ttl=3600.0)
 
 
-def rtlib_target(secret: str = "bench-secret-not-for-production") -> Target:
-    """The rtlib server: deliveries are ``task.updated`` events (``session.welcome``, ``ack`` ... are not)."""
+def rtlib_target(secret: str = "bench-secret-not-for-production", extra_args: tuple[str, ...] = ()) -> Target:
+    """The rtlib server: deliveries are ``task.updated`` events (``session.welcome``, ``ack`` ... are not).
+
+    ``extra_args`` go to ``rtlib serve`` as they are (e.g. ``("--rate-limit", "100000")``).
+    """
     issue = _token_issuer(secret)
     return Target(
         name="rtlib",
         command=lambda port, redis_url: [
             _rtlib_executable(), "serve", "--host", "127.0.0.1", "--port", str(port), "--redis", redis_url,
-            "--secret", secret,
+            "--secret", secret, *extra_args,
         ],
         url=lambda port, workspace, user: (
             f"ws://127.0.0.1:{port}/ws?token={issue(user, workspace)}&workspace={workspace}"

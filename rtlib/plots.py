@@ -24,22 +24,9 @@ from matplotlib.ticker import FuncFormatter, LogFormatter, MultipleLocator
 
 from rtlib.results import Results
 
-__all__ = [
-    "REVIEW_AVG_MS",
-    "STRATEGY_COLORS",
-    "STYLE",
-    "connection_timeline",
-    "detection_delays",
-    "false_departures_by_model",
-    "latency_by_instance",
-    "latency_cdf",
-    "latency_histogram",
-    "latency_over_time",
-    "latency_vs_clients",
-    "ordering_comparison",
-    "presence_entries_over_time",
-    "presence_timeline",
-]
+__all__ = ["REVIEW_AVG_MS", "STRATEGY_COLORS", "STYLE", "connection_timeline", "detection_delays",
+           "false_departures_by_model", "latency_by_instance", "latency_cdf", "latency_histogram", "latency_over_time",
+           "latency_vs_clients", "ordering_comparison", "presence_entries_over_time", "presence_timeline"]
 
 #: The average delivery latency quoted in the architecture review ("45ms average delivery").
 REVIEW_AVG_MS = 45.0
@@ -58,6 +45,8 @@ F = TypeVar("F", bound=Callable[..., Figure])
 
 
 def _styled(fn: F) -> F:
+    """Build the figure inside :data:`STYLE` (rcParams are read while artists are created)."""
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Figure:
         with mpl.rc_context(STYLE):
@@ -69,6 +58,11 @@ def _figure(ncols: int = 1, nrows: int = 1, figsize: tuple[float, float] | None 
             ) -> tuple[Figure, Any]:
     fig = Figure(figsize=figsize, layout="constrained")
     return fig, fig.subplots(nrows, ncols, squeeze=False, **kw)
+
+
+def _single(figsize: tuple[float, float] | None = None) -> tuple[Figure, Axes]:
+    fig, axes = _figure(figsize=figsize)
+    return fig, axes[0, 0]
 
 
 def _latencies(data: Data) -> pd.DataFrame:
@@ -121,8 +115,7 @@ def latency_cdf(data: Data | Mapping[str, Data], *, calibration_ms: float | None
     """Cumulative distribution of delivery latency (log x): one line per labelled run if ``data`` is a mapping,
     else one run with its p50/p90/p99 marked."""
     runs = dict(data) if isinstance(data, Mapping) else {"all deliveries": data}
-    fig, axes = _figure()
-    ax = axes[0, 0]
+    fig, ax = _single()
     lows = []
     for label, run in runs.items():
         lat = _latencies(run)["latency_ms"].to_numpy(dtype=float)
@@ -144,8 +137,7 @@ def latency_cdf(data: Data | Mapping[str, Data], *, calibration_ms: float | None
 def latency_histogram(data: Data, *, bins: int = 60, calibration_ms: float | None = None,
                       reference_ms: float | None = REVIEW_AVG_MS, title: str = "Delivery latency histogram") -> Figure:
     """Histogram of delivery latency on log-spaced bins, with the mean marked."""
-    fig, axes = _figure()
-    ax = axes[0, 0]
+    fig, ax = _single()
     lat = _latencies(data)["latency_ms"].to_numpy(dtype=float)
     lat = lat[lat > 0]
     if len(lat):
@@ -169,16 +161,15 @@ def latency_vs_clients(runs: Sequence[tuple[int, Results]] | pd.DataFrame, *, ca
         runs = pd.DataFrame([{"clients": n, **r.summary()["latency_ms"], "calibration_ms": r.calibration_ms}
                              for n, r in runs])
     df = runs.sort_values("clients")
-    fig, axes = _figure()
-    ax = axes[0, 0]
+    fig, ax = _single()
     for p, marker in (("p50", "o"), ("p90", "s"), ("p99", "^")):
         ax.plot(df["clients"], df[p], marker=marker, label=p)
     if calibration_ms is None and "calibration_ms" in df:
         calibration_ms = float(df["calibration_ms"].max())
     _log(ax, "y")
-    _references(ax, "y", reference_ms, _calibration(None, calibration_ms), float(df[["p50"]].min().iloc[0]))
+    _references(ax, "y", reference_ms, _calibration(None, calibration_ms), float(df["p50"].min()))
     ax.set(title=title, xlabel="simulated clients", ylabel=LATENCY_LABEL)
-    ax.legend(loc="upper left")
+    ax.legend(loc="best")
     return fig
 
 
@@ -207,8 +198,8 @@ def latency_by_instance(data: Data, *, calibration_ms: float | None = None, refe
     bx.set_xticks(x, [f"i{r}\n{'cross' if c else 'same'}" for r, c in table.iloc[:, :2].itertuples(index=False)])
     _references(bx, "y", reference_ms, None)
     bx.set(title="per receiving instance", xlabel="receiving instance / sender on the same or another instance",
-           ylabel="latency (ms, real)")
-    bx.legend(loc="upper right")
+           ylabel="latency (ms, real)", ylim=(0, 1.3 * max([reference_ms or 0, *table["p99"]])))
+    bx.legend(loc="upper center", ncols=3)
     fig.suptitle(title, fontweight="bold")
     return fig
 
@@ -260,7 +251,7 @@ def ordering_comparison(summaries: pd.DataFrame, by: str, *, metrics: Sequence[s
                     if pd.notna(ok):
                         ax.annotate("✓" if ok else "✗", (p, h), ha="center", va="bottom", fontsize=11,
                                     color="#2ca02c" if ok else "#d62728", fontweight="bold")
-        ax.set_xticks(x, [str(v) for v in values])
+        ax.set_xticks(x, [str(v).replace(" ", "\n", 1) for v in values])  # "jitter\n5 ms": no overlap
         ax.set(title=metric.replace("_", " "), xlabel=by.replace("_", " "), ylabel="count")
         ax.margins(y=0.15)
     axes[0, 0].legend(loc="upper left")
@@ -284,8 +275,7 @@ def detection_delays(delays: Results | pd.Series | pd.DataFrame, *, heartbeat_in
     frame = delays.to_frame("detection_delay") if isinstance(delays, pd.Series) else delays
     groups = {str(k): g["detection_delay"].dropna().to_numpy(dtype=float) for k, g in frame.groupby(by)} if by \
         else {"departures": frame["detection_delay"].dropna().to_numpy(dtype=float)}
-    fig, axes = _figure()
-    ax = axes[0, 0]
+    fig, ax = _single()
     hi = max([(timeout or 0) + (sweep_interval or 0) + 5] + [float(v.max()) for v in groups.values() if len(v)])
     ax.hist(list(groups.values()), bins=np.linspace(0, hi, bins + 1), stacked=True,
             label=[f"{k} (n={len(v)})" for k, v in groups.items()])
@@ -310,12 +300,11 @@ def false_departures_by_model(df: pd.DataFrame, *, model: str = "model", value: 
     ``note`` (e.g. ``"heartbeat 30 s, timeout 60 s, sweep 5 s"``) is written in the corner."""
     models = list(dict.fromkeys(df[model]))
     hues = list(dict.fromkeys(df[hue])) if hue else [None]
-    fig, axes = _figure(figsize=(max(7.0, 1.6 * len(models) + 2), 4.5))
-    ax = axes[0, 0]
+    fig, ax = _single(figsize=(max(7.0, 1.6 * len(models) + 2), 4.5))
     width, x = 0.8 / len(hues), np.arange(len(models))
     for k, h in enumerate(hues):
         rows = (df[df[hue] == h] if hue else df).groupby(model, sort=False)[value].sum().reindex(models).fillna(0)
-        bars = ax.bar(x + (k - (len(hues) - 1) / 2) * width, rows, width, label=None if hue is None else f"{hue} {h}")
+        bars = ax.bar(x + (k - (len(hues) - 1) / 2) * width, rows, width, label=None if hue is None else f"{hue}: {h}")
         ax.bar_label(bars, fmt="%.3g", fontsize=7, padding=1)
     ax.set_xticks(x, models, rotation=15, ha="right")
     ax.set(title=title, xlabel="heartbeat model", ylabel=ylabel or value.replace("_", " "))
@@ -339,8 +328,7 @@ def presence_timeline(results: Results, subjects: Sequence[str] | None = None, n
         false = (left["t_actual"].isna() & (left["reason"] == "timeout")).groupby(left["subject"]).sum()
         score = (false * 10).add(left.groupby("subject")["t_actual"].count(), fill_value=0)
         subjects = list(score.sort_values(ascending=False, kind="stable").index[:n])
-    fig, axes = _figure(figsize=(9, 0.45 * len(subjects) + 2))
-    ax = axes[0, 0]
+    fig, ax = _single(figsize=(9, 0.45 * len(subjects) + 2))
     bar = {"color": SEEN, "lw": 5, "alpha": 0.7, "solid_capstyle": "butt"}
     for row, subject in enumerate(subjects):
         rows = p[p["subject"] == subject]
@@ -369,7 +357,7 @@ def presence_timeline(results: Results, subjects: Sequence[str] | None = None, n
     ax.set_yticks(range(len(subjects)), list(subjects))
     ax.xaxis.set_minor_locator(MultipleLocator(sc.heartbeat_interval))
     ax.grid(True, which="minor", axis="x", alpha=0.15)
-    ax.set(title=title, xlim=(0, sc.duration), ylim=(-0.7, len(subjects) - 0.3), ylabel="user",
+    ax.set(title=title, xlim=(0, sc.duration * 1.02), ylim=(-0.7, len(subjects) - 0.3), ylabel="user",
            xlabel=f"time (design s; minor grid every heartbeat interval, {sc.heartbeat_interval:g} s)")
     return fig
 
@@ -395,8 +383,7 @@ def connection_timeline(results: Results, *, events: Mapping[str, float] | None 
     """Step chart of how many clients each instance holds over the run, with ``events`` (name -> design s)."""
     counts = _connected_counts(results.connections)
     end = results.scenario.duration
-    fig, axes = _figure()
-    ax = axes[0, 0]
+    fig, ax = _single()
     for col in sorted(c for c in counts.columns if isinstance(c, int)):
         ax.step(list(counts.index) + [end], list(counts[col]) + [counts[col].iloc[-1]], where="post",
                 color=f"C{col}", label=f"instance i{col}")
@@ -411,8 +398,7 @@ def presence_entries_over_time(df: pd.DataFrame, *, kill_at: float, heartbeat_in
                                sweep_interval: float, title: str = "Presence entries in Redis per instance") -> Figure:
     """``df`` (columns ``t`` design s, ``instance``, ``entries``): how long a dead instance's presence entries
     outlive it. They must expire within [kill + timeout − heartbeat, kill + timeout + sweep] (shaded)."""
-    fig, axes = _figure()
-    ax = axes[0, 0]
+    fig, ax = _single()
     for inst, g in df.groupby("instance"):
         ax.step(g["t"], g["entries"], where="post", label=f"entries of instance {inst}")
     ax.axvline(kill_at, color=EVENT, ls=":", lw=1.5, label=f"instance killed at {kill_at:g} s")
@@ -420,5 +406,5 @@ def presence_entries_over_time(df: pd.DataFrame, *, kill_at: float, heartbeat_in
                lw=0, label="expiry window: kill + timeout − heartbeat … + sweep")
     ax.axvline(kill_at + timeout, color="#d62728", ls="--", label=f"kill + timeout ({timeout:g} s)")
     ax.set(title=title, xlabel="time (design s)", ylabel="presence entries (viewer connections)")
-    ax.legend(loc="upper right")
+    ax.legend(loc="center right")
     return fig

@@ -143,7 +143,7 @@ def test_false_departures_by_model_groups_and_labels_bars() -> None:
                                           note="heartbeat 30 s")
     ax = fig.axes[0]
     assert ax.get_title() == "False departures (flapping) per heartbeat model"
-    assert ax.get_ylabel() == "per user-hour" and labels(fig) == ["timeout 60", "timeout 45"]
+    assert ax.get_ylabel() == "per user-hour" and labels(fig) == ["timeout: 60", "timeout: 45"]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["interval:30", "background:30:300"]
     assert sorted(p.get_height() for p in ax.patches) == [0.0, 0.0, 1.5, 3.0]
     assert "heartbeat 30 s" in [t.get_text() for t in ax.texts]

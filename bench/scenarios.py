@@ -101,13 +101,7 @@ def make_target(name: str, scenario: str) -> Target:
     return rtlib_target(extra_args=S3_RTLIB_ARGS if scenario == "S3" else ())
 
 
-def other_pct(result: dict[str, Any]) -> float:
-    """Background load during a case, % of a core: the per-process estimate, or the machine-wide one less
-    interrupt time (at 100,000+ deliveries/s the case's own loopback softirq work is 20-30% of a core)."""
-    if "error" in result:
-        return math.inf
-    pct = result["cpu_pct"]
-    return max(pct["other_procs"], pct["other"] - pct["irq"])
+other_pct = report.background_pct
 
 
 def safe_case(target_name: str, scenario: Scenario, opts: Options) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 __all__ = ["TokenBucket"]
 
 
-@dataclass
+@dataclass(slots=True)
 class TokenBucket:
     """``rate`` tokens per second refill a bucket of at most ``burst`` tokens; a frame costs one token.
 

@@ -29,7 +29,7 @@ class Request:
     payload: TaskUpdate | TaskGet | PresenceRequest
 
 
-@dataclass
+@dataclass(slots=True)
 class Session:
     """Protocol state of one connection: one user in one workspace."""
 

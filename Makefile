@@ -36,13 +36,13 @@ clean:
 
 .PHONY: demo lab nbtest
 
-## make demo: execute every notebook at full size (hundreds to 1,000 clients, ~12 min) into reports/*.html.
+## make demo: execute every notebook at full size (hundreds to 1,000 clients, ~10 min) into reports/*.html.
 demo: $(STAMP)
 	$(PY) scripts/make_reports.py
 
 ## make lab: JupyterLab on notebooks/ (the notebooks run at their CI-sized defaults; see notebooks/README.md).
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 ## make nbtest: run the notebooks and compare the cells marked NBVAL_CHECK_OUTPUT with their saved outputs.
 nbtest: $(STAMP)

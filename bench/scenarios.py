@@ -114,16 +114,28 @@ def safe_case(target_name: str, scenario: Scenario, opts: Options) -> dict[str, 
 
 def quietest(run: Callable[[], dict[str, Any]], suite: Suite, rerun_if: Callable[[dict[str, Any]], bool]
              ) -> dict[str, Any]:
-    """Run a case; while ``rerun_if`` holds and another job was busy (other % > noisy), run it again (up to
-    ``retries`` times). Keep the attempt with the least background load."""
+    """Run a case (after waiting for a quiet machine, see :func:`wait_for_quiet`); while ``rerun_if`` holds and
+    another job was busy (other % > noisy), run it again (up to ``retries`` times). Keep the attempt with the
+    least background load."""
+    wait_for_quiet(suite.wait_quiet)
     attempts = [run()]
     while len(attempts) <= suite.retries and rerun_if(attempts[-1]) and suite.noisy_pct < other_pct(attempts[-1]) \
             < math.inf:
         print(f"   other load {other_pct(attempts[-1]):.0f}% > {suite.noisy_pct:.0f}%: rerunning", flush=True)
+        wait_for_quiet(suite.wait_quiet)
         attempts.append(run())
     best = min(attempts, key=other_pct) if any("error" not in a for a in attempts) else attempts[-1]
     best["attempts_other_pct"] = [other_pct(a) for a in attempts]
     return best
+
+
+def wait_for_quiet(timeout: float, threshold: float = 10.0) -> float:
+    """Wait (at most ``timeout`` s) until other jobs use under ``threshold`` % of a core; return that load."""
+    deadline = time.monotonic() + timeout
+    while (load := background_load(1.0)) > threshold and time.monotonic() < deadline:
+        print(f"   waiting for a quiet machine: background load {load:.0f}% of a core", flush=True)
+        time.sleep(5)
+    return load
 
 
 def describe(result: dict[str, Any]) -> str:
@@ -258,7 +270,8 @@ def parse_args(argv: list[str] | None) -> Suite:
     parser.add_argument("--noisy", type=float, default=30.0, help="rerun a case above this other %% (default 30)")
     parser.add_argument("--retries", type=int, default=2, help="reruns of a noisy case at most (default 2)")
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
-                        help="first wait up to S seconds for background load below 10%% of a core (default 0)")
+                        help="before the run and before each case, wait up to S seconds for background load "
+                             "below 10%% of a core (default 0: no waiting)")
     parser.add_argument("--out", type=Path, help="output path without suffix (default bench/results/scenarios)")
     args = parser.parse_args(argv)
     only = tuple(s.strip().upper() for s in args.only.split(","))
@@ -282,10 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="The HMAC key")  # the benchmark's own fixed secret
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # unwind: stop every child
     idle_memory.raise_fd_limit(max(20_000, suite.s4_connections * 2 + 1024))
-    deadline = time.monotonic() + suite.wait_quiet
-    while (load := background_load(2.0)) > 10 and time.monotonic() < deadline:
-        print(f"waiting for a quiet machine: background load {load:.0f}% of a core", flush=True)
-        time.sleep(10)
+    load = wait_for_quiet(suite.wait_quiet) if suite.wait_quiet else background_load()
     started = time.monotonic()
     meta = {**machine_info(), "parameters": asdict(suite), "background_load_pct": load}
     print(f"background load before the run: {meta['background_load_pct']:.0f}% of a core", flush=True)

@@ -158,7 +158,7 @@ def targets_table(rows: list[dict[str, Any]]) -> str:
 
 def _s3_table(s3: dict[str, Any]) -> list[str]:
     out = ["| target | updates/s | offered del/s | achieved del/s | lost | p50 ms | p99 ms | max ms | CPU µs/del | "
-           "server % | redis % | loadgen % | other % | result |", "|" + "---|" * 14]
+           "server % | redis % | loadgen % | irq % | other % | bg % | result |", "|" + "---|" * 16]
     for target, steps in s3["steps"].items():
         for s in steps:
             if "error" in s:
@@ -169,7 +169,8 @@ def _s3_table(s3: dict[str, Any]) -> list[str]:
                 f"| {target} | {s['rate']:g} | {s['offered_per_s']:,.0f} | {s['deliveries_per_s']:,.0f} | "
                 f"{s['lost']:,} | {lat['p50']:.2f} | {lat['p99']:.2f} | {lat['max']:.2f} | "
                 f"{s['cpu_us_per_delivery']['total']:.1f} | {pct['server']:.0f} | {pct['redis']:.0f} | "
-                f"{pct['receivers'] + pct['sender']:.0f} | {pct['other']:.0f} | "
+                f"{pct['receivers'] + pct['sender']:.0f} | {pct['irq']:.0f} | {pct['other']:.0f} | "
+                f"{background_pct(s):.0f} | "
                 f"{'pass' if s['pass'] else 'FAIL: ' + s['why']} |")
     return out
 
@@ -226,5 +227,7 @@ def markdown(data: dict[str, Any]) -> str:
             lines += ["", f"tracemalloc experiment failed: {s4['tracemalloc']['error'][:300]}"]
     lines += ["", "CPU µs/del = (server + redis-server CPU from the start of the send phase until the last delivery) "
               "/ deliveries received. Latency = receipt − *scheduled* send time (open loop). `%` columns: share of "
-              "one core; loadgen = receiver + sender processes; other = every other process on the machine.", ""]
+              "one core; loadgen = receiver + sender processes; irq = interrupt time (mostly the loopback traffic); "
+              "other = every other process on the machine (its machine-wide estimate includes irq); bg = the "
+              "background load that decides reruns: other processes only, or other less irq.", ""]
     return "\n".join(lines)

@@ -32,7 +32,7 @@ from nbconvert import HTMLExporter
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 
-#: Full-size parameters per notebook (about 12 minutes in all on a 2-core machine).
+#: Full-size parameters per notebook (about 10 minutes in all on a 2-core machine).
 FULL: dict[str, dict[str, Any]] = {
     "01_delivery_latency": {"CLIENT_STEPS": [100, 250, 500, 750, 1000], "DURATION": 30, "TIME_SCALE": 1.0},
     "02_out_of_order": {"CLIENTS": 100, "UPDATE_RATE": 6, "DURATION": 60, "JITTERS_MS": [2, 5, 10, 20, 50],
@@ -82,7 +82,8 @@ def describe(nb: nbformat.NotebookNode) -> tuple[str, str]:
     title = next((line.lstrip("# ").strip() for line in lines if line.startswith("#")), "")
     paragraphs = [" ".join(p.split()) for p in text.split("\n\n")]
     question = next((p for p in paragraphs if p.startswith("**Design question.**")), "")
-    return title, question.replace("**Design question.**", "").strip()
+    question = question.replace("**Design question.**", "").replace("*", "").replace("`", "")
+    return title, question.strip()
 
 
 def write_index(out: Path, entries: list[dict[str, Any]], total: float, mode: str) -> Path:

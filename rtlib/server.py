@@ -18,7 +18,7 @@ from dataclasses import replace
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -72,9 +72,12 @@ class RealtimeServer:
     async def start(self) -> RealtimeServer:
         # Retry a command once on a dropped connection: after a Redis restart the pool still holds dead
         # sockets, and the first command on each would otherwise fail a client request.
-        self.redis = Redis.from_url(self.redis_url, decode_responses=False,
-                                    retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-                                    retry_on_error=[RedisConnectionError])
+        # A blocking pool: in a reconnect storm (hundreds of clients failing over at once) callers wait for a
+        # connection instead of failing with MaxConnectionsError and closing healthy sockets.
+        pool = BlockingConnectionPool.from_url(self.redis_url, max_connections=64, timeout=10,
+                                               retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+                                               retry_on_error=[RedisConnectionError])
+        self.redis = Redis(connection_pool=pool)
         await self.redis.ping()
         self.store = RedisStore(self.redis, RespConnection(self.redis_url))
         self.fanout.on_lost = self._on_redis_lost

@@ -76,6 +76,7 @@ class Suite:
     only: tuple[str, ...]
     quick: bool
     repeat: int  # runs of each S0-S2 case per target
+    receiver_procs: int  # receiver processes in S0-S2
     duration: float  # S1, S2 send phase
     s0_duration: float
     s3_step: float
@@ -156,7 +157,7 @@ def latency_cases(suite: Suite) -> list[dict[str, Any]]:
     for name, scenario in LATENCY_SCENARIOS.items():
         if name not in suite.only:
             continue
-        opts = suite.options(suite.s0_duration if name == "S0" else suite.duration)
+        opts = suite.options(suite.s0_duration if name == "S0" else suite.duration, suite.receiver_procs)
         for run in range(suite.repeat):
             for target_name in TARGET_NAMES:
                 print(f"== {target_name} / {name} (run {run + 1}/{suite.repeat}): {scenario.description}", flush=True)
@@ -263,10 +264,11 @@ def parse_args(argv: list[str] | None) -> Suite:
     parser.add_argument("--s0-duration", type=float, help="S0 send phase, s (default 30; quick 1)")
     parser.add_argument("--s3-step", type=float, help="S3 send phase per rate, s (default 5; quick 1)")
     parser.add_argument("--s3-rates", help=f"S3 update rates, comma-separated (default {','.join(map(str, S3_RATES))})")
+    parser.add_argument("--receiver-procs", type=int, default=1, help="S0-S2 receiver processes (default 1)")
     parser.add_argument("--s3-receiver-procs", type=int, default=2, help="S3 receiver processes (default 2)")
     parser.add_argument("--s3-refine", type=int, help="S3 bisection steps after the first failure (default 1)")
     parser.add_argument("--connections", type=int, help="S4 idle connections (default 10,000; quick 1,000)")
-    parser.add_argument("--trace", type=int, help="S4 tracemalloc connections (default 2,000; quick 200; 0: skip)")
+    parser.add_argument("--trace", type=int, help="S4 tracemalloc connections (default 2,000; quick 100; 0: skip)")
     parser.add_argument("--noisy", type=float, default=30.0, help="rerun a case above this other %% (default 30)")
     parser.add_argument("--retries", type=int, default=2, help="reruns of a noisy case at most (default 2)")
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
@@ -280,11 +282,12 @@ def parse_args(argv: list[str] | None) -> Suite:
     q = args.quick
     rates = tuple(int(r) for r in args.s3_rates.split(",")) if args.s3_rates else (S3_RATES_QUICK if q else S3_RATES)
     pick = lambda value, quick, full: value if value is not None else (quick if q else full)  # noqa: E731
-    suite = Suite(only=only, quick=q, repeat=pick(args.repeat, 1, 3), duration=pick(args.duration, 1.0, 15.0),
+    suite = Suite(only=only, quick=q, repeat=pick(args.repeat, 1, 3), receiver_procs=args.receiver_procs,
+                  duration=pick(args.duration, 1.0, 15.0),
                   s0_duration=pick(args.s0_duration, 1.0, 30.0), s3_step=pick(args.s3_step, 1.0, 5.0),
                   s3_rates=rates, s3_receiver_procs=args.s3_receiver_procs, s3_refine=pick(args.s3_refine, 0, 1),
                   s4_connections=pick(args.connections, 1000, 10_000), s4_workspaces=100,
-                  trace_connections=pick(args.trace, 200, 2000), noisy_pct=args.noisy,
+                  trace_connections=pick(args.trace, 100, 2000), noisy_pct=args.noisy,
                   retries=0 if q else args.retries, wait_quiet=args.wait_quiet,
                   out=args.out or BENCH_DIR / "results" / ("scenarios.quick" if q else "scenarios"))
     return suite

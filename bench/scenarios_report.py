@@ -114,10 +114,10 @@ def _s4_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     rt, toy = cases["rtlib"], cases["toy"]
     v = rt["kib_per_connection"]
     return [
-        _row("S4", metric + f" ({rt['connections']:,} connections)", target, f"{v:.1f}",
-             f"{toy['kib_per_connection']:.1f}", v <= S4_KIB_TARGET, f"{v - S4_KIB_TARGET:+.1f} KiB"),
-        _row("S4", "marginal KiB per connection (N/2 → N)", "(info)", f"{rt['marginal_kib_per_connection']:.1f}",
-             f"{toy['marginal_kib_per_connection']:.1f}", None, ""),
+        _row("S4", metric + f" ({rt['connections']:,} connections)", target, f"{v:.2f}",
+             f"{toy['kib_per_connection']:.2f}", v <= S4_KIB_TARGET, f"{v - S4_KIB_TARGET:+.2f} KiB"),
+        _row("S4", "marginal KiB per connection (N/2 → N)", "(info)", f"{rt['marginal_kib_per_connection']:.2f}",
+             f"{toy['marginal_kib_per_connection']:.2f}", None, ""),
     ]
 
 
@@ -202,7 +202,8 @@ def markdown(data: dict[str, Any]) -> str:
     ]
     if data["latency_cases"]:
         lines += ["", "## S0–S2: latency cases", "",
-                  f"Send phase: S0 {p['s0_duration']:g} s, S1/S2 {p['duration']:g} s; 1 receiver process; a fresh "
+                  f"Send phase: S0 {p['s0_duration']:g} s, S1/S2 {p['duration']:g} s; "
+                  f"{p.get('receiver_procs', 1)} receiver process(es); a fresh "
                   "redis-server and server per case; targets alternate within each scenario.", "",
                   markdown_table([{**c, "scenario": f"{c['scenario']} #{c.get('run', 1)}"}
                                   for c in data["latency_cases"]])]

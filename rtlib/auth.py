@@ -6,19 +6,18 @@ raise :class:`~rtlib.errors.HandshakeError` so the status (401/403) is decided i
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 
 import jwt
 
 from rtlib.errors import HandshakeError
+from rtlib.schema import is_id
 
 __all__ = ["DEFAULT_TTL", "Claims", "issue_token", "verify_token"]
 
 DEFAULT_TTL = 3600.0
 _ALGORITHM = "HS256"
-_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ def issue_token(
     """Sign a token for ``user_id`` valid in ``workspaces`` for ``ttl`` seconds from ``now``."""
     _check_secret(secret)
     for value in (user_id, *workspaces):
-        if not _ID.match(value):
+        if not is_id(value):
             raise ValueError(f"invalid id {value!r}: use 1-128 of A-Z a-z 0-9 _ . -")
     if not workspaces:
         raise ValueError("a token needs at least one workspace")
@@ -54,24 +53,31 @@ def issue_token(
 
 
 def verify_token(secret: str, token: str | None, now: float | None = None) -> Claims:
-    """Return the token's claims, or raise ``HandshakeError`` 401 (missing, malformed, tampered, expired)."""
+    """Return the token's claims, or raise ``HandshakeError`` 401 (missing, malformed, tampered, expired, not
+    yet valid, or claims that are not ids).
+
+    ``exp`` is required and checked here; the server also closes the connection when it passes (1008).
+    ``nbf``, when present, must not be in the future. ``iat`` is informational and never checked.
+    """
     _check_secret(secret)
     if not token:
         raise HandshakeError.unauthorized("missing token")
     # iat is informational: verifying it would refuse tokens from an issuer whose clock runs slightly ahead.
-    options = {"require": ["sub", "exp"], "verify_exp": now is None, "verify_iat": False}
+    # verify_sub off: PyJWT would refuse a non-string sub as "invalid token"; is_id below says "invalid token claims".
+    options = {"require": ["sub", "exp"], "verify_exp": now is None, "verify_iat": False, "verify_sub": False}
     try:
         claims = jwt.decode(token, secret, algorithms=[_ALGORITHM], options=options)
     except jwt.ExpiredSignatureError:
         raise HandshakeError.unauthorized("token expired") from None
+    except jwt.ImmatureSignatureError:  # nbf in the future
+        raise HandshakeError.unauthorized("token not yet valid") from None
     except jwt.InvalidTokenError:
         raise HandshakeError.unauthorized("invalid token") from None
     if now is not None and float(claims["exp"]) <= now:
         raise HandshakeError.unauthorized("token expired")
     user, workspaces = claims.get("sub"), claims.get("workspaces")
     # Ids end up inside Redis keys split on ':': a token from another signer must not smuggle one in.
-    if not isinstance(user, str) or not _ID.match(user) or not isinstance(workspaces, list) or not all(
-        isinstance(w, str) and _ID.match(w) for w in workspaces
-    ):
+    # Whole-string matches: "alice\n" is not an id.
+    if not is_id(user) or not isinstance(workspaces, list) or not all(is_id(w) for w in workspaces):
         raise HandshakeError.unauthorized("invalid token claims")
     return Claims(user, frozenset(workspaces), float(claims["exp"]))

@@ -22,8 +22,15 @@ class ServerConfig:
     max_frame_bytes: int = 64 * 1024
     rate_limit: float = 100.0  # frames per second, sustained
     rate_burst: int = 200
+    # Inbound bytes per connection: a budget beside the frame rate, so 64 KiB frames at the frame rate (6.4 MB/s,
+    # re-sent to every member of the workspace) cannot monopolise the loop for the neighbours.
+    byte_rate: float = 256 * 1024  # bytes per second, sustained
+    byte_burst: int = 1024 * 1024
     # Frames refused in a row (each answered with `rate_limited`) before the connection is closed 1008.
     rate_limit_strikes: int = 50
+    # Open connections of one user on one instance; the next handshake is refused with 429. A bound on what
+    # one (possibly stolen) token can hold open: each connection costs memory and a share of every broadcast.
+    max_connections_per_user: int = 20
     # Unsent bytes queued for one client above which it is a slow consumer and is closed 1013.
     max_write_buffer: int = 8 * 1024 * 1024
     allowed_origins: tuple[str, ...] | None = None  # None: any Origin; a missing Origin is always allowed
@@ -41,5 +48,10 @@ class ServerConfig:
             raise ValueError("max_frame_bytes must be at least 256")
         if self.rate_limit <= 0 or self.rate_burst < 1 or self.rate_limit_strikes < 1:
             raise ValueError("rate_limit > 0, rate_burst >= 1 and rate_limit_strikes >= 1 are required")
+        if self.byte_rate <= 0 or self.byte_burst < self.max_frame_bytes:
+            raise ValueError("byte_rate > 0 and byte_burst >= max_frame_bytes are required (else a largest "
+                             "frame could never pass)")
+        if self.max_connections_per_user < 1:
+            raise ValueError("max_connections_per_user must be at least 1")
         if self.publish_mode not in ("atomic", "split"):
             raise ValueError(f"publish_mode must be 'atomic' or 'split', got {self.publish_mode!r}")

@@ -5,7 +5,8 @@ A failure ends in exactly one of three ways, and this module is the only place t
 * an ``error`` event (the connection stays open): :class:`ErrorCode`;
 * a WebSocket close code: :class:`CloseCode`;
 * an HTTP status refusing the handshake: :class:`HandshakeError` (401 bad token, 403 not allowed,
-  404 wrong path, 503 this instance has lost Redis and is reconnecting).
+  404 wrong path, 429 too many connections for this user on this instance, 503 this instance has lost Redis and
+  is reconnecting).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.UNKNOWN_TYPE: "the envelope's type is not a client-to-server event type",
     ErrorCode.INVALID_PAYLOAD: "the payload does not match the schema of its event type",
     ErrorCode.FORBIDDEN_WORKSPACE: "the envelope's workspaceId is not the connection's workspace",
-    ErrorCode.RATE_LIMITED: "the connection sent frames faster than its token bucket allows; frame dropped",
+    ErrorCode.RATE_LIMITED: "the connection sent frames or bytes faster than its budgets allow; frame dropped",
 }
 
 
@@ -49,7 +50,9 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000
     GOING_AWAY = 1001  # server shutting down
-    POLICY_VIOLATION = 1008  # persistent rate-limit abuse ("rate limit exceeded"), or "token expired"
+    # persistent rate-limit abuse ("rate limit exceeded"), "token expired", or "too many connections" (a
+    # handshake that raced past the 429 check)
+    POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009  # frame above --max-frame-bytes (websockets enforces it via max_size)
     INTERNAL_ERROR = 1011  # unexpected server fault; no internals are sent
     TRY_AGAIN_LATER = 1013  # slow consumer: its unsent backlog passed the write-buffer limit
@@ -75,7 +78,8 @@ class ConnectionMustClose(Exception):
 
 
 class HandshakeError(Exception):
-    """The opening handshake is refused with an HTTP status (401 bad token, 403 not allowed)."""
+    """The opening handshake is refused with an HTTP status (401 bad token, 403 not allowed, 429 too many
+    connections, 503 unavailable)."""
 
     def __init__(self, status: HTTPStatus, message: str) -> None:
         super().__init__(message)
@@ -89,6 +93,10 @@ class HandshakeError(Exception):
     @classmethod
     def forbidden(cls, message: str) -> HandshakeError:
         return cls(HTTPStatus.FORBIDDEN, message)
+
+    @classmethod
+    def too_many(cls, message: str) -> HandshakeError:
+        return cls(HTTPStatus.TOO_MANY_REQUESTS, message)
 
     @classmethod
     def unavailable(cls, message: str) -> HandshakeError:

@@ -9,6 +9,7 @@ first (``invalid_json`` / ``invalid_envelope``), then the type (``unknown_type``
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -18,6 +19,8 @@ from rtlib.errors import ErrorCode, ProtocolError
 
 __all__ = [
     "CLIENT_TYPES",
+    "ID_PATTERN",
+    "MAX_DEPTH",
     "SERVER_PAYLOADS",
     "Envelope",
     "Id",
@@ -26,14 +29,30 @@ __all__ = [
     "TaskUpdate",
     "decode_client_frame",
     "encode_event",
+    "is_id",
     "iso_timestamp",
     "json_schema",
+    "nested_deeper_than",
 ]
 
-#: Ids of workspaces, tasks and users: short, and free of the ``:`` rtlib uses inside Redis keys.
-Id = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.\-]{1,128}$", description="an id: 1-128 of A-Z a-z 0-9 _ . -")]
-FieldName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+#: Ids of workspaces, tasks and users: short, and free of the ``:`` rtlib uses inside Redis keys. Matched
+#: whole (``\A...\Z``): a ``$`` would also match before a final newline, letting ``"T-1\n"`` in.
+ID_PATTERN = r"[A-Za-z0-9_.\-]{1,128}"
+FIELD_PATTERN = r"[A-Za-z_][A-Za-z0-9_]{0,63}"
+_ID_RE = re.compile(ID_PATTERN)
+
+Id = Annotated[str, msgspec.Meta(pattern=rf"\A{ID_PATTERN}\Z", description="an id: 1-128 of A-Z a-z 0-9 _ . -")]
+FieldName = Annotated[str, msgspec.Meta(pattern=rf"\A{FIELD_PATTERN}\Z")]
 Ref = Annotated[str, msgspec.Meta(max_length=128, description="client's correlation id, echoed in ack/error")]
+
+#: Deepest nesting of arrays and objects a frame may have (the envelope object is level 1). RFC 8259 lets a
+#: parser bound it; without a bound, deep input ends in a RecursionError somewhere in the decoder.
+MAX_DEPTH = 32
+
+
+def is_id(value: object) -> bool:
+    """True if ``value`` is a string that is an id as a whole (the one id rule, shared with the tokens)."""
+    return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
 
 
 class Envelope(msgspec.Struct, forbid_unknown_fields=True):
@@ -158,14 +177,63 @@ def _salvage_ref(raw: msgspec.Raw) -> str | None:
     return ref if isinstance(ref, str) and len(ref) <= 128 else None
 
 
+_ESCAPE = re.compile(r"\\.", re.DOTALL)
+_STRING = re.compile(r'"[^"]*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_SQUARE = str.maketrans("{}", "[]")
+
+
+def nested_deeper_than(text: str, limit: int) -> bool:
+    """True if JSON ``text`` nests arrays and objects more than ``limit`` levels deep (brackets inside strings
+    do not count; for malformed text the answer is only a bound, and the text is refused either way).
+
+    C-speed string passes, no Python loop per character: drop escapes (so every string left is ``"[^"]*"``),
+    drop strings, keep the brackets, then peel the innermost ``[]`` pairs once per level.
+    """
+    if "\\" in text:
+        text = _ESCAPE.sub("", text)
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text)).translate(_SQUARE)
+    for _ in range(limit):
+        peeled = brackets.replace("[]", "")
+        if peeled == brackets:
+            break
+        brackets = peeled
+    return "[" in brackets
+
+
+def _check_text(data: str | bytes) -> str:
+    """The frame as text, refused with ``invalid_json`` unless it is UTF-8 nested at most :data:`MAX_DEPTH` deep.
+
+    Text frames arrive as ``str`` (the websockets library already closed the connection with 1007 on bad
+    UTF-8); a binary frame is decoded strictly here, so no invalid byte can reach a stored value or a
+    broadcast text frame, whatever frame type carried it.
+    """
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        try:
+            data = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(ErrorCode.INVALID_JSON, f"not valid UTF-8: {exc.reason} at byte {exc.start}") from None
+    # Counting opening brackets is a cheap upper bound of the depth: only frames with many pay the full scan.
+    if data.count("[") + data.count("{") > MAX_DEPTH and nested_deeper_than(data, MAX_DEPTH):
+        raise ProtocolError(ErrorCode.INVALID_JSON, f"JSON nested deeper than {MAX_DEPTH} levels")
+    return data
+
+
 def decode_client_frame(data: str | bytes) -> tuple[Envelope, msgspec.Struct]:
     """Decode one client frame into ``(envelope, typed payload)`` or raise :class:`ProtocolError`.
 
     The workspace check (``forbidden_workspace``) is the session's job: it knows the connection's workspace.
     """
+    text = _check_text(data)
     try:
-        env = _envelope_decoder.decode(data)
+        env = _envelope_decoder.decode(text)
     except msgspec.ValidationError as exc:
+        # The typed decoder stops at the first value of the wrong type, before it has seen the rest: input
+        # such as ``1x`` or ``[,`` is malformed JSON, not a wrong-shaped envelope.
+        try:
+            msgspec.json.decode(text)
+        except msgspec.DecodeError as bad:
+            raise ProtocolError(ErrorCode.INVALID_JSON, f"malformed JSON: {bad}") from None
         raise ProtocolError(ErrorCode.INVALID_ENVELOPE, f"not an envelope: {exc}") from None
     except msgspec.DecodeError as exc:
         raise ProtocolError(ErrorCode.INVALID_JSON, f"malformed JSON: {exc}") from None
@@ -221,11 +289,26 @@ def _envelope_schema(type_: str, payload_ref: str, client: bool) -> dict[str, An
     return {"type": "object", "properties": props, "required": required, "additionalProperties": client is False}
 
 
+def _ecma_anchors(node: Any) -> None:
+    """Rewrite Python's whole-string anchors ``\\A``/``\\Z`` as ``^``/``$`` (ECMA 262 has no ``\\A``; its ``$``
+    does not match before a final newline, so the meaning is the same)."""
+    if isinstance(node, dict):
+        pattern = node.get("pattern")
+        if isinstance(pattern, str) and pattern.startswith("\\A") and pattern.endswith("\\Z"):
+            node["pattern"] = "^" + pattern[2:-2] + "$"
+        for value in node.values():
+            _ecma_anchors(value)
+    elif isinstance(node, list):
+        for value in node:
+            _ecma_anchors(value)
+
+
 def json_schema() -> dict[str, Any]:
     """The JSON Schema (2020-12) of every client->server and server->client frame, generated from the structs."""
     structs = list(dict.fromkeys([*CLIENT_TYPES.values(), *SERVER_PAYLOADS.values()]))
     _, defs = msgspec.json.schema_components(structs, ref_template="#/$defs/{name}")
-    defs["Id"] = {"type": "string", "pattern": r"^[A-Za-z0-9_.\-]{1,128}$"}
+    _ecma_anchors(defs)
+    defs["Id"] = {"type": "string", "pattern": f"^{ID_PATTERN}$"}
     client = [_envelope_schema(t, cls.__name__, True) for t, cls in CLIENT_TYPES.items()]
     for entry in client:
         entry["additionalProperties"] = False

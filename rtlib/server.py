@@ -14,6 +14,7 @@ import itertools
 import logging
 import secrets
 import time
+from collections import Counter
 from dataclasses import replace
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
@@ -63,6 +64,7 @@ class RealtimeServer:
         self.store: RedisStore | None = None
         self.fanout = Fanout(config.max_write_buffer)
         self.sessions: dict[str, Session] = {}
+        self._user_conns: Counter[str] = Counter()  # open connections per user on this instance
         self._ids = itertools.count(1)
         self._ws: WsServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -169,6 +171,8 @@ class RealtimeServer:
                 raise HandshakeError.forbidden("missing workspace parameter")
             if workspace not in claims.workspaces:  # token workspaces are valid ids, so W is one too
                 raise HandshakeError.forbidden(f"user is not a member of workspace {workspace!r}")
+            if self._user_conns[claims.user_id] >= self.config.max_connections_per_user:
+                raise HandshakeError.too_many("too many connections for this user on this instance")
             origin = request.headers.get("Origin")
             allowed = self.config.allowed_origins
             if origin is not None and allowed is not None and origin not in allowed:
@@ -189,7 +193,12 @@ class RealtimeServer:
         session = Session(conn_id, user_id, workspace, self.config)
         peer = Peer(conn_id, workspace, connection, on_slow=slow_consumer_closer)
         self.sessions[conn_id] = session
+        self._user_conns[user_id] += 1
         try:
+            if self._user_conns[user_id] > self.config.max_connections_per_user:
+                # Handshakes racing each other can all pass the 429 check before any handler runs.
+                await connection.close(CloseCode.POLICY_VIOLATION, "too many connections")
+                return
             await self.fanout.add(peer)
             self.fanout.send(peer, session.welcome(time.time()))
             async for frame in connection:
@@ -215,6 +224,9 @@ class RealtimeServer:
         finally:
             expiry.cancel()
             del self.sessions[conn_id]
+            self._user_conns[user_id] -= 1
+            if not self._user_conns[user_id]:
+                del self._user_conns[user_id]
             await self.fanout.remove(peer)
             await self._drop_presence(session)
 

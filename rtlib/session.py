@@ -40,9 +40,13 @@ class Session:
     #: Tasks this connection holds a presence entry on (removed at once when it disconnects).
     tasks: set[str] = field(default_factory=set)
     bucket: TokenBucket = field(init=False)
+    byte_bucket: TokenBucket = field(init=False)
+    #: Frames refused in a row by either bucket; past ``rate_limit_strikes`` the client is ignoring its errors.
+    strikes: int = 0
 
     def __post_init__(self) -> None:
         self.bucket = TokenBucket(self.config.rate_limit, self.config.rate_burst)
+        self.byte_bucket = TokenBucket(self.config.byte_rate, self.config.byte_burst)
 
     def welcome(self, now: float) -> bytes:
         cfg = self.config
@@ -51,12 +55,14 @@ class Session:
 
     def receive(self, data: str | bytes, now: float) -> Request | bytes:
         """Handle one frame at ``now`` (Unix seconds; also stamps the reply): a :class:`Request`, or an error frame."""
+        # Both budgets are checked before any parsing: refusing a flood must cost less than handling it.
+        # (A text frame's length is counted in characters: within 4x of its bytes, and bounded by max_frame_bytes.)
+        cfg = self.config
         if not self.bucket.take(now):
-            if self.bucket.strikes > self.config.rate_limit_strikes:
-                raise ConnectionMustClose(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
-            return self.error(ProtocolError(
-                ErrorCode.RATE_LIMITED,
-                f"over {self.config.rate_limit:g} frames/s (burst {self.config.rate_burst}); frame dropped"), now)
+            return self._refuse(f"over {cfg.rate_limit:g} frames/s (burst {cfg.rate_burst}); frame dropped", now)
+        if not self.byte_bucket.take(now, len(data)):
+            return self._refuse(f"over {cfg.byte_rate:g} bytes/s (burst {cfg.byte_burst}); frame dropped", now)
+        self.strikes = 0
         try:
             envelope, payload = decode_client_frame(data)
             if envelope.workspaceId != self.workspace_id:
@@ -67,6 +73,12 @@ class Session:
         except ProtocolError as exc:
             return self.error(exc, now)
         return Request(envelope.type, payload)  # type: ignore[arg-type]
+
+    def _refuse(self, message: str, now: float) -> bytes:
+        self.strikes += 1
+        if self.strikes > self.config.rate_limit_strikes:
+            raise ConnectionMustClose(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+        return self.error(ProtocolError(ErrorCode.RATE_LIMITED, message), now)
 
     def error(self, exc: ProtocolError, now: float) -> bytes:
         return events.error_from(self.workspace_id, self.user_id, exc, now)

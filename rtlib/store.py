@@ -108,8 +108,17 @@ return out
 """
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _text(value: bytes | str, errors: str = "strict") -> str:
+    return value.decode("utf-8", errors) if isinstance(value, bytes) else value
+
+
+def _utf8(value: bytes) -> bytes:
+    """``value`` if it is valid UTF-8, else a copy with each invalid sequence replaced by U+FFFD."""
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("utf-8", "replace").encode("utf-8")
+    return value
 
 
 class RedisStore:
@@ -147,9 +156,14 @@ class RedisStore:
             await self.redis.publish(channel(ws), message)
 
     async def get_task(self, ws: str, task: str) -> tuple[int, dict[str, msgspec.Raw]]:
-        """The task's version (0 if it never existed) and all its fields, read atomically."""
+        """The task's version (0 if it never existed) and all its fields, read atomically.
+
+        Values are checked on the way out: one stored by rtlib before binary frames were validated may hold
+        invalid UTF-8, which would make every compliant reader fail its connection (1007). Such bytes are
+        replaced with U+FFFD, so a poisoned task stops breaking its readers.
+        """
         version, flat = await self._get(keys=_task_keys(ws, task))
-        fields = {_text(flat[i]): msgspec.Raw(flat[i + 1]) for i in range(0, len(flat), 2)}
+        fields = {_text(flat[i], "replace"): msgspec.Raw(_utf8(flat[i + 1])) for i in range(0, len(flat), 2)}
         return int(version), fields
 
     # --- presence -----------------------------------------------------------------------------------------

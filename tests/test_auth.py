@@ -42,3 +42,26 @@ def test_issue_rejects_bad_input(user: str, workspaces: list[str], ttl: float) -
 def test_secret_required() -> None:
     with pytest.raises(ValueError, match="secret"):
         issue_token("", "u", ["w"])
+
+
+def test_claims_must_be_whole_ids() -> None:
+    import jwt
+
+    for claims in ({"sub": "alice\n", "workspaces": ["w"]}, {"sub": "alice", "workspaces": ["w\n"]},
+                   {"sub": "al ice", "workspaces": ["w"]}, {"sub": "alice", "workspaces": "w"}):
+        bad = jwt.encode({**claims, "exp": 2000}, SECRET, algorithm="HS256")
+        with pytest.raises(HandshakeError, match="invalid token claims"):
+            verify_token(SECRET, bad, now=1000)
+
+
+def test_nbf_is_checked_and_iat_is_not() -> None:
+    import time
+
+    import jwt
+
+    now = time.time()
+    future_nbf = jwt.encode({"sub": "u", "workspaces": ["w"], "exp": now + 60, "nbf": now + 30}, SECRET)
+    with pytest.raises(HandshakeError, match="token not yet valid"):
+        verify_token(SECRET, future_nbf)
+    future_iat = jwt.encode({"sub": "u", "workspaces": ["w"], "exp": now + 60, "iat": int(now) + 30}, SECRET)
+    assert verify_token(SECRET, future_iat).user_id == "u"  # an issuer clock slightly ahead is tolerated

@@ -224,3 +224,91 @@ async def test_connection_closes_when_its_token_expires(cluster: Cluster) -> Non
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 10)
         assert closed.value.rcvd.code == 1008 and closed.value.rcvd.reason == "token expired"
+
+
+async def _single(redis_url: str, **config: object) -> Cluster:
+    from rtlib.config import ServerConfig
+    from rtlib.server import RealtimeServer
+
+    server = await RealtimeServer(redis_url, SECRET, ServerConfig(server_id="one", **config)).start()  # type: ignore[arg-type]
+    return Cluster([server])
+
+
+async def test_invalid_utf8_in_a_binary_frame_is_refused_not_stored_nor_broadcast(cluster: Cluster) -> None:
+    """Stored poison: raw invalid bytes inside a JSON string must never reach another client as a text frame."""
+    a = await cluster.client("alice", instance=0)
+    b = await cluster.client("bob", instance=1)
+    poison = b'{"type":"task.update","workspaceId":"w1","payload":{"taskId":"t1","changes":{"note":"x\xc0\xaf"},' \
+             b'"ref":"p"}}'
+    await a.ws.send(poison)
+    error = await a.expect("error")
+    assert error["payload"]["code"] == "invalid_json" and "ref" not in error["payload"]
+    assert await b.silent(0.3, "task.updated") == []
+    await a.send("task.get", {"taskId": "t1"})
+    assert (await a.expect("task.snapshot"))["payload"] == {"taskId": "t1", "version": 0, "fields": {}}
+    # Both connections are still open and still work.
+    await b.send("task.update", {"taskId": "t1", "changes": {"note": "caf\u00e9"}})
+    assert (await a.expect("task.updated"))["payload"]["changes"] == {"note": "caf\u00e9"}
+
+
+async def test_a_task_poisoned_by_an_earlier_version_no_longer_breaks_readers(cluster: Cluster, redis_url: str
+                                                                             ) -> None:
+    import redis
+
+    with redis.Redis.from_url(redis_url) as r:
+        r.hset("rt:w1:task:t1", mapping={"note": b'"x\xc0\xaf"'})
+        r.set("rt:w1:ver:t1", 1)
+    a = await cluster.client("alice")
+    await a.send("task.get", {"taskId": "t1"})
+    raw = await asyncio.wait_for(a.ws.recv(), 5)  # the library would have failed the connection on bad UTF-8
+    assert json.loads(raw)["payload"]["fields"] == {"note": "x\ufffd\ufffd"}
+
+
+@pytest.mark.parametrize("frame", [
+    "[" * 60_000, "{\"a\":" * 12_000, b"\xff" * 1000, "1x", "[,",
+    '{"type":"presence.leave","workspaceId":"w1","payload":{"taskId":"T-1\\n"}}',
+])
+async def test_hostile_frames_get_an_error_and_the_connection_stays_open(cluster: Cluster, frame: str | bytes
+                                                                        ) -> None:
+    a = await cluster.client("alice", max_size=None)
+    await a.ws.send(frame)
+    assert (await a.expect("error"))["payload"]["code"] in {"invalid_json", "invalid_payload"}
+    await a.send("task.get", {"taskId": "t1"})
+    assert (await a.expect("task.snapshot"))["payload"]["version"] == 0
+
+
+async def test_byte_budget(redis_url: str) -> None:
+    cluster = await _single(redis_url, max_frame_bytes=1024, byte_rate=100, byte_burst=2048)
+    try:
+        a = await cluster.client("alice")
+        frame = json.dumps({"type": "task.update", "workspaceId": "w1",
+                            "payload": {"taskId": "t", "changes": {"body": "x" * 900}}})
+        for _ in range(3):
+            await a.ws.send(frame)
+        assert (await a.expect("ack"))["payload"]["version"] == 1
+        assert (await a.expect("ack"))["payload"]["version"] == 2
+        error = await a.expect("error")  # the third ~950-byte frame does not fit the 2,048-byte burst
+        assert error["payload"]["code"] == "rate_limited" and "bytes/s" in error["payload"]["message"]
+    finally:
+        await cluster.close()
+
+
+async def test_connections_per_user_are_capped(redis_url: str) -> None:
+    cluster = await _single(redis_url, max_connections_per_user=2)
+    try:
+        await cluster.client("alice")
+        await cluster.client("alice")
+        with pytest.raises(InvalidStatus) as refused:
+            await cluster.client("alice")
+        assert refused.value.response.status_code == 429
+        assert b"too many connections" in refused.value.response.body
+        await cluster.client("bob")  # other users are unaffected
+        # A storm of simultaneous handshakes: never more than the cap open at once.
+        results = await asyncio.gather(*(cluster.client("carol") for _ in range(8)), return_exceptions=True)
+        await asyncio.sleep(0.2)
+        open_ = [r for r in results if not isinstance(r, BaseException) and r.ws.state.name == "OPEN"]
+        assert len(open_) == 2
+        assert all(isinstance(r, InvalidStatus) and r.response.status_code == 429 or not isinstance(r, Exception)
+                   for r in results)
+    finally:
+        await cluster.close()

@@ -74,3 +74,12 @@ async def test_update_publishes_the_assembled_event(store: RedisStore) -> None:
     await store.update_task("w", "t", {"a": msgspec.Raw(b'"y"')}, b"", b"", publish=False)
     assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2) is None
     await pubsub.aclose()
+
+
+async def test_a_stored_value_with_invalid_utf8_is_repaired_on_read(store: RedisStore) -> None:
+    """A value written by an earlier rtlib (before binary frames were validated) must not break its readers."""
+    await store.redis.hset("rt:w1:task:t1", mapping={"note": b'"x\xc0\xaf"', "ok": b'"fine"'})
+    await store.redis.set("rt:w1:ver:t1", 3)
+    version, fields = await store.get_task("w1", "t1")
+    assert version == 3 and bytes(fields["ok"]) == b'"fine"'
+    assert msgspec.json.decode(bytes(fields["note"])) == "x\ufffd\ufffd"

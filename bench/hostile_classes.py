@@ -85,7 +85,8 @@ CLASSES: dict[str, tuple[str, str]] = {
     "slow-reader": ("close 1013", "a connection that stops reading while more than `--max-write-buffer` is "
                     "broadcast to its workspace"),
     "token-expires-while-open": ("close 1008 token expired", "the token's `exp` passes while connected"),
-    "connection-storm": ("session.welcome", "hundreds of connections opened at once, up to the per-user cap"),
+    "connection-storm": ("session.welcome", "hundreds of connections opened at once, up to the per-user cap; "
+                         "paced by `--handshake-rate`, each is welcomed within seconds"),
     "connections-over-user-cap": ("HTTP 429 too many connections", "a user's 21st connection on one instance "
                                   "(or, after a race, close 1008 `too many connections`)"),
     "half-open": ("no effect", "TCP connections that send nothing, half an HTTP request, or half a frame; the "

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--byte-burst", type=int, default=d.byte_burst, metavar="BYTES")
     serve.add_argument("--max-connections-per-user", type=int, default=d.max_connections_per_user,
                        help="per instance; the next handshake gets 429")
+    serve.add_argument("--handshake-rate", type=float, default=d.handshake_rate,
+                       help="new connections/s per instance, after --handshake-burst; later ones wait")
+    serve.add_argument("--handshake-burst", type=int, default=d.handshake_burst)
     serve.add_argument("--rate-limit-strikes", type=int, default=d.rate_limit_strikes,
                        help="refused frames in a row before closing 1008")
     serve.add_argument("--max-write-buffer", type=int, default=d.max_write_buffer,
@@ -97,6 +100,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         heartbeat_interval=args.heartbeat_interval, presence_timeout=args.presence_timeout,
         sweep_interval=args.sweep_interval, max_frame_bytes=args.max_frame_bytes, rate_limit=args.rate_limit,
         rate_burst=args.rate_burst, rate_limit_strikes=args.rate_limit_strikes,
+        handshake_rate=args.handshake_rate, handshake_burst=args.handshake_burst,
         byte_rate=args.byte_rate, byte_burst=args.byte_burst, max_connections_per_user=args.max_connections_per_user,
         max_write_buffer=args.max_write_buffer,
         allowed_origins=tuple(args.allowed_origins) if args.allowed_origins else None,

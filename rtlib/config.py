@@ -31,6 +31,12 @@ class ServerConfig:
     # Open connections of one user on one instance; the next handshake is refused with 429. A bound on what
     # one (possibly stolen) token can hold open: each connection costs memory and a share of every broadcast.
     max_connections_per_user: int = 20
+    # Handshakes accepted per second on one instance, after a burst: a storm of new connections (a reconnect
+    # wave, or an attack) is served over time instead of stalling every open connection at once. A handshake
+    # that would wait longer than handshake_max_wait is refused with 503 (retry with backoff).
+    handshake_rate: float = 200.0
+    handshake_burst: int = 10
+    handshake_max_wait: float = 5.0
     # Unsent bytes queued for one client above which it is a slow consumer and is closed 1013.
     max_write_buffer: int = 8 * 1024 * 1024
     allowed_origins: tuple[str, ...] | None = None  # None: any Origin; a missing Origin is always allowed
@@ -51,6 +57,9 @@ class ServerConfig:
         if self.byte_rate <= 0 or self.byte_burst < self.max_frame_bytes:
             raise ValueError("byte_rate > 0 and byte_burst >= max_frame_bytes are required (else a largest "
                              "frame could never pass)")
+        if self.handshake_rate <= 0 or self.handshake_burst < 1 or not 0 <= self.handshake_max_wait < 9:
+            raise ValueError("handshake_rate > 0, handshake_burst >= 1 and 0 <= handshake_max_wait < 9 (the "
+                             "handshake's own 10 s timeout) are required")
         if self.max_connections_per_user < 1:
             raise ValueError("max_connections_per_user must be at least 1")
         if self.publish_mode not in ("atomic", "split"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["TokenBucket"]
+__all__ = ["Pacer", "TokenBucket"]
 
 
 @dataclass(slots=True)
@@ -35,3 +35,34 @@ class TokenBucket:
             self.tokens -= cost
             return True
         return False
+
+
+@dataclass(slots=True)
+class Pacer:
+    """Spaces events ``1/rate`` apart after a burst of ``burst`` (GCRA, the virtual-scheduling form), sans-I/O.
+
+    Instead of refusing, :meth:`reserve` books the next free slot and says how long to wait for it, so a storm
+    of handshakes is served at ``rate`` rather than all in one loop iteration (which stalls every open
+    connection for the whole storm's CPU time). A wait above ``max_wait`` books nothing and returns None.
+    """
+
+    rate: float
+    burst: int
+    max_wait: float
+    next_free: float = field(default=float("-inf"), init=False)
+
+    def __post_init__(self) -> None:
+        if self.rate <= 0 or self.burst < 1 or self.max_wait < 0:
+            raise ValueError(f"need rate > 0, burst >= 1, max_wait >= 0; got {self.rate}, {self.burst}, "
+                             f"{self.max_wait}")
+
+    def reserve(self, now: float) -> float | None:
+        """Book a slot at ``now``: seconds to wait before using it (0.0 within the burst), or None if too far."""
+        interval = 1.0 / self.rate
+        # An idle pacer has banked at most `burst` slots: the earliest slot is burst intervals in the past.
+        slot = max(self.next_free, now - (self.burst - 1) * interval)
+        wait = max(0.0, slot - now)
+        if wait > self.max_wait:
+            return None
+        self.next_free = slot + interval
+        return wait

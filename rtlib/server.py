@@ -34,6 +34,7 @@ from rtlib.config import ServerConfig
 from rtlib.errors import CloseCode, ConnectionMustClose, HandshakeError
 from rtlib.fanout import Fanout, Peer, slow_consumer_closer
 from rtlib.presence import PresenceChange, joined_change, left_change
+from rtlib.ratelimit import Pacer
 from rtlib.resp import RespConnection
 from rtlib.schema import PresenceRequest, TaskGet, TaskUpdate
 from rtlib.session import Request as ClientRequest
@@ -44,6 +45,7 @@ __all__ = ["WS_PATH", "RealtimeServer"]
 
 log = logging.getLogger("rtlib.server")
 WS_PATH = "/ws"
+_FAIR_TURN_BYTES = 8192  # a frame bigger than this ends its connection's turn on the event loop
 
 
 class RealtimeServer:
@@ -65,6 +67,7 @@ class RealtimeServer:
         self.fanout = Fanout(config.max_write_buffer)
         self.sessions: dict[str, Session] = {}
         self._user_conns: Counter[str] = Counter()  # open connections per user on this instance
+        self._handshakes = Pacer(config.handshake_rate, config.handshake_burst, config.handshake_max_wait)
         self._ids = itertools.count(1)
         self._ws: WsServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -157,7 +160,21 @@ class RealtimeServer:
                 delay = min(delay * 2, 2.0)
 
     # --- handshake --------------------------------------------------------------------------------------------
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        refusal = self._check_request(connection, request)
+        if refusal is not None:
+            return refusal
+        # Refusals above are cheap; an accepted handshake goes on to cost a subscription, a welcome and a
+        # session, so accepted ones are paced: a storm waits here instead of stalling the open connections.
+        wait = self._handshakes.reserve(time.monotonic())
+        if wait is None:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE,
+                                      "too many new connections on this instance; retry with backoff\n")
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return None
+
+    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
         if url.path != WS_PATH:
             return connection.respond(HTTPStatus.NOT_FOUND, f"no endpoint at {url.path}; use {WS_PATH}\n")
@@ -212,6 +229,10 @@ class RealtimeServer:
                     self.fanout.send(peer, outcome)
                 else:
                     await self._carry_out(session, peer, outcome)
+                if isinstance(outcome, bytes) or len(frame) > _FAIR_TURN_BYTES:
+                    # Fair turns: frames already buffered are returned without yielding to the loop, so a
+                    # flood of refused or big frames would run back to back while the neighbours wait.
+                    await asyncio.sleep(0)
         except ConnectionClosed:
             pass
         except (ConnectionError, RedisConnectionError):

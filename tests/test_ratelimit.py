@@ -39,3 +39,17 @@ def test_cost_is_spent_whole_or_not_at_all() -> None:
     assert not bucket.take(0.0, 600) and bucket.tokens == 500  # refused: nothing spent
     assert bucket.take(0.0, 500)
     assert not bucket.take(0.5, 600) and bucket.take(0.6, 600)  # 0.6 s refills 600 B
+
+
+def test_pacer_serves_a_burst_then_spaces_the_rest() -> None:
+    from rtlib.ratelimit import Pacer
+
+    pacer = Pacer(rate=100, burst=3, max_wait=0.05)
+    waits = [pacer.reserve(10.0) for _ in range(8)]
+    assert waits[:3] == [0.0, 0.0, 0.0]
+    assert waits[3:6] == pytest.approx([0.01, 0.02, 0.03])
+    assert waits[6] == pytest.approx(0.04) and waits[7] == pytest.approx(0.05)
+    assert pacer.reserve(10.0) is None  # 60 ms away: over max_wait, nothing booked
+    assert pacer.reserve(10.06) == pytest.approx(0.0, abs=1e-9)
+    assert pacer.reserve(100.0) == 0.0  # idle for long: the burst is available again, no more
+    assert [pacer.reserve(100.0) for _ in range(3)] == pytest.approx([0.0, 0.0, 0.01])

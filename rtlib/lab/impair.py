@@ -18,6 +18,7 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed
 
 from rtlib.lab.scenario import Impairment
+from rtlib.server.tasks import spawn
 
 __all__ = ["Impairer"]
 
@@ -64,4 +65,4 @@ def _spawn_send(ws: Any, frame: bytes) -> None:
         with contextlib.suppress(ConnectionClosed):
             await ws.send(frame, text=True)
 
-    asyncio.ensure_future(go())
+    spawn(go())

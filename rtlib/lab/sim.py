@@ -29,6 +29,7 @@ from rtlib.client.heartbeat import parse_model
 from rtlib.client.ordering import make_cache
 from rtlib.lab.impair import Impairer
 from rtlib.lab.scenario import Scenario
+from rtlib.server.tasks import spawn
 
 __all__ = ["ClientPlan", "Recorder", "SimClient", "plan_clients"]
 
@@ -333,4 +334,4 @@ class SimClient:
         for a in applies:
             self.rec.applies.append((self.plan.user, a.task_id, a.version, str(a.outcome), a.out_of_order, now))
         for task in self.cache.take_resync_requests():
-            asyncio.ensure_future(self.send("task.get", {"taskId": task}))
+            spawn(self.send("task.get", {"taskId": task}))

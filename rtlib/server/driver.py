@@ -42,6 +42,7 @@ from rtlib.server.auth import verify_token
 from rtlib.server.fanout import Fanout, Peer, slow_consumer_closer
 from rtlib.server.resp import RespConnection
 from rtlib.server.store import RedisStore
+from rtlib.server.tasks import spawn
 
 __all__ = ["WS_PATH", "RealtimeServer"]
 
@@ -146,7 +147,7 @@ class RealtimeServer:
         # reconnect (to another instance, or here once Redis is back) and resync; refuse new ones with 503
         # until the pub/sub link is back.
         for peer in [p for room in self.fanout.rooms.values() for p in room.values()]:
-            asyncio.ensure_future(peer.connection.close(CloseCode.INTERNAL_ERROR, "redis unavailable"))
+            spawn(peer.connection.close(CloseCode.INTERNAL_ERROR, "redis unavailable"))
         if self._ws is not None and (self._reconnect is None or self._reconnect.done()):
             self._reconnect = asyncio.ensure_future(self._reconnect_pubsub())
 
@@ -209,7 +210,7 @@ class RealtimeServer:
         # A token is checked at the handshake only; the connection must not outlive it.
         expiry = asyncio.get_running_loop().call_later(
             max(0.0, expires_at - time.time()),
-            lambda: asyncio.ensure_future(connection.close(CloseCode.POLICY_VIOLATION, "token expired")))
+            lambda: spawn(connection.close(CloseCode.POLICY_VIOLATION, "token expired")))
         session = Session(conn_id, user_id, workspace, self.config)
         peer = Peer(conn_id, workspace, connection, on_slow=slow_consumer_closer)
         self.sessions[conn_id] = session
@@ -311,7 +312,7 @@ async def _close_draining(connection: ServerConnection, code: int, reason: str) 
     """Close, while still reading: frames already queued by a flooding client would otherwise stall the
     reader (websockets pauses reading when its queue is full), hide the client's close frame, and hold the
     connection open until the close timeout."""
-    closing = asyncio.ensure_future(connection.close(code, reason))
+    closing = spawn(connection.close(code, reason))
     with contextlib.suppress(ConnectionClosed):
         async for _ in connection:
             pass

@@ -25,6 +25,7 @@ from websockets.protocol import State
 from rtlib.protocol.errors import CloseCode
 from rtlib.server.resp import pack_command, parse_redis_url
 from rtlib.server.store import channel
+from rtlib.server.tasks import spawn
 
 __all__ = ["Fanout", "Peer", "text_frame"]
 
@@ -225,4 +226,4 @@ def slow_consumer_closer(peer: Peer) -> None:
     conn = peer.connection
     if conn.protocol.state is State.OPEN:
         log.warning("closing slow consumer %s", peer.conn_id)
-        asyncio.ensure_future(conn.close(CloseCode.TRY_AGAIN_LATER, "slow consumer"))
+        spawn(conn.close(CloseCode.TRY_AGAIN_LATER, "slow consumer"))

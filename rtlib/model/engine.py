@@ -54,6 +54,8 @@ def run_engine(tl: Timelines, config: PresenceConfig, sc: ModelScenario) -> Outc
         heap.append(((clock - c) + half_rtt, _SWEEP, m, -1, clock))
     heapq.heapify(heap)
     joined: list[tuple[int, float]] = []
+    joined_away: list[float] = []
+    away = fr.away.tolist()
     left: list[tuple[int, float]] = []
     writes: list[float] = []
     sweeps = 0
@@ -77,8 +79,12 @@ def run_engine(tl: Timelines, config: PresenceConfig, sc: ModelScenario) -> Outc
         for pub in store.published[before:]:
             event = json.loads(pub.event)
             who = int(event["payload"]["userId"][1:])
-            (joined if event["type"] == "presence.joined" else left).append((who, t))
+            if event["type"] == "presence.joined":
+                joined.append((who, t))
+                joined_away.append(away[seq])
+            else:
+                left.append((who, t))
     j = np.array(joined, dtype=float).reshape(-1, 2)
     lf = np.array(left, dtype=float).reshape(-1, 2)
-    return Outcome(j[:, 0].astype(np.int64), j[:, 1], lf[:, 0].astype(np.int64), lf[:, 1], np.array(writes),
-                   sweeps, fr.attempted_beats, fr.lost_beats)
+    return Outcome(j[:, 0].astype(np.int64), j[:, 1], lf[:, 0].astype(np.int64), lf[:, 1],
+                   np.array(joined_away, dtype=float), np.array(writes), sweeps, fr.attempted_beats, fr.lost_beats)

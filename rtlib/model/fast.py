@@ -59,8 +59,8 @@ def run_fast(tl: Timelines, config: PresenceConfig, sc: ModelScenario) -> Outcom
     rejoin = np.zeros(len(apply), dtype=bool)
     rejoin[fr.first] = True
     rejoin[1:] |= popped[:-1] & same
-    return Outcome(fr.viewer[rejoin], apply[rejoin], fr.viewer[popped], popped_at[popped], apply, sweeps,
-                   fr.attempted_beats, fr.lost_beats)
+    return Outcome(fr.viewer[rejoin], apply[rejoin], fr.viewer[popped], popped_at[popped], fr.away[rejoin], apply,
+                   sweeps, fr.attempted_beats, fr.lost_beats)
 
 
 def _first_at_least(sorted_ext: np.ndarray, x: np.ndarray, origin: float, step: float) -> np.ndarray:

@@ -100,8 +100,9 @@ def metrics(out: Outcome, tl: Timelines, sc: ModelScenario) -> dict[str, Any]:
     ev_v = np.concatenate([out.left_viewer, out.joined_viewer])
     ev_t = np.concatenate([out.left_t, out.joined_t])
     ev_join = np.concatenate([np.zeros(len(out.left_t), dtype=bool), np.ones(len(out.joined_t), dtype=bool)])
+    ev_away = np.concatenate([np.full(len(out.left_t), np.nan), out.joined_away])
     order = np.lexsort((ev_join, ev_t, ev_v))
-    ev_v, ev_t, ev_join = ev_v[order], ev_t[order], ev_join[order]
+    ev_v, ev_t, ev_join, ev_away = ev_v[order], ev_t[order], ev_join[order], ev_away[order]
     join_pos = np.flatnonzero(ev_join)
     left_pos = np.flatnonzero(~ev_join)
     lv, lt = ev_v[left_pos], ev_t[left_pos]
@@ -110,8 +111,14 @@ def metrics(out: Outcome, tl: Timelines, sc: ModelScenario) -> dict[str, Any]:
     has_next[has_next] = ev_v[join_pos[nxt[has_next]]] == lv[has_next]
     next_join = np.full(len(lv), np.inf)
     next_join[has_next] = ev_t[join_pos[nxt[has_next]]]
+    # A re-join that ends an absence (a backgrounded app, a sleeping laptop): the viewer really was away from
+    # away_since on, so a left after that is a correct detection, and one before it a mistake until then.
+    away = np.full(len(lv), np.nan)
+    away[has_next] = ev_away[join_pos[nxt[has_next]]]
+    absent = ~np.isnan(away) & (lt >= away)
+    next_join = np.where(~np.isnan(away) & (lt < away), away, next_join)
     dep = tl.depart[lv]
-    mistake = (lt < dep) & (lt <= horizon)
+    mistake = (lt < dep) & (lt <= horizon) & ~absent
     duration = np.minimum(next_join, np.minimum(dep, horizon)) - lt
     t_m = duration[mistake]
     # Detection: a departed viewer's last event is the left that follows its departure (T_D = left - depart),
@@ -148,6 +155,8 @@ def metrics(out: Outcome, tl: Timelines, sc: ModelScenario) -> dict[str, Any]:
         "redis_cmds_per_s": frames_s + sweeps_s,
         "events_per_s": events_s,
         "bytes_per_s": frames_s * HEARTBEAT_FRAME_BYTES + events_s * sc.workspace_size * EVENT_BYTES,
+        "absences_detected": int((absent & (lt <= horizon)).sum()),
+        "absence_td_p50": float(np.median((lt - away)[absent])) if absent.any() else math.nan,
         "beats_attempted": out.attempted_beats,
     }
 

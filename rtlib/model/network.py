@@ -26,6 +26,7 @@ class Frames:
     viewer: np.ndarray
     sent: np.ndarray
     delay: np.ndarray  # drawn network delay of each frame
+    away: np.ndarray  # the absence a frame ends (Beat.away_since, carried past lost beats), else nan
     first: np.ndarray
     attempted_beats: int  # heartbeats the clients tried to send (cost counts only the delivered ones)
     lost_beats: int
@@ -73,7 +74,13 @@ def frames(tl: Timelines, sc: ModelScenario) -> Frames:
     is_beat = np.ones(total, dtype=bool)
     is_beat[first] = False
     sent[is_beat] = tl.beat_t[kept]  # beats are grouped by viewer in time order, as the slots are
+    away = np.full(total, np.nan)
+    beat_away = tl.beat_away.copy()
+    for j in np.flatnonzero(~ok & ~np.isnan(beat_away)).tolist():  # a lost beat's absence ends at the next one
+        if j + 1 < len(beat_away) and beat_viewer[j + 1] == beat_viewer[j] and np.isnan(beat_away[j + 1]):
+            beat_away[j + 1] = beat_away[j]
+    away[is_beat] = beat_away[kept]
     delay = np.full(total, sc.delay)
     if sc.jitter > 0:
         delay += rng.uniform(0.0, sc.jitter, total)
-    return Frames(viewer, sent, delay, first, attempted, attempted - len(kept))
+    return Frames(viewer, sent, delay, away, first, attempted, attempted - len(kept))

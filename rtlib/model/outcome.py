@@ -20,6 +20,7 @@ class Outcome:
     joined_t: np.ndarray
     left_viewer: np.ndarray
     left_t: np.ndarray
+    joined_away: np.ndarray  # a re-join that ends an absence: when the absence began (else nan)
     writes_t: np.ndarray  # Redis time of every upsert (join or heartbeat)
     sweeps: int  # sweep scripts run, all instances
     attempted_beats: int

@@ -36,7 +36,8 @@ __all__ = ["Timelines", "generate", "run_end"]
 class Timelines:
     """Per viewer: ``start`` (sends ``presence.join``), ``depart`` (vanishes silently; ``inf`` = stays),
     ``instance``; flat beats grouped by viewer in time order: ``beat_t``, ``beat_ok`` (reaches the network),
-    ``offsets`` (viewer ``i``'s beats are ``offsets[i]:offsets[i+1]``). ``end``: no beat after it."""
+    ``beat_away`` (:attr:`Beat.away_since`, ``nan`` for most), ``offsets`` (viewer ``i``'s beats are
+    ``offsets[i]:offsets[i+1]``). ``end``: no beat after it."""
 
     start: np.ndarray
     depart: np.ndarray
@@ -45,6 +46,11 @@ class Timelines:
     beat_ok: np.ndarray
     offsets: np.ndarray
     end: float
+    beat_away: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.beat_away is None:
+            self.beat_away = np.full(len(self.beat_t), np.nan)
 
     @property
     def n(self) -> int:
@@ -59,7 +65,8 @@ class Timelines:
         return cls(np.asarray(start, dtype=float), np.asarray(depart, dtype=float),
                    np.asarray(instance, dtype=np.int64),
                    np.array([b.t for bs in beats for b in bs], dtype=float),
-                   np.array([b.delivered for bs in beats for b in bs], dtype=bool), offsets, float(end))
+                   np.array([b.delivered for bs in beats for b in bs], dtype=bool), offsets, float(end),
+                   np.array([b.away_since for bs in beats for b in bs], dtype=float))
 
     def viewer_of_beats(self) -> np.ndarray:
         return np.repeat(np.arange(self.n), np.diff(self.offsets))
@@ -81,26 +88,28 @@ def generate(sc: ModelScenario, config: PresenceConfig) -> Timelines:
     instance = np.arange(n, dtype=np.int64) % sc.instances
     stop = np.minimum(depart, end)
     model = parse_model(sc.client_spec(config.heartbeat_interval))
-    viewer, t, ok = _beats(model, start, stop, rng, sc.seed)
+    viewer, t, ok, away = _beats(model, start, stop, rng, sc.seed)
     counts = np.bincount(viewer, minlength=n)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    return Timelines(start, depart, instance, t, ok, offsets, end)
+    return Timelines(start, depart, instance, t, ok, offsets, end, away)
 
 
 def _beats(model: HeartbeatModel, start: np.ndarray, stop: np.ndarray, rng: np.random.Generator, seed: int
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(viewer, t, delivered) of every beat in ``(start, stop]``, grouped by viewer, in time order."""
-    if isinstance(model, Lossy):
-        viewer, t, ok = _beats(model.base, start, stop, rng, seed)
-        return viewer, t, ok & (rng.random(len(t)) >= model.loss)
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(viewer, t, delivered, away_since) of every beat in ``(start, stop]``, grouped by viewer, in time order."""
+    if isinstance(model, Lossy) and isinstance(model.base, Interval | Jitter | BackgroundTab | Lossy):
+        viewer, t, ok, away = _beats(model.base, start, stop, rng, seed)
+        return viewer, t, ok & (rng.random(len(t)) >= model.loss), away
     if isinstance(model, Interval):
-        return _periodic(start, stop, model.interval)
-    if isinstance(model, Jitter):
-        return _jitter(model, start, stop, rng)
-    if isinstance(model, BackgroundTab):
-        return _background(model, start, stop)
-    return _generic(model, start, stop, seed)
+        out = _periodic(start, stop, model.interval)
+    elif isinstance(model, Jitter):
+        out = _jitter(model, start, stop, rng)
+    elif isinstance(model, BackgroundTab):
+        out = _background(model, start, stop)
+    else:
+        return _generic(model, start, stop, seed)
+    return (*out, np.full(len(out[1]), np.nan))
 
 
 def _ramp(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -160,11 +169,14 @@ def _background(model: BackgroundTab, start: np.ndarray, stop: np.ndarray
 
 
 def _generic(model: HeartbeatModel, start: np.ndarray, stop: np.ndarray, seed: int
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    viewers, ts, oks = [], [], []
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Any model, through its own ``beats()`` (one ``random.Random(f"{seed}:{viewer}")`` per viewer)."""
+    viewers, ts, oks, aways = [], [], [], []
     for i, (s, e) in enumerate(zip(start.tolist(), stop.tolist(), strict=True)):
         for beat in model.beats(s, e, random.Random(f"{seed}:{i}")):
             viewers.append(i)
             ts.append(beat.t)
             oks.append(beat.delivered)
-    return (np.array(viewers, dtype=np.int64), np.array(ts, dtype=float), np.array(oks, dtype=bool))
+            aways.append(beat.away_since)
+    return (np.array(viewers, dtype=np.int64), np.array(ts, dtype=float), np.array(oks, dtype=bool),
+            np.array(aways, dtype=float))

@@ -22,7 +22,8 @@ from rtlib.model.network import frames  # noqa: E402
 from rtlib.model.scenario import ModelScenario, PresenceConfig  # noqa: E402
 from rtlib.model.timelines import Timelines, generate  # noqa: E402
 
-CLIENTS = ["interval:{hb}", "jitter:{hb}:8", "lossy:0.2:interval:{hb}", "background:{hb}:120",
+CLIENTS = ["interval:{hb}", "jitter:{hb}:8", "lossy:0.2:interval:{hb}", "background:{hb}:120", "chrome:{hb}:60:300:200",
+           "lossy:0.2:ios:{hb}:300:100", "sleep:{hb}:3:200",
            "lossy:0.1:background:{hb}:60:60"]
 CONFIGS = [PresenceConfig(30, 60, 5), PresenceConfig(30, 60, 0.7), PresenceConfig(20, 45, 3),
            PresenceConfig(15, 10, 2), PresenceConfig(30, 90, 15), PresenceConfig(0.6, 1.2, 0.1)]

@@ -18,7 +18,7 @@ import numpy as np
 from rtlib.model.network import frames
 from rtlib.model.outcome import Outcome
 from rtlib.model.scenario import ModelScenario, PresenceConfig
-from rtlib.model.timelines import Timelines
+from rtlib.model.timelines import Timelines, run_end
 from rtlib.protocol.config import ServerConfig
 from rtlib.protocol.presence_protocol import BookStore, PresenceProtocol
 from rtlib.protocol.session import Session
@@ -34,6 +34,7 @@ def run_engine(tl: Timelines, config: PresenceConfig, sc: ModelScenario) -> Outc
     server = ServerConfig(heartbeat_interval=config.heartbeat_interval, presence_timeout=config.timeout,
                           sweep_interval=config.sweep_interval)
     fr = frames(tl, sc)
+    end = run_end(sc, config)
     half_rtt = sc.redis_rtt / 2
     arrival = fr.arrival_plain()
     offsets = [sc.clock_offset(m) for m in range(sc.instances)]
@@ -74,7 +75,7 @@ def run_engine(tl: Timelines, config: PresenceConfig, sc: ModelScenario) -> Outc
             protocol.expired(facts, local[m])
             sweeps += 1
             nxt = protocol.next_sweep(now)
-            if nxt <= tl.end + c:
+            if nxt <= end + c:
                 heapq.heappush(heap, ((nxt - c) + half_rtt, _SWEEP, m, -1, nxt))
         for pub in store.published[before:]:
             event = json.loads(pub.event)
@@ -87,4 +88,4 @@ def run_engine(tl: Timelines, config: PresenceConfig, sc: ModelScenario) -> Outc
     j = np.array(joined, dtype=float).reshape(-1, 2)
     lf = np.array(left, dtype=float).reshape(-1, 2)
     return Outcome(j[:, 0].astype(np.int64), j[:, 1], lf[:, 0].astype(np.int64), lf[:, 1],
-                   np.array(joined_away, dtype=float), np.array(writes), sweeps, fr.attempted_beats, fr.lost_beats)
+                   np.array(joined_away, dtype=float), np.array(writes), sweeps, fr.attempted_beats, fr.lost_beats, end)

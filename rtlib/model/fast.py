@@ -20,7 +20,7 @@ import numpy as np
 from rtlib.model.network import frames
 from rtlib.model.outcome import Outcome, sweep_clocks
 from rtlib.model.scenario import ModelScenario, PresenceConfig
-from rtlib.model.timelines import Timelines
+from rtlib.model.timelines import Timelines, run_end
 from rtlib.protocol.presence_protocol import PresenceProtocol
 
 __all__ = ["run_fast"]
@@ -29,6 +29,7 @@ __all__ = ["run_fast"]
 def run_fast(tl: Timelines, config: PresenceConfig, sc: ModelScenario) -> Outcome:
     protocol = PresenceProtocol(config)
     fr = frames(tl, sc)
+    end = run_end(sc, config)
     half_rtt = sc.redis_rtt / 2
     arrival = fr.arrival()
     offsets = [sc.clock_offset(m) for m in range(sc.instances)]
@@ -41,7 +42,7 @@ def run_fast(tl: Timelines, config: PresenceConfig, sc: ModelScenario) -> Outcom
     popped_at = np.full(len(apply), np.inf)
     sweeps = 0
     for c in sorted(set(offsets)):  # instances on the same clock sweep at the same instants: one pops
-        clocks = sweep_clocks(protocol, t_lo + c, tl.end + c)
+        clocks = sweep_clocks(protocol, t_lo + c, end + c)
         sweeps += len(clocks) * offsets.count(c)
         if not len(clocks):
             continue
@@ -60,7 +61,7 @@ def run_fast(tl: Timelines, config: PresenceConfig, sc: ModelScenario) -> Outcom
     rejoin[fr.first] = True
     rejoin[1:] |= popped[:-1] & same
     return Outcome(fr.viewer[rejoin], apply[rejoin], fr.viewer[popped], popped_at[popped], fr.away[rejoin], apply,
-                   sweeps, fr.attempted_beats, fr.lost_beats)
+                   sweeps, fr.attempted_beats, fr.lost_beats, end)
 
 
 def _first_at_least(sorted_ext: np.ndarray, x: np.ndarray, origin: float, step: float) -> np.ndarray:

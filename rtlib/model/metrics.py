@@ -139,7 +139,7 @@ def metrics(out: Outcome, tl: Timelines, sc: ModelScenario) -> dict[str, Any]:
     frames_s = float(in_window.sum()) / horizon * per10k
     events = int((out.joined_t <= horizon).sum() + (out.left_t <= horizon).sum())
     events_s = events / horizon * per10k
-    sweeps_s = out.sweeps / tl.end if tl.end > 0 else 0.0  # all instances; does not grow with viewers
+    sweeps_s = out.sweeps / out.span if out.span > 0 else 0.0  # all instances; does not grow with viewers
     return {
         "viewers": tl.n, "viewer_hours": viewer_hours, "departures": int(len(departed)),
         "detected": int(len(t_d)),

@@ -25,6 +25,7 @@ class Outcome:
     sweeps: int  # sweep scripts run, all instances
     attempted_beats: int
     lost_beats: int
+    span: float  # sweeps ran from the start until here
 
     def events(self) -> list[tuple[int, str, float]]:
         """Every event as ``(viewer, kind, t)``, sorted: what the equivalence test compares."""

@@ -29,7 +29,7 @@ from rtlib.client.heartbeat import (
 )
 from rtlib.model.scenario import ModelScenario, PresenceConfig
 
-__all__ = ["Timelines", "generate", "run_end"]
+__all__ = ["Timelines", "beats_end", "generate", "run_end"]
 
 
 @dataclass
@@ -73,15 +73,22 @@ class Timelines:
 
 
 def run_end(sc: ModelScenario, config: PresenceConfig) -> float:
-    """Staying viewers keep beating until here, past the horizon, so no entry expires for want of beats."""
+    """Sweeps run until here: past the horizon by a timeout and more, so every departure in it is announced."""
     return sc.horizon + config.timeout + 2 * config.sweep_interval + sc.skew + 10 * (sc.delay + sc.jitter) + 1.0
+
+
+def beats_end(sc: ModelScenario, config: PresenceConfig) -> float:
+    """Staying viewers keep beating until here (past :func:`run_end`, so no entry expires for want of beats).
+    It depends on the heartbeat interval only (unless the timeout is very long), so the timelines of one
+    client model serve every timeout and sweep of a grid, with the same draws."""
+    return max(sc.horizon + max(1800.0, 4 * config.heartbeat_interval), run_end(sc, config) + config.heartbeat_interval)
 
 
 def generate(sc: ModelScenario, config: PresenceConfig) -> Timelines:
     """Draw the viewers of ``sc`` for ``config`` (the client model's interval is ``config.heartbeat_interval``)."""
     rng = np.random.default_rng([sc.seed, 1])
     n, horizon = sc.viewers, sc.horizon
-    end = run_end(sc, config)
+    end = beats_end(sc, config)
     start = rng.uniform(0.0, sc.join_spread, n) if sc.join_spread > 0 else np.zeros(n)
     leaves = rng.random(n) < sc.departures
     depart = np.where(leaves, rng.uniform(start, np.maximum(start, horizon)), math.inf)

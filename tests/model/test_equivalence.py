@@ -76,6 +76,7 @@ def test_ties_run_the_sweep_first() -> None:
     cfg = PresenceConfig(30, 60, 5)
     sc = ModelScenario(viewers=1, hours=0.05, instances=1, delay=0.0, redis_rtt=0.0, departures=0.0)
     tl = Timelines.from_beats([0.0], [np.inf], [0], [[Beat(60.0), Beat(90.0)]], end=150.0)
+    sc = sc.replace(hours=(150.0 - 60 - 10 - 1) / 3600)  # sweeps until 150 s
     for run in (run_fast, run_engine):
         assert run(tl, cfg, sc).events() == [(0, "joined", 0.0), (0, "joined", 60.0), (0, "left", 60.0),
                                              (0, "left", 150.0)]

@@ -81,7 +81,7 @@ def beats_end(sc: ModelScenario, config: PresenceConfig) -> float:
     """Staying viewers keep beating until here (past :func:`run_end`, so no entry expires for want of beats).
     It depends on the heartbeat interval only (unless the timeout is very long), so the timelines of one
     client model serve every timeout and sweep of a grid, with the same draws."""
-    return max(sc.horizon + max(1800.0, 4 * config.heartbeat_interval), run_end(sc, config) + config.heartbeat_interval)
+    return max(sc.horizon + max(600.0, 4 * config.heartbeat_interval), run_end(sc, config) + config.heartbeat_interval)
 
 
 def generate(sc: ModelScenario, config: PresenceConfig) -> Timelines:

@@ -5,7 +5,7 @@ loss, crash-heavy; 2 instances), one live rtlib.lab Cluster run in compressed ti
 seeded plan. Criteria: T_D quantiles within 5 %; the model's mistakes inside the live count's exact 95 %
 Poisson interval.
 
-    .venv/bin/python bench/model_validation.py [--clients 400] [--scale 3] [--time-scale 0.02] [--seed 11]
+    .venv/bin/python bench/model_validation.py [--clients 200] [--scale 2] [--time-scale 0.05] [--seed 11] [--out NAME]
 
 Writes bench/results/model_validation.{json,md}. ``--scale`` multiplies the CI durations (design seconds).
 """
@@ -30,9 +30,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--clients", type=int, default=400)
-    ap.add_argument("--scale", type=float, default=3.0, help="x the CI durations")
-    ap.add_argument("--time-scale", type=float, default=0.02)
+    ap.add_argument("--clients", type=int, default=200)
+    ap.add_argument("--scale", type=float, default=2.0, help="x the CI durations")
+    ap.add_argument("--time-scale", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--out", default="model_validation")
     args = ap.parse_args()

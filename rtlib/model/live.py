@@ -101,7 +101,7 @@ def compare_run(results: Any, plans: Sequence[Any], instances: int, *, latency: 
     timeouts = presence[(presence["kind"] == "left") & (presence["reason"] == "timeout")]
     offset = sweep_offset(timeouts["t_observed"].to_numpy(), sc.sweep_interval, latency=latency / ts)
     msc = ModelScenario(viewers=len(users), hours=sc.duration / 3600, instances=instances, sweep_phase=offset,
-                        delay=latency / 2 / ts, redis_rtt=redis_rtt / ts, departures=0.0, seed=sc.seed)
+                        delay=latency / 2 / ts, jitter=0.0, redis_rtt=redis_rtt / ts, departures=0.0, seed=sc.seed)
     config = PresenceConfig(sc.heartbeat_interval, sc.presence_timeout, sc.sweep_interval)
     out = run_fast(tl, config, msc)
     m = metrics(out, tl, msc)
@@ -127,9 +127,13 @@ def compare_run(results: Any, plans: Sequence[Any], instances: int, *, latency: 
 
 
 def _model_delays(out: Any, tl: Timelines) -> np.ndarray:
-    """Each departed viewer's last ``presence.left`` minus its departure (the model's T_D sample)."""
-    departed = np.flatnonzero(np.isfinite(tl.depart))
-    last = np.full(tl.n, -np.inf)
-    np.maximum.at(last, out.left_viewer, out.left_t)
-    d = last[departed] - tl.depart[departed]
-    return np.maximum(d[np.isfinite(d)], 0.0)
+    """Each departed viewer's first ``presence.left`` at or after its departure, minus the departure: the
+    live ``Results.detection_delays`` definition. (A viewer wrongly shown gone when it crashed, and never
+    re-joined, has no such event: Chen's T_D = 0 in :func:`rtlib.model.metrics.metrics`, absent here as in
+    the live table.)"""
+    order = np.lexsort((out.left_t, out.left_viewer))
+    lv, lt = out.left_viewer[order], out.left_t[order]
+    after = lt >= tl.depart[lv]
+    lv, lt = lv[after], lt[after]
+    first = np.unique(lv, return_index=True)[1]
+    return lt[first] - tl.depart[lv[first]]

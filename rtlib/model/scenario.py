@@ -34,7 +34,7 @@ class ModelScenario:
     skew: float = 0.0  # instance clocks spread evenly over [-skew/2, +skew/2] seconds
     sweep_phase: float = 0.0  # offset of the absolute sweep grid against the origin (live runs: measured)
     delay: float = 0.02  # one-way network delay of a client frame, seconds
-    jitter: float = 0.0  # + U(0, jitter) per frame (TCP keeps a connection's frames in order)
+    jitter: float = 0.01  # + U(0, jitter) per frame (TCP keeps a connection's frames in order)
     loss: float = 0.0  # network loss of heartbeat frames, on top of the client model's own
     redis_rtt: float = 0.0005  # an operation reaches Redis rtt/2 after the instance stamps it
     workspace_size: int = 50  # connections per workspace: fan-out of presence events (cost only)

@@ -175,12 +175,26 @@ def _background(model: BackgroundTab, start: np.ndarray, stop: np.ndarray
     return viewer[keep], t[keep], np.ones(int(keep.sum()), dtype=bool)
 
 
+_AWAY_LOOKAHEAD = 24 * 3600.0  # how far past the end a model runs to find where an open absence ends
+
+
 def _generic(model: HeartbeatModel, start: np.ndarray, stop: np.ndarray, seed: int
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Any model, through its own ``beats()`` (one ``random.Random(f"{seed}:{viewer}")`` per viewer)."""
     viewers, ts, oks, aways = [], [], [], []
+    last = float(stop.max()) if len(stop) else 0.0
     for i, (s, e) in enumerate(zip(start.tolist(), stop.tolist(), strict=True)):
-        for beat in model.beats(s, e, random.Random(f"{seed}:{i}")):
+        # A viewer still away when the beats end would leave its absence open (and its presence.left would
+        # look like a mistake): run the model on, and keep the beat that ends the absence, if any.
+        e_run = e + _AWAY_LOOKAHEAD if e >= last else e
+        for beat in model.beats(s, e_run, random.Random(f"{seed}:{i}")):
+            if beat.t > e:
+                if beat.away_since <= e:
+                    viewers.append(i)
+                    ts.append(beat.t)
+                    oks.append(True)
+                    aways.append(beat.away_since)
+                break
             viewers.append(i)
             ts.append(beat.t)
             oks.append(beat.delivered)

@@ -74,7 +74,7 @@ def test_the_knobs_produce_mistakes_and_detections() -> None:
 def test_ties_run_the_sweep_first() -> None:
     """A beat reaching Redis at the very instant of the sweep that expires the previous one: the sweep first."""
     cfg = PresenceConfig(30, 60, 5)
-    sc = ModelScenario(viewers=1, hours=0.05, instances=1, delay=0.0, redis_rtt=0.0, departures=0.0)
+    sc = ModelScenario(viewers=1, hours=0.05, instances=1, delay=0.0, jitter=0.0, redis_rtt=0.0, departures=0.0)
     tl = Timelines.from_beats([0.0], [np.inf], [0], [[Beat(60.0), Beat(90.0)]], end=150.0)
     sc = sc.replace(hours=(150.0 - 60 - 10 - 1) / 3600)  # sweeps until 150 s
     for run in (run_fast, run_engine):

@@ -14,7 +14,7 @@ from rtlib.model.scenario import ModelScenario, PresenceConfig
 from rtlib.model.timelines import Timelines
 
 CFG = PresenceConfig(30, 60, 5)
-SC = ModelScenario(viewers=3, hours=1.0, instances=1, delay=0.0, redis_rtt=0.0)
+SC = ModelScenario(viewers=3, hours=1.0, instances=1, delay=0.0, jitter=0.0, redis_rtt=0.0)
 
 
 def _run(beats, depart, start=(0.0, 0.0, 0.0)):  # noqa: ANN001, ANN202

@@ -86,7 +86,9 @@ class RealtimeServer:
                                                retry_on_error=[RedisConnectionError])
         self.redis = Redis(connection_pool=pool)
         await self.redis.ping()
-        self.store = RedisStore(self.redis, RespConnection(self.redis_url))
+        # The hot path's commands share the pub/sub connection when it speaks RESP3 (Fanout.command_connection).
+        fast = RespConnection(self.redis_url, shared=lambda: self.fanout.command_connection)
+        self.store = RedisStore(self.redis, fast)
         self.fanout.on_lost = self._on_redis_lost
         await self.fanout.connect(self.redis_url)
         self._ws = await serve(

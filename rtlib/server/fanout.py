@@ -8,8 +8,10 @@ so events that arrive together reach a socket in one ``write()``: under load, on
 events (the hint from ``websockets.broadcast()``, taken one step further).
 
 The pub/sub connection is :class:`rtlib.server.resp.RespProtocol` (rtlib's one Redis connection layer, hiredis's
-parser) in pub/sub mode rather than redis-py's ``PubSub``: on the hot path it saves the per-message dict
-building and locking, and the queues are flushed once per read.
+parser) rather than redis-py's ``PubSub``: on the hot path it saves the per-message dict building and locking,
+and the queues are flushed once per read. On Redis >= 6 it speaks RESP3, so the same connection also carries
+the hot path's commands (:attr:`Fanout.command_connection`): per ``task.update``, Redis writes the event and the
+script's reply to one socket, and this instance reads them with one wake-up instead of two.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ class Fanout:
 
     async def connect(self, redis_url: str) -> None:
         """Open the pub/sub connection (any URL :func:`~rtlib.server.resp.parse_redis_url` reads)."""
-        protocol = await open_connection(parse_redis_url(redis_url))
+        protocol = await open_connection(parse_redis_url(redis_url), resp3=True)
         protocol.subscribe_mode(self._on_reply, self.flush)
         protocol.on_lost = self._connection_lost
         self._protocol = protocol
@@ -75,6 +77,13 @@ class Fanout:
     @property
     def connected(self) -> bool:
         return self._protocol is not None and self._protocol.open
+
+    @property
+    def command_connection(self) -> RespProtocol | None:
+        """The pub/sub connection if it also takes commands (RESP3, Redis >= 6), else None. The hot path sends
+        ``task.update``'s script on it, so the script's reply and the event it published come back in one read."""
+        protocol = self._protocol
+        return protocol if protocol is not None and protocol.resp3 else None
 
     def _connection_lost(self, protocol: RespProtocol, exc: Exception | None) -> None:
         if protocol is self._protocol:  # not a connection already replaced by a reconnect

@@ -117,13 +117,15 @@ class RespProtocol(asyncio.Protocol):
         self.on_message: Callable[[Any], None] | None = None
         self.after_read: Callable[[], None] | None = None
         self.on_lost: Callable[[RespProtocol, Exception | None], None] | None = None
+        self.resp3 = False  # set once HELLO 3 succeeded: pushes and command replies share the connection
 
     @property
     def open(self) -> bool:
         return self.transport is not None and not self.transport.is_closing()
 
     def subscribe_mode(self, on_message: Callable[[Any], None], after_read: Callable[[], None] | None = None) -> None:
-        """From now on every reply (messages, subscribe confirmations, errors) goes to ``on_message``."""
+        """From now on pub/sub messages and subscribe confirmations go to ``on_message``: with RESP3 only those
+        (push notifications; command replies still resolve their futures), with RESP2 every reply."""
         self.on_message, self.after_read = on_message, after_read
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -131,7 +133,7 @@ class RespProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
-        if self.on_message is not None:
+        if self.on_message is not None and not self.resp3:  # RESP2 pub/sub: every reply is a message
             on_message = self.on_message
             while (reply := self.reader.gets()) is not False:
                 on_message(reply)
@@ -139,6 +141,10 @@ class RespProtocol(asyncio.Protocol):
                 self.after_read()
             return
         while (reply := self.reader.gets()) is not False:
+            if type(reply) is hiredis.PushNotification:  # RESP3: pub/sub messages beside command replies
+                if self.on_message is not None:
+                    self.on_message(reply)
+                continue
             waiter = self.waiters.popleft()
             if waiter.done():
                 continue
@@ -146,6 +152,8 @@ class RespProtocol(asyncio.Protocol):
                 waiter.set_exception(RespError(str(reply)))
             else:
                 waiter.set_result(reply)
+        if self.after_read is not None:
+            self.after_read()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -176,17 +184,26 @@ class RespProtocol(asyncio.Protocol):
             self.transport.close()
 
 
-async def open_connection(address: RedisAddress) -> RespProtocol:
+async def open_connection(address: RedisAddress, resp3: bool = False) -> RespProtocol:
     """Connect (TCP, TLS or unix socket), then AUTH and SELECT as the address says; raises ``OSError``
-    (``ConnectionError``) if Redis cannot be reached and :class:`RespError` if it refuses the login."""
+    (``ConnectionError``) if Redis cannot be reached and :class:`RespError` if it refuses the login.
+
+    ``resp3``: then try ``HELLO 3`` (Redis >= 6), so that the connection can subscribe *and* run commands;
+    ``protocol.resp3`` says whether it took (an older Redis leaves it a RESP2 connection)."""
     loop = asyncio.get_running_loop()
     if address.path is not None:
         _, protocol = await loop.create_unix_connection(RespProtocol, address.path)
     else:
         _, protocol = await loop.create_connection(RespProtocol, address.host, address.port, ssl=address.ssl)
     try:
-        for command in address.handshake():
+        for command in address.handshake():  # AUTH first: HELLO before it is refused on a protected Redis
             await protocol.send(command)
+        if resp3:
+            try:
+                await protocol.send(pack_command("HELLO", "3"))
+                protocol.resp3 = True
+            except RespError:  # Redis 5 has no HELLO: stay RESP2
+                pass
     except BaseException:
         protocol.close()
         raise
@@ -195,14 +212,23 @@ async def open_connection(address: RedisAddress) -> RespProtocol:
 
 class RespConnection:
     """One lazily (re)connected command connection. ``call`` raises ``ConnectionError`` if Redis is gone
-    (after :data:`RETRY`'s attempts to connect)."""
+    (after :data:`RETRY`'s attempts to connect).
 
-    def __init__(self, url: str) -> None:
+    ``shared``: a callable returning another live RESP3 connection (the fan-out's pub/sub connection) to send
+    commands on instead, when there is one: a ``task.update``'s script reply and its published event then come
+    back on one socket, in one read."""
+
+    def __init__(self, url: str, shared: Callable[[], RespProtocol | None] | None = None) -> None:
         self.address = parse_redis_url(url)
         self._protocol: RespProtocol | None = None
         self._connecting: asyncio.Lock | None = None
+        self._shared = shared
 
     async def _connected(self) -> RespProtocol:
+        if self._shared is not None and (shared := self._shared()) is not None:
+            if not shared.open:
+                raise ConnectionError("redis connection lost")
+            return shared
         protocol = self._protocol
         if protocol is not None and protocol.open:
             return protocol
@@ -222,7 +248,7 @@ class RespConnection:
     async def call(self, *parts: bytes | str | int | float) -> Any:
         """Send one command and return its reply (bytes, int, list, None)."""
         protocol = self._protocol
-        if protocol is None or not protocol.open:
+        if protocol is None or not protocol.open or self._shared is not None:
             protocol = await self._connected()
         return await protocol.send(pack_command(*parts))
 

@@ -110,8 +110,11 @@ async def test_server_runs_on_a_database_with_a_password() -> None:
         await setup.call("CONFIG", "SET", "requirepass", "pw")
         setup.close()
         url = f"redis://:pw@127.0.0.1:{redis.port}/4"
-        cluster = Instances([await RealtimeServer(url, SECRET, ServerConfig(server_id="db4")).start()])
+        server = await RealtimeServer(url, SECRET, ServerConfig(server_id="db4")).start()
+        cluster = Instances([server])
         try:
+            # RESP3: the hot path's commands ride on the pub/sub connection, which authenticated and selected db 4
+            assert server.fanout.command_connection is not None
             a, b = await cluster.client("alice"), await cluster.client("bob")
             await a.send("task.update", {"taskId": "t1", "changes": {"title": "x"}})
             assert (await b.expect("task.updated"))["payload"]["version"] == 1
@@ -122,3 +125,25 @@ async def test_server_runs_on_a_database_with_a_password() -> None:
             await cluster.close()
     finally:
         redis.stop()
+
+
+async def test_resp3_connection_carries_commands_and_pubsub(redis_url: str) -> None:
+    from rtlib.server.resp import open_connection
+
+    pubsub = await open_connection(parse_redis_url(redis_url), resp3=True)
+    got: list[object] = []
+    pubsub.subscribe_mode(got.append)
+    assert pubsub.resp3
+    pubsub.write(pack_command("SUBSCRIBE", "ch"))
+    shared = RespConnection(redis_url, shared=lambda: pubsub)
+    script = "redis.call('PUBLISH', 'ch', ARGV[1]); return redis.call('INCR', KEYS[1])"
+    for i in range(1, 4):  # the script's reply resolves the call; its message goes to the pub/sub callback
+        assert await shared.evalsha(script.encode(), script_sha(script), ["n"], [f"m{i}"]) == i
+    assert got == [[b"subscribe", b"ch", 1]] + [[b"message", b"ch", f"m{i}".encode()] for i in range(1, 4)]
+    pubsub.close()
+    await asyncio.sleep(0)
+    with pytest.raises(ConnectionError):
+        await shared.call("PING")  # the shared connection is gone: no silent second connection
+    alone = RespConnection(redis_url, shared=lambda: None)  # RESP2 fallback: its own connection
+    assert await alone.call("PING") == b"PONG"
+    alone.close()

@@ -61,6 +61,7 @@ class Fanout:
         self.max_write_buffer = max_write_buffer
         self.rooms: dict[str, dict[str, Peer]] = {}
         self._dirty: list[Peer] = []
+        self._flush_soon = False  # a flush is scheduled (call_soon)
         self._protocol: RespProtocol | None = None
         self._pending: dict[bytes, list[asyncio.Future[None]]] = {}
         self._closing = False
@@ -70,7 +71,7 @@ class Fanout:
     async def connect(self, redis_url: str) -> None:
         """Open the pub/sub connection (any URL :func:`~rtlib.server.resp.parse_redis_url` reads)."""
         protocol = await open_connection(parse_redis_url(redis_url), resp3=True)
-        protocol.subscribe_mode(self._on_reply, self.flush)
+        protocol.subscribe_mode(self._on_reply, self.flush_soon)
         protocol.on_lost = self._connection_lost
         self._protocol = protocol
 
@@ -187,13 +188,21 @@ class Fanout:
         """Queue a direct reply to one peer, in order with its room events; written at the next flush."""
         if not peer.queue:
             self._dirty.append(peer)
-            if len(self._dirty) == 1:
-                asyncio.get_running_loop().call_soon(self.flush)
+            self.flush_soon()
         peer.queue.append(text_frame(event))
+
+    def flush_soon(self) -> None:
+        """Flush after the callbacks already scheduled: a read from Redis that resolves a ``task.update``'s
+        script call also holds its event (RESP3, one connection), and the handler it resumes queues the ack
+        before this flush, so the sender gets event and ack in one write."""
+        if self._dirty and not self._flush_soon:
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
         """Write each dirty peer's queued frames in one ``transport.write`` (one syscall when it drains)."""
         dirty, self._dirty = self._dirty, []
+        self._flush_soon = False
         for peer in dirty:
             frames, peer.queue = peer.queue, []
             if not frames:

@@ -103,6 +103,9 @@ class SessionWelcome(msgspec.Struct):
     serverId: str
     heartbeatInterval: float
     presenceTimeout: float
+    epoch: str | None = None  # the workspace history's epoch (absent when history is off)
+    offset: str | None = None  # the history's newest offset when this connection was subscribed
+    recovered: bool | None = None  # only after a resume request: were the missed events replayed?
 
 
 class TaskUpdated(msgspec.Struct):
@@ -285,6 +288,10 @@ def _envelope_schema(type_: str, payload_ref: str, client: bool) -> dict[str, An
         "timestamp": {"type": "string", "format": "date-time"} if not client else {
             "description": "ignored: stamped by the server"},
     }
+    if not client:  # broadcast events carry their place in the workspace history (rtlib.protocol.history)
+        props["offset"] = {"type": "string", "pattern": "^[0-9]{1,20}-[0-9]{1,20}$",
+                           "description": "history offset of a broadcast event (absent on replies)"}
+        props["epoch"] = {"type": "string", "pattern": "^[0-9]{1,32}$", "description": "the history's epoch"}
     required = ["type", "workspaceId", "payload"] + ([] if client else ["userId", "timestamp"])
     return {"type": "object", "properties": props, "required": required, "additionalProperties": client is False}
 

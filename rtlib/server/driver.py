@@ -32,6 +32,7 @@ from websockets.http11 import Request, Response
 from rtlib.protocol import events
 from rtlib.protocol.config import ServerConfig
 from rtlib.protocol.errors import CloseCode, ConnectionMustClose, HandshakeError
+from rtlib.protocol.history import EPOCH_RE, OFFSET_RE, decide_resume, offset_key, offset_of, with_offset
 from rtlib.protocol.presence import PresenceChange, left_change
 from rtlib.protocol.presence_protocol import PresenceProtocol, Remove
 from rtlib.protocol.ratelimit import Pacer
@@ -88,7 +89,8 @@ class RealtimeServer:
                                                retry_on_error=[RedisConnectionError])
         self.redis = Redis(connection_pool=pool)
         await self.redis.ping()
-        self.store = RedisStore(self.redis, RespConnection(self.redis_url))
+        self.store = RedisStore(self.redis, RespConnection(self.redis_url), self.config.history,
+                                self.config.idempotency_ttl)
         self.fanout.on_lost = self._on_redis_lost
         await self.fanout.connect(self.redis_url)
         self._ws = await serve(
@@ -200,12 +202,18 @@ class RealtimeServer:
                 raise HandshakeError.forbidden(f"origin {origin!r} is not allowed")
         except HandshakeError as exc:
             return connection.respond(exc.status, exc.message + "\n")
-        connection.rtlib = (claims.user_id, workspace, claims.expires_at)  # type: ignore[attr-defined]
+        resume = None
+        if "offset" in query or "epoch" in query:
+            offset, epoch = (query.get("offset") or [""])[0], (query.get("epoch") or [""])[0]
+            if not OFFSET_RE.fullmatch(offset) or not EPOCH_RE.fullmatch(epoch):
+                return connection.respond(HTTPStatus.BAD_REQUEST, "resume needs both offset=MS-SEQ and epoch=DIGITS\n")
+            resume = (offset, epoch)
+        connection.rtlib = (claims.user_id, workspace, claims.expires_at, resume)  # type: ignore[attr-defined]
         return None
 
     # --- one connection ------------------------------------------------------------------------------------------
     async def _handle(self, connection: ServerConnection) -> None:
-        user_id, workspace, expires_at = connection.rtlib  # type: ignore[attr-defined]
+        user_id, workspace, expires_at, resume = connection.rtlib  # type: ignore[attr-defined]
         conn_id = f"{self.server_id}-{next(self._ids)}"
         # A token is checked at the handshake only; the connection must not outlive it.
         expiry = asyncio.get_running_loop().call_later(
@@ -220,8 +228,7 @@ class RealtimeServer:
                 # Handshakes racing each other can all pass the 429 check before any handler runs.
                 await connection.close(CloseCode.POLICY_VIOLATION, "too many connections")
                 return
-            await self.fanout.add(peer)
-            self.fanout.send(peer, session.welcome(time.time()))
+            await self._subscribe(session, peer, resume)
             async for frame in connection:
                 try:
                     outcome = session.receive(frame, time.time())
@@ -255,6 +262,36 @@ class RealtimeServer:
             await self.fanout.remove(peer)
             await self._drop_presence(session)
 
+    async def _subscribe(self, session: Session, peer: Peer, resume: tuple[str, str] | None) -> None:
+        """Join the workspace room and send ``session.welcome``; when resuming, catch up from history in
+        between. Room events are held while the history is read, then those after the replay are released:
+        no gap, no duplicate."""
+        history = self.config.history
+        if not history.length:
+            await self.fanout.add(peer)
+            self.fanout.send(peer, session.welcome(time.time()))
+            return
+        assert self.store is not None
+        peer.held = []
+        try:
+            await self.fanout.add(peer)
+            epoch, first, last, entries = await self.store.history_since(
+                session.workspace_id, resume[0] if resume else None, history.max_replay)
+            outcome = decide_resume(resume[0], resume[1], epoch, first, last, len(entries), history.max_replay
+                                    ) if resume else None
+            self.fanout.send(peer, session.welcome(time.time(), epoch, last or "0-0",
+                                                   outcome.recovered if outcome else None))
+            seen = offset_key(last or "0-0")
+            if outcome is not None and outcome.recovered:
+                for entry_id, event in entries:
+                    self.fanout.send(peer, with_offset(event, entry_id, epoch))
+            for event in peer.held:  # published after the history was read: not in the replay
+                offset = offset_of(event)
+                if offset is None or offset_key(offset) > seen:
+                    self.fanout.send(peer, event)
+        finally:
+            peer.held = None
+
     async def _carry_out(self, session: Session, peer: Peer, request: ClientRequest) -> None:
         store, fanout, ws = self.store, self.fanout, session.workspace_id
         assert store is not None
@@ -263,8 +300,9 @@ class RealtimeServer:
         if isinstance(payload, TaskUpdate):
             prefix, suffix = events.task_updated_parts(ws, session.user_id, payload.taskId, payload.changes, now)
             atomic = self.config.publish_mode == "atomic"
-            version = await store.update_task(ws, payload.taskId, payload.changes, prefix, suffix, publish=atomic)
-            if not atomic:  # the study mode: a second round trip, so publishes can overtake each other
+            version, retry = await store.update_task(ws, payload.taskId, payload.changes, prefix, suffix,
+                                                     publish=atomic, user=session.user_id, ref=payload.ref)
+            if not atomic and not retry:  # the study mode: a second round trip, so publishes can overtake each other
                 await store.publish(ws, prefix + str(version).encode() + suffix)
             fanout.send(peer, session.ack(payload, version, now))
         elif isinstance(payload, TaskGet):

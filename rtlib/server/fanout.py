@@ -40,7 +40,7 @@ def text_frame(payload: bytes) -> bytes:
 class Peer:
     """The outbound side of one local WebSocket connection: a queue of frames flushed in batches."""
 
-    __slots__ = ("conn_id", "connection", "on_slow", "queue", "workspace_id")
+    __slots__ = ("conn_id", "connection", "held", "on_slow", "queue", "workspace_id")
 
     def __init__(self, conn_id: str, workspace_id: str, connection: Any,
                  on_slow: Callable[[Peer], None] | None = None) -> None:
@@ -49,6 +49,9 @@ class Peer:
         self.connection = connection  # a websockets ServerConnection
         self.queue: list[bytes] = []
         self.on_slow = on_slow
+        # While not None, room events are kept here (as event JSON) instead of being sent: a resuming
+        # connection is subscribed first, caught up from history, then released (no gap, no duplicate).
+        self.held: list[bytes] | None = None
 
 
 class _PubSubProtocol(asyncio.Protocol):
@@ -186,6 +189,9 @@ class Fanout:
         dirty = self._dirty
         for conn_id, peer in room.items():
             if conn_id == skip:
+                continue
+            if peer.held is not None:
+                peer.held.append(event)
                 continue
             if not peer.queue:
                 dirty.append(peer)

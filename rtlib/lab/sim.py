@@ -95,6 +95,14 @@ class _Frame(msgspec.Struct):
     payload: msgspec.Raw
     userId: str = ""
     timestamp: str = ""
+    offset: str = ""  # the event's place in the workspace history (broadcast events)
+    epoch: str = ""
+
+
+class _Welcome(msgspec.Struct):
+    epoch: str = ""
+    offset: str = ""
+    recovered: bool | None = None
 
 
 class _Updated(msgspec.Struct):
@@ -120,6 +128,7 @@ _frame = msgspec.json.Decoder(_Frame)
 _updated = msgspec.json.Decoder(_Updated)
 _snapshot = msgspec.json.Decoder(_Snapshot)
 _presence = msgspec.json.Decoder(_Presence)
+_welcome = msgspec.json.Decoder(_Welcome)
 _encode = msgspec.json.encode
 
 
@@ -138,6 +147,8 @@ class SimClient:
         self.ws: ClientConnection | None = None
         self.instance = plan.instance
         self.connected = asyncio.Event()
+        self.offset = self.epoch = ""  # where this tab is in the workspace history (resumed from on reconnect)
+        self.recovered = False
         self.viewing: str | None = None
         self.stopping = False
         self.conn_count = 0
@@ -158,11 +169,21 @@ class SimClient:
         backoff = 0.05
         while not self.stopping:
             url = f"{self.urls[self.instance]}?token={self.token}&workspace={self.plan.workspace}"
+            if self.offset and self.epoch:  # resume: the server replays what this tab missed, if it still can
+                url += f"&offset={self.offset}&epoch={self.epoch}"
             try:
                 self.ws = await connect(url, compression=None, max_size=None, open_timeout=10)
                 first = _frame.decode(await asyncio.wait_for(self.ws.recv(decode=False), 10))
                 if first.type != "session.welcome":
                     raise ConnectionError(f"expected session.welcome, got {first.type}")
+                welcome = _welcome.decode(first.payload)
+                self.recovered = welcome.recovered is True
+                if welcome.recovered is not None:
+                    self.rec.connections.append((self.plan.user, self.plan.workspace, self.instance,
+                                                 "recovered" if self.recovered else "resynced", self.now(),
+                                                 self.conn_count))
+                if not self.recovered and welcome.epoch:
+                    self.offset, self.epoch = welcome.offset, welcome.epoch
                 self.conn_count += 1
                 self.rec.connections.append((self.plan.user, self.plan.workspace, self.instance, "connected",
                                              self.now(), self.conn_count))
@@ -290,8 +311,9 @@ class SimClient:
             await asyncio.sleep(self.rng.uniform(0.01, 0.05))
             self.instance = (self.instance + 1) % len(self.urls) if self.plan.churn_at is None else self.instance
             await self.connect()
-            for task in self.tasks:
-                await self.send("task.get", {"taskId": task})
+            if not self.recovered:  # the history could not fill the gap: fetch every task again
+                for task in self.tasks:
+                    await self.send("task.get", {"taskId": task})
             if self.viewing:
                 await self.send("presence.join", {"taskId": self.viewing})
 
@@ -313,6 +335,8 @@ class SimClient:
         received_ns = time.monotonic_ns()
         frame = _frame.decode(raw)
         kind = frame.type
+        if frame.offset:
+            self.offset, self.epoch = frame.offset, frame.epoch
         if kind == "task.updated":
             ev = _updated.decode(frame.payload)
             self._delivery(frame, ev, received_ns, dropped=False)

@@ -67,6 +67,11 @@ class ServerConfig:
     # A task.update with a ref is idempotent per (user, ref) for this long (0: off): a retried request gets the
     # first attempt's ack instead of bumping the version twice.
     idempotency_ttl: float = 300.0
+    # The pub/sub subscriber is checked end to end every pubsub_check_interval: a probe published to the
+    # instance's own channel must come back within pubsub_check_timeout, else the subscriber is replaced and
+    # the clients reconnect and resume. A deaf subscriber is caught within interval + timeout (3 s).
+    pubsub_check_interval: float = 1.0
+    pubsub_check_timeout: float = 2.0
     presence: PresenceConfig = field(init=False)
     history: HistoryConfig = field(init=False)
 

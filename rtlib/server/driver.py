@@ -76,6 +76,7 @@ class RealtimeServer:
         self._ids = itertools.count(1)
         self._ws: WsServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self._reconnect: asyncio.Future[None] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------------------
@@ -92,6 +93,7 @@ class RealtimeServer:
         self.store = RedisStore(self.redis, RespConnection(self.redis_url), self.config.history,
                                 self.config.idempotency_ttl)
         self.fanout.on_lost = self._on_redis_lost
+        self.fanout.probe_channel = f"rt:probe:{self.server_id}".encode()
         await self.fanout.connect(self.redis_url)
         self._ws = await serve(
             self._handle, self.host, self._port,
@@ -101,6 +103,7 @@ class RealtimeServer:
             server_header="rtlib",
         )
         self._sweeper = asyncio.create_task(self._sweep_forever(), name=f"{self.server_id}-sweeper")
+        self._watchdog = asyncio.create_task(self._watch_pubsub(), name=f"{self.server_id}-pubsub-check")
         log.info("%s listening on %s", self.server_id, self.url)
         return self
 
@@ -108,6 +111,8 @@ class RealtimeServer:
         """Close every connection with 1001 (their presence is removed, ``reason: disconnect``), then Redis."""
         if self._reconnect is not None:
             self._reconnect.cancel()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -152,6 +157,32 @@ class RealtimeServer:
             spawn(peer.connection.close(CloseCode.INTERNAL_ERROR, "redis unavailable"))
         if self._ws is not None and (self._reconnect is None or self._reconnect.done()):
             self._reconnect = asyncio.ensure_future(self._reconnect_pubsub())
+
+    async def _watch_pubsub(self) -> None:
+        """Publish a probe to this instance's own channel and expect it back in time; a subscriber that is
+        connected but delivers nothing is dropped, so _on_redis_lost replaces it and the clients resume."""
+        assert self.redis is not None
+        cfg, fanout, n = self.config, self.fanout, 0
+        while True:
+            await asyncio.sleep(cfg.pubsub_check_interval)
+            if not fanout.connected or fanout.probe_channel is None:
+                continue
+            n += 1
+            token = f"{n}".encode()
+            back = fanout.probes[token] = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(cfg.pubsub_check_timeout):
+                    # redis-py, not the lean connection: cancelling a publish stuck on a paused Redis is
+                    # safe there (the connection is discarded), and the hot path's pipeline is untouched.
+                    await self.redis.publish(fanout.probe_channel, token)
+                    await back
+            except TimeoutError:
+                fanout.probes.pop(token, None)
+                log.warning("%s: redis pub/sub delivered no probe within %.1fs; replacing the subscriber",
+                            self.server_id, cfg.pubsub_check_timeout)
+                fanout.abandon()
+            except (ConnectionError, RedisConnectionError, OSError):
+                fanout.probes.pop(token, None)  # Redis is down: _on_redis_lost is already at work
 
     async def _reconnect_pubsub(self) -> None:
         delay = 0.05

@@ -87,6 +87,11 @@ class Fanout:
         self._closing = False
         self.on_lost: Callable[[Exception | None], None] | None = None
         self.events_in = 0  # pub/sub messages received (one per event per instance)
+        # End-to-end check of the subscriber: the instance publishes probes to this channel of its own and
+        # waits for them here (see RealtimeServer._watch_pubsub); a connection that is up but delivers
+        # nothing (Redis paused, a proxy in between) is caught by the missing probe.
+        self.probe_channel: bytes | None = None
+        self.probes: dict[bytes, asyncio.Future[None]] = {}
 
     async def connect(self, redis_url: str) -> None:
         """Open the pub/sub connection (``redis://[user:password@]host:port``)."""
@@ -95,6 +100,8 @@ class Fanout:
         _, self._protocol = await loop.create_connection(lambda: _PubSubProtocol(self), address.host, address.port)
         if auth := address.auth_command():
             self._write(auth)
+        if self.probe_channel is not None:
+            await self._command(b"SUBSCRIBE", self.probe_channel)
 
     @property
     def connected(self) -> bool:
@@ -111,6 +118,11 @@ class Fanout:
         if not self.connected:
             raise ConnectionError("redis pub/sub connection is down")
         self._protocol.transport.write(data)  # type: ignore[union-attr]
+
+    def abandon(self) -> None:
+        """Drop a pub/sub connection that stopped delivering: ``on_lost`` then replaces it."""
+        if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.abort()
 
     async def close(self) -> None:
         self._closing = True
@@ -155,7 +167,10 @@ class Fanout:
             log.error("redis pub/sub error: %s", reply)
             return
         kind = reply[0]
-        if kind == b"message":
+        if kind == b"message" and reply[1] == self.probe_channel:
+            if (fut := self.probes.pop(reply[2], None)) is not None and not fut.done():
+                fut.set_result(None)
+        elif kind == b"message":
             self.events_in += 1
             self.deliver(reply[1][len(b"rt:chan:"):].decode(), reply[2])
         elif kind == b"subscribe":

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 
 import pytest
 from conftest import SECRET, Instances, WsClient, close_draining, token
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from rtlib.protocol.config import ServerConfig
+from rtlib.server.redis_process import RedisProcess
 
 
 async def _resume(cluster: Instances, user: str, offset: str, epoch: str, instance: int = 0) -> WsClient:
@@ -110,3 +114,90 @@ async def test_a_retried_update_gets_the_original_ack(cluster: Instances) -> Non
     await watcher.expect("task.updated", version=1)
     assert await watcher.silent(0.3, "task.updated") == []
     assert SECRET  # the same signing secret on both instances
+
+
+class _Reader:
+    """A client that follows one task and resumes (on any instance) whenever its connection drops."""
+
+    def __init__(self, cluster: Instances, first: WsClient) -> None:
+        self.cluster, self.ws = cluster, first
+        self.offset, self.epoch = first.welcome["payload"]["offset"], first.welcome["payload"]["epoch"]
+        self.versions: list[int] = []
+        self.resumes: list[bool] = []
+
+    async def follow(self, until: int, timeout: float = 15.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        hop = 0
+        while (not self.versions or self.versions[-1] < until) and loop.time() < deadline:
+            try:
+                event = await self.ws.expect("task.updated", timeout=0.5)
+            except TimeoutError:
+                continue
+            except ConnectionClosed:
+                hop += 1
+                await asyncio.sleep(0.1)
+                try:
+                    self.ws = await _resume(self.cluster, "reader", self.offset, self.epoch, instance=hop % 2)
+                except (InvalidStatus, OSError):
+                    continue  # 503 while the instance rebuilds its subscriber: retry
+                self.resumes.append(self.ws.welcome["payload"]["recovered"])
+                continue
+            self.versions.append(event["payload"]["version"])
+            self.offset = event["offset"]
+
+
+@pytest.mark.parametrize("server_config", [ServerConfig(heartbeat_interval=0.3, presence_timeout=0.6,
+                                                        sweep_interval=0.05, pubsub_check_interval=0.2,
+                                                        pubsub_check_timeout=0.5)])
+@pytest.mark.parametrize("fault", ["client kill", "output buffer limit", "redis paused"])
+async def test_a_dropped_or_deaf_subscriber_is_replaced_and_resuming_clients_lose_nothing(
+        cluster: Instances, redis_url: str, redis_process: RedisProcess, fault: str) -> None:
+    import redis as sync_redis
+
+    writer = await cluster.client("writer", instance=1)
+    reader = _Reader(cluster, await cluster.client("reader", instance=0))
+    follow = asyncio.ensure_future(reader.follow(until=30))
+    admin = sync_redis.Redis.from_url(redis_url)
+
+    async def write(n: int) -> None:
+        """Send update n until acked, reconnecting when the writer's own instance drops it. The ref makes a
+        retry of an update that did land a no-op (idempotent), so versions stay 1..30."""
+        nonlocal writer
+        for _ in range(100):
+            try:
+                await writer.send("task.update", {"taskId": "t", "changes": {"n": n}, "ref": f"u{n}"})
+                await writer.expect("ack", timeout=3, ref=f"u{n}")
+                return
+            except (ConnectionClosed, TimeoutError):
+                await asyncio.sleep(0.1)
+                with contextlib.suppress(InvalidStatus, OSError, ConnectionClosed, TimeoutError):
+                    writer = await cluster.client("writer", instance=1)
+        raise AssertionError(f"update {n} never acknowledged")
+
+    try:
+        for n in range(1, 31):
+            if n == 10:
+                if fault == "client kill":
+                    admin.client_kill_filter(_type="pubsub")
+                elif fault == "output buffer limit":  # Redis itself drops a subscriber that falls behind
+                    admin.config_set("client-output-buffer-limit", "pubsub 32kb 0 0")
+                    burst = admin.pipeline(transaction=False)
+                    for _ in range(100):  # 10 MB at once per subscriber, more than the kernel buffers hold
+                        burst.publish("rt:probe:i0", "x" * 100_000).publish("rt:probe:i1", "x" * 100_000)
+                    burst.execute()
+                    admin.config_set("client-output-buffer-limit", "pubsub 32mb 8mb 60")
+                else:  # connected but silent: only the end-to-end probe can tell
+                    os.kill(redis_process.pid, signal.SIGSTOP)
+                    try:
+                        await asyncio.sleep(1.2)
+                    finally:
+                        os.kill(redis_process.pid, signal.SIGCONT)
+            await write(n)
+        await follow
+    finally:
+        follow.cancel()
+        admin.config_set("client-output-buffer-limit", "pubsub 32mb 8mb 60")
+        admin.close()
+    assert reader.resumes and all(reader.resumes), reader.resumes  # the subscriber really went, and came back
+    assert reader.versions == list(range(1, 31))

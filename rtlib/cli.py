@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allowed-origin", action="append", dest="allowed_origins", metavar="ORIGIN",
                        help="allow this Origin (repeatable; default: any; no Origin header is always allowed)")
     serve.add_argument("--publish-mode", choices=["atomic", "split"], default="atomic")
+    serve.add_argument("--history-length", type=int, default=d.history_length,
+                       help="events kept per workspace for resume (0: no history)")
+    serve.add_argument("--history-age", type=float, default=d.history_age, metavar="S")
+    serve.add_argument("--max-replay", type=int, default=d.max_replay, help="events replayed on resume at most")
+    serve.add_argument("--idempotency-ttl", type=float, default=d.idempotency_ttl, metavar="S",
+                       help="a task.update's (user, ref) is remembered this long (0: off)")
     serve.add_argument("--server-id", default="", help="instance name in session.welcome (default: random)")
     serve.add_argument("--log-level", default="INFO")
     serve.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
@@ -131,7 +137,8 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         byte_rate=args.byte_rate, byte_burst=args.byte_burst, max_connections_per_user=args.max_connections_per_user,
         max_write_buffer=args.max_write_buffer,
         allowed_origins=tuple(args.allowed_origins) if args.allowed_origins else None,
-        server_id=args.server_id, publish_mode=args.publish_mode,
+        server_id=args.server_id, publish_mode=args.publish_mode, history_length=args.history_length,
+        history_age=args.history_age, max_replay=args.max_replay, idempotency_ttl=args.idempotency_ttl,
     )
 
 

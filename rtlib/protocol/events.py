@@ -29,9 +29,16 @@ __all__ = [
 _encode = msgspec.json.encode
 
 
-def welcome(ws: str, user: str, conn_id: str, server_id: str, heartbeat: float, timeout: float, now: float) -> bytes:
-    payload = {"connectionId": conn_id, "serverId": server_id, "heartbeatInterval": heartbeat,
-               "presenceTimeout": timeout}
+def welcome(ws: str, user: str, conn_id: str, server_id: str, heartbeat: float, timeout: float, now: float,
+            epoch: str | None = None, offset: str | None = None, recovered: bool | None = None) -> bytes:
+    """``session.welcome``; with history on, the workspace's ``epoch`` and current ``offset`` (resume from
+    there), and ``recovered`` when the client asked to resume."""
+    payload: dict[str, Any] = {"connectionId": conn_id, "serverId": server_id, "heartbeatInterval": heartbeat,
+                               "presenceTimeout": timeout}
+    if epoch is not None:
+        payload["epoch"], payload["offset"] = epoch, offset
+    if recovered is not None:
+        payload["recovered"] = recovered
     return encode_event("session.welcome", ws, payload, user, now)
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "ID_PATTERN",
     "MAX_DEPTH",
     "SERVER_PAYLOADS",
+    "ServerEnvelope",
     "Envelope",
     "Id",
     "PresenceRequest",
@@ -65,6 +66,19 @@ class Envelope(msgspec.Struct, forbid_unknown_fields=True):
     timestamp: Any = None
 
 
+class ServerEnvelope(msgspec.Struct):
+    """The envelope as the server sends it (open: a client ignores keys it does not know). Broadcast events
+    carry ``offset`` and ``epoch``: their place in the workspace history (:mod:`rtlib.protocol.history`)."""
+
+    type: str
+    workspaceId: str
+    payload: msgspec.Raw
+    userId: str
+    timestamp: str
+    offset: str | None = None
+    epoch: str | None = None
+
+
 # --- client -> server payloads -------------------------------------------------------------------------
 class TaskUpdate(msgspec.Struct, forbid_unknown_fields=True):
     """``task.update``: a partial update, only the changed fields (values are any JSON)."""
@@ -103,6 +117,9 @@ class SessionWelcome(msgspec.Struct):
     serverId: str
     heartbeatInterval: float
     presenceTimeout: float
+    epoch: str | None = None  # the workspace history's epoch (absent when history is off)
+    offset: str | None = None  # the history's newest offset when this connection was subscribed
+    recovered: bool | None = None  # only after a resume request: were the missed events replayed?
 
 
 class TaskUpdated(msgspec.Struct):
@@ -285,6 +302,10 @@ def _envelope_schema(type_: str, payload_ref: str, client: bool) -> dict[str, An
         "timestamp": {"type": "string", "format": "date-time"} if not client else {
             "description": "ignored: stamped by the server"},
     }
+    if not client:  # broadcast events carry their place in the workspace history (rtlib.protocol.history)
+        props["offset"] = {"type": "string", "pattern": "^[0-9]{1,20}-[0-9]{1,20}$",
+                           "description": "history offset of a broadcast event (absent on replies)"}
+        props["epoch"] = {"type": "string", "pattern": "^[0-9]{1,32}$", "description": "the history's epoch"}
     required = ["type", "workspaceId", "payload"] + ([] if client else ["userId", "timestamp"])
     return {"type": "object", "properties": props, "required": required, "additionalProperties": client is False}
 

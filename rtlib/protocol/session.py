@@ -48,10 +48,11 @@ class Session:
         self.bucket = TokenBucket(self.config.rate_limit, self.config.rate_burst)
         self.byte_bucket = TokenBucket(self.config.byte_rate, self.config.byte_burst)
 
-    def welcome(self, now: float) -> bytes:
+    def welcome(self, now: float, epoch: str | None = None, offset: str | None = None,
+                recovered: bool | None = None) -> bytes:
         cfg = self.config
         return events.welcome(self.workspace_id, self.user_id, self.conn_id, cfg.server_id,
-                              cfg.heartbeat_interval, cfg.presence_timeout, now)
+                              cfg.heartbeat_interval, cfg.presence_timeout, now, epoch, offset, recovered)
 
     def receive(self, data: str | bytes, now: float) -> Request | bytes:
         """Handle one frame at ``now`` (Unix seconds; also stamps the reply): a :class:`Request`, or an error frame."""

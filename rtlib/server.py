@@ -36,7 +36,7 @@ from rtlib.fanout import Fanout, Peer, slow_consumer_closer
 from rtlib.presence import PresenceChange, joined_change, left_change
 from rtlib.ratelimit import Pacer
 from rtlib.resp import RespConnection
-from rtlib.schema import PresenceRequest, TaskGet, TaskUpdate
+from rtlib.schema import PresenceRequest, TaskGet, TaskList, TaskUpdate
 from rtlib.session import Request as ClientRequest
 from rtlib.session import Session
 from rtlib.store import RedisStore
@@ -266,6 +266,9 @@ class RealtimeServer:
         elif isinstance(payload, TaskGet):
             version, fields = await store.get_task(ws, payload.taskId)
             fanout.send(peer, session.snapshot(payload, version, fields, now))
+        elif isinstance(payload, TaskList):
+            tasks, next_cursor = await store.list_tasks(ws, payload.cursor, payload.limit)
+            fanout.send(peer, session.task_page(payload, tasks, next_cursor, now))
         elif isinstance(payload, PresenceRequest) and request.type == "presence.leave":
             session.tasks.discard(payload.taskId)
             fact = await store.presence_remove(ws, payload.taskId, session.conn_id, session.user_id)

@@ -6,6 +6,7 @@ script's single ``INCR``; presence facts go back to :mod:`rtlib.presence`, which
 Keys (ids never contain ``:``; see :data:`rtlib.schema.Id`):
 
 * ``rt:{ws}:ver:{task}`` (string) the task's version; ``rt:{ws}:task:{task}`` (hash) field -> JSON value
+* ``rt:{ws}:tasks`` (sorted set, every score 0) the workspace's task ids, for ``task.list`` (see below)
 * ``rt:{ws}:pres:{task}`` (sorted set) member ``conn:user``, score = last heartbeat (Unix seconds)
 * ``rt:{ws}:pres:{task}:n`` (hash) user -> number of that user's entries on the task
 * ``rt:presence:due`` (sorted set) member ``ws:task``, score = oldest heartbeat on that task (sweep index)
@@ -36,17 +37,46 @@ def _task_keys(ws: str, task: str) -> list[str]:
     return [f"rt:{ws}:ver:{task}", f"rt:{ws}:task:{task}"]
 
 
+def _index_key(ws: str) -> str:
+    return f"rt:{ws}:tasks"
+
+
 def _presence_keys(ws: str, task: str) -> list[str]:
     zset = f"rt:{ws}:pres:{task}"
     return [zset, zset + ":n", DUE_KEY]
 
 
-# KEYS: ver, fields. ARGV: channel, message prefix, message suffix, publish (1/0), field, value, ...
+# KEYS: ver, fields, index. ARGV: channel, message prefix, message suffix, publish (1/0), task id, field, value, ...
+# The task index is written by the same script that creates the task (version 0 -> 1), so a task is listed
+# exactly when it exists, on every instance, with one ZADD per task lifetime rather than per update.
 _UPDATE = """
 local v = redis.call('INCR', KEYS[1])
-if #ARGV > 4 then redis.call('HSET', KEYS[2], unpack(ARGV, 5)) end
+if v == 1 then redis.call('ZADD', KEYS[3], 0, ARGV[5]) end
+if #ARGV > 5 then redis.call('HSET', KEYS[2], unpack(ARGV, 6)) end
 if ARGV[4] == '1' then redis.call('PUBLISH', ARGV[1], ARGV[2] .. v .. ARGV[3]) end
 return v
+"""
+
+# KEYS: index. ARGV: key prefix 'rt:{ws}:', cursor ('' = from the start), limit.
+# Why a sorted set of ids (all scores 0, so ZRANGEBYLEX orders them by id) and not SCAN over 'rt:{ws}:ver:*':
+# SCAN walks the whole keyspace of every workspace, may return a key twice and pages by hash slot, so a cursor
+# would be neither stable nor cheap. Lexicographic paging after the last id seen is stable while tasks are
+# created concurrently (a new id lands either before the cursor, and was never promised, or after it, and is
+# listed). Each task's (version, fields) is read in the same script, so every entry is a consistent snapshot.
+_LIST = """
+local from = '-'
+if ARGV[2] ~= '' then from = '(' .. ARGV[2] end
+local limit = tonumber(ARGV[3])
+local ids = redis.call('ZRANGEBYLEX', KEYS[1], from, '+', 'LIMIT', 0, limit + 1)
+local more = 0
+if #ids > limit then more = 1; table.remove(ids) end
+local out = {more}
+for _, id in ipairs(ids) do
+  table.insert(out, id)
+  table.insert(out, redis.call('GET', ARGV[1] .. 'ver:' .. id) or '0')
+  table.insert(out, redis.call('HGETALL', ARGV[1] .. 'task:' .. id))
+end
+return out
 """
 
 # KEYS: ver, fields.
@@ -131,6 +161,7 @@ class RedisStore:
         self._update_sha = script_sha(_UPDATE)
         self._update = redis.register_script(_UPDATE)
         self._get = redis.register_script(_GET)
+        self._list = redis.register_script(_LIST)
         self._upsert = redis.register_script(_UPSERT)
         self._remove = redis.register_script(_REMOVE)
         self._expire = redis.register_script(_EXPIRE)
@@ -140,12 +171,13 @@ class RedisStore:
                           suffix: bytes, publish: bool = True) -> int:
         """Bump the task's version by one, write the changed fields and (if ``publish``) publish
         ``prefix + version + suffix`` to the workspace channel, atomically. Returns the new version."""
-        args: list[Any] = [channel(ws), b"\n" + prefix, suffix, b"1" if publish else b"0"]
+        args: list[Any] = [channel(ws), b"\n" + prefix, suffix, b"1" if publish else b"0", task]
         for name, value in changes.items():
             args += [name, bytes(value)]
+        keys = [*_task_keys(ws, task), _index_key(ws)]
         if self.fast is not None:
-            return int(await self.fast.evalsha(_UPDATE.encode(), self._update_sha, _task_keys(ws, task), args))
-        return int(await self._update(keys=_task_keys(ws, task), args=args))
+            return int(await self.fast.evalsha(_UPDATE.encode(), self._update_sha, keys, args))
+        return int(await self._update(keys=keys, args=args))
 
     async def publish(self, ws: str, event: bytes, exclude_conn: str = "") -> None:
         """Publish one event to every instance serving the workspace (``exclude_conn`` skips one connection)."""
@@ -165,6 +197,18 @@ class RedisStore:
         version, flat = await self._get(keys=_task_keys(ws, task))
         fields = {_text(flat[i], "replace"): msgspec.Raw(_utf8(flat[i + 1])) for i in range(0, len(flat), 2)}
         return int(version), fields
+
+    async def list_tasks(self, ws: str, cursor: str | None, limit: int
+                         ) -> tuple[list[tuple[str, int, dict[str, msgspec.Raw]]], str | None]:
+        """Up to ``limit`` tasks after ``cursor`` (exclusive) in task id order, each ``(id, version, fields)``,
+        and the cursor of the next page (``None`` on the last page). Works on any instance: the index is in Redis."""
+        flat = await self._list(keys=[_index_key(ws)], args=[f"rt:{ws}:", cursor or "", limit])
+        tasks = []
+        for i in range(1, len(flat), 3):
+            pairs = flat[i + 2]
+            fields = {_text(pairs[j]): msgspec.Raw(pairs[j + 1]) for j in range(0, len(pairs), 2)}
+            tasks.append((_text(flat[i]), int(flat[i + 1]), fields))
+        return tasks, (tasks[-1][0] if int(flat[0]) and tasks else None)
 
     # --- presence -----------------------------------------------------------------------------------------
     async def presence_upsert(self, ws: str, task: str, conn: str, user: str, now: float

@@ -39,6 +39,7 @@ from rtlib.resp import RespConnection
 from rtlib.schema import PresenceRequest, TaskGet, TaskList, TaskUpdate
 from rtlib.session import Request as ClientRequest
 from rtlib.session import Session
+from rtlib.static import StaticFiles
 from rtlib.store import RedisStore
 
 __all__ = ["WS_PATH", "RealtimeServer"]
@@ -65,6 +66,7 @@ class RealtimeServer:
         self.redis: Redis | None = None
         self.store: RedisStore | None = None
         self.fanout = Fanout(config.max_write_buffer)
+        self.static = StaticFiles()
         self.sessions: dict[str, Session] = {}
         self._user_conns: Counter[str] = Counter()  # open connections per user on this instance
         self._handshakes = Pacer(config.handshake_rate, config.handshake_burst, config.handshake_max_wait)
@@ -176,6 +178,8 @@ class RealtimeServer:
 
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
+        if self.static.handles(url.path):  # the board page: plain GETs, no token, no Origin rule
+            return self.static.respond(connection, url.path)
         if url.path != WS_PATH:
             return connection.respond(HTTPStatus.NOT_FOUND, f"no endpoint at {url.path}; use {WS_PATH}\n")
         query = parse_qs(url.query)

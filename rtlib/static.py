@@ -53,7 +53,8 @@ class StaticFiles:
         for path in sorted(root.rglob("*")):
             rel = path.relative_to(root)
             ctype = CONTENT_TYPES.get(path.suffix)
-            if ctype is None or path.is_symlink() or not path.is_file() or any(part.startswith(".") for part in rel.parts):
+            hidden = any(part.startswith(".") for part in rel.parts)
+            if ctype is None or hidden or path.is_symlink() or not path.is_file():
                 continue
             self.files[rel.as_posix()] = (path.read_bytes(), ctype)
 

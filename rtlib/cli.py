@@ -128,7 +128,8 @@ async def _serve(args: argparse.Namespace, redis_url: str, config: ServerConfig)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     server = await RealtimeServer(redis_url, _secret(args), config, args.host, args.port).start()
-    print(f"rtlib {server.server_id} serving {server.url} (redis {redis_url})", flush=True)
+    print(f"rtlib {server.server_id} serving {server.url} (redis {redis_url}); "
+          f"board page at http://{args.host}:{server.port}/app/#workspace=W&token=T", flush=True)
     await stop.wait()
     print(f"rtlib {server.server_id} shutting down", flush=True)
     await server.stop()

@@ -142,3 +142,27 @@ test("the client loads the board, applies updates, settles acks and re-joins pre
   c.close();
   assert.equal(c.status, "offline");
 });
+
+test("a stalled gap sends task.get; a missing welcome closes the socket and retries", async () => {
+  const c = new RtlibClient({ url: "ws://x/ws", token: "t", workspaceId: "w", WebSocketImpl: FakeSocket,
+    stallMs: 20, welcomeTimeout: 20, backoffBase: 1, backoffCap: 1 });
+  c.connect();
+  const ws = FakeSocket.last;
+  ws.open();
+  ws.deliver("session.welcome", { heartbeatInterval: 30, presenceTimeout: 60 });
+  ws.deliver("task.page", { tasks: [{ taskId: "T1", version: 1, fields: {} }], nextCursor: null });
+  ws.deliver("task.updated", { taskId: "T1", version: 3, changes: { a: 3 } });
+  await new Promise((r) => setTimeout(r, 60));
+  const get = ws.sent.find((f) => f.type === "task.get");
+  assert.equal(get?.payload.taskId, "T1");
+  ws.deliver("task.snapshot", { taskId: "T1", version: 3, fields: { a: 3 }, ref: get.payload.ref });
+  assert.deepEqual(c.tasks.get("T1"), { version: 3, fields: { a: 3 } });
+  ws.close(1001);
+  await new Promise((r) => setTimeout(r, 5));
+  const silent = FakeSocket.last;
+  silent.open(); // an instance that never welcomes: given up after welcomeTimeout, then retried
+  await new Promise((r) => setTimeout(r, 60));
+  assert.notEqual(FakeSocket.last, silent);
+  assert.equal(silent.readyState, 3);
+  c.close();
+});

@@ -193,7 +193,10 @@ def _demo(args: argparse.Namespace) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_demo(opts, url, stop)
+        try:
+            await run_demo(opts, url, stop)
+        except OSError as exc:  # most often: the port is taken
+            sys.exit(f"rtlib demo: cannot listen on {opts.host}:{opts.port}: {exc.strerror or exc} (try --port 0)")
         print("rtlib demo: stopped", flush=True)
 
     if args.redis:

@@ -59,7 +59,7 @@ function start() {
     if (!title) return;
     const taskId = `T-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
     send(client, taskId, { title, status: "todo", assignee: client.userId ?? "", description: "" })
-      .then(() => { input.value = ""; });
+      .then((saved) => { if (saved) input.value = ""; });
   });
 
   // Detail view: join presence on open, leave on close (Esc, the Close button or closing the tab).
@@ -104,11 +104,15 @@ function start() {
   addEventListener("pagehide", () => client.close()); // closes the socket: our presence goes at once
 }
 
+/** Send an update; resolves true once acknowledged, false (with a notice) if it was refused or not sent. */
 function send(client, taskId, changes) {
-  return client.update(taskId, changes).then(() => notice(null), (err) => {
+  return client.update(taskId, changes).then(() => {
+    notice(null);
+    return true;
+  }, (err) => {
     notice(`Not saved: ${err.message}`);
-    throw err;
-  }).catch(() => {});
+    return false;
+  });
 }
 
 function notice(text) {

@@ -164,6 +164,13 @@ export class RtlibClient extends EventTarget {
   connect() {
     this.#closed = false;
     this.#open();
+    // The browser says the network is back: retry now instead of waiting out the backoff.
+    globalThis.addEventListener?.("online", () => {
+      if (!this.#closed && !this.#socket) {
+        clearTimeout(this.#timers.retry);
+        this.#open();
+      }
+    });
     return this;
   }
 

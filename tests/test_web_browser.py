@@ -209,6 +209,7 @@ async def test_after_a_killed_server_the_board_reconnects_and_converges(browser:
         await server.start()  # same port: the page's own backoff brings it back
         await expect(alice.locator("#conn")).to_have_attribute("data-status", "connected", timeout=20_000)
         await expect(card(alice, "T-001").locator(".title")).to_have_text("Edited while you were away")
+        await expect(card(alice, "T-001")).to_have_class("card flash")  # changed while away: highlighted
         await expect(alice.locator('.column[data-status="doing"] .card[data-task-id="T-001"]')).to_be_visible()
         await expect(card(alice, "T-099").locator(".title")).to_have_text("Created while you were away")
         # And it is live again: an edit through the other instance shows up at once.

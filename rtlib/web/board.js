@@ -37,7 +37,9 @@ function start() {
   client.addEventListener("protocolerror", (e) => notice(`The server refused a message: ${e.detail.message}`));
   client.addEventListener("task", (e) => {
     const t = e.detail;
-    const fromOther = t.source === "update" && t.userId !== client.userId;
+    // Highlight what others changed: a live update, or a task that moved on while we were reconnecting.
+    const shown = Number(board.cards.get(t.taskId)?.firstChild.dataset.version ?? 0);
+    const fromOther = t.source === "update" ? t.userId !== client.userId : shown > 0 && t.version > shown;
     renderCard(board, t.taskId, t.fields, t.version, fromOther);
     if (openTask === t.taskId) fillDetail(t.taskId, t.fields, t.version);
   });

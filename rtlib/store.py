@@ -6,7 +6,9 @@ script's single ``INCR``; presence facts go back to :mod:`rtlib.presence`, which
 Keys (ids never contain ``:``; see :data:`rtlib.schema.Id`):
 
 * ``rt:{ws}:ver:{task}`` (string) the task's version; ``rt:{ws}:task:{task}`` (hash) field -> JSON value
-* ``rt:{ws}:tasks`` (sorted set, every score 0) the workspace's task ids, for ``task.list`` (see below)
+* ``rt:{ws}:tasks`` (sorted set, every score 0) the workspace's task ids, for ``task.list`` (see below). Only
+  tasks created since the index exists are in it: a Redis that kept tasks from an older rtlib (the embedded one
+  keeps nothing) needs them added once, e.g. ``ZADD rt:{ws}:tasks 0 {task}`` per ``rt:{ws}:ver:*`` key.
 * ``rt:{ws}:pres:{task}`` (sorted set) member ``conn:user``, score = last heartbeat (Unix seconds)
 * ``rt:{ws}:pres:{task}:n`` (hash) user -> number of that user's entries on the task
 * ``rt:presence:due`` (sorted set) member ``ws:task``, score = oldest heartbeat on that task (sweep index)

@@ -203,12 +203,14 @@ class RedisStore:
     async def list_tasks(self, ws: str, cursor: str | None, limit: int
                          ) -> tuple[list[tuple[str, int, dict[str, msgspec.Raw]]], str | None]:
         """Up to ``limit`` tasks after ``cursor`` (exclusive) in task id order, each ``(id, version, fields)``,
-        and the cursor of the next page (``None`` on the last page). Works on any instance: the index is in Redis."""
+        and the cursor of the next page (``None`` on the last page). Works on any instance: the index is in Redis.
+        Values are repaired on the way out exactly as in :meth:`get_task`: one poisoned task must not break a
+        whole page for every reader."""
         flat = await self._list(keys=[_index_key(ws)], args=[f"rt:{ws}:", cursor or "", limit])
         tasks = []
         for i in range(1, len(flat), 3):
             pairs = flat[i + 2]
-            fields = {_text(pairs[j]): msgspec.Raw(pairs[j + 1]) for j in range(0, len(pairs), 2)}
+            fields = {_text(pairs[j], "replace"): msgspec.Raw(_utf8(pairs[j + 1])) for j in range(0, len(pairs), 2)}
             tasks.append((_text(flat[i]), int(flat[i + 1]), fields))
         return tasks, (tasks[-1][0] if int(flat[0]) and tasks else None)
 

@@ -122,3 +122,15 @@ async def test_bad_task_list_is_a_clear_error(cluster: Cluster, payload: dict) -
     error = await a.expect("error")
     assert error["payload"]["code"] == "invalid_payload" and error["payload"]["ref"] == "bad"
     assert "task.list" in error["payload"]["message"]
+
+
+async def test_a_poisoned_stored_value_is_repaired_in_a_page(store: RedisStore) -> None:
+    """As for task.get: a value with invalid UTF-8 (written by an older rtlib) must not break the whole page."""
+    await store.update_task("w1", "t0", _raw(b"1"), b"", b"")
+    await store.redis.hset("rt:w1:task:t1", mapping={"note": b'"x\xc0\xaf"', "ok": b'"fine"'})
+    await store.redis.set("rt:w1:ver:t1", 3)
+    await store.redis.zadd("rt:w1:tasks", {"t1": 0})
+    page, _ = await store.list_tasks("w1", None, 10)
+    assert [(t, v) for t, v, _ in page] == [("t0", 1), ("t1", 3)]
+    fields = page[1][2]
+    assert bytes(fields["ok"]) == b'"fine"' and msgspec.json.decode(bytes(fields["note"])) == "x\ufffd\ufffd"

@@ -25,7 +25,7 @@ test: $(STAMP)
 ## make jstest: node's built-in test runner over rtlib/web/rtlib-client.js (ordering, backoff, protocol).
 ## Without node it is skipped with a message, except in CI (CI=true), where that is a failure.
 jstest:
-	@if command -v node >/dev/null 2>&1; then node --test tests/js/rtlib-client.test.mjs; \
+	@if command -v node >/dev/null 2>&1; then node --test tests/web/rtlib-client.test.mjs; \
 	elif [ -n "$$CI" ]; then echo "make jstest: node is missing (apt-get install nodejs)"; exit 1; \
 	else echo "make jstest: SKIPPED: node is not installed (apt-get install nodejs)"; fi
 

@@ -11,8 +11,8 @@ import signal
 import sys
 from pathlib import Path
 
-from rtlib.auth import DEFAULT_TTL, issue_token
-from rtlib.config import ServerConfig
+from rtlib.protocol.config import ServerConfig
+from rtlib.server.auth import DEFAULT_TTL, issue_token
 
 __all__ = ["build_parser", "main"]
 
@@ -121,7 +121,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
 
 
 async def _serve(args: argparse.Namespace, redis_url: str, config: ServerConfig) -> None:
-    from rtlib.server import RealtimeServer
+    from rtlib.server.driver import RealtimeServer
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -136,8 +136,10 @@ async def _serve(args: argparse.Namespace, redis_url: str, config: ServerConfig)
 
 
 def _simulate(args: argparse.Namespace) -> None:
-    from rtlib.lab import Cluster
-    from rtlib.scenario import Impairment, Scenario
+    try:  # the workbench is an extra: a server install has no pandas or matplotlib
+        from rtlib.lab import Cluster, Impairment, Scenario
+    except ImportError as exc:
+        sys.exit(f"rtlib simulate needs the lab extra ({exc.name} is missing): pip install 'rtlib[lab]'")
 
     try:
         scenario = Scenario(
@@ -147,7 +149,7 @@ def _simulate(args: argparse.Namespace) -> None:
             presence_timeout=args.presence_timeout, sweep_interval=args.sweep_interval, ordering=args.ordering,
             publish_mode=args.publish_mode, impairment=Impairment(args.delay, args.jitter, args.loss),
             time_scale=args.time_scale, seed=args.seed, hot_tasks=min(2, args.tasks))
-        from rtlib.heartbeat import parse_model
+        from rtlib.client.heartbeat import parse_model
 
         parse_model(scenario.heartbeat)
     except ValueError as exc:
@@ -176,7 +178,7 @@ def _demo(args: argparse.Namespace) -> None:
                  "prints them in links; it is for a developer's own machine only.")
     import re
 
-    from rtlib.demo import DemoOptions, run_demo
+    from rtlib.server.demo import DemoOptions, run_demo
 
     users = tuple(u.strip() for u in args.users.split(",") if u.strip())
     ids_ok = all(re.fullmatch(r"[A-Za-z0-9_.\-]{1,128}", u) for u in (*users, args.workspace))
@@ -202,7 +204,7 @@ def _demo(args: argparse.Namespace) -> None:
     if args.redis:
         asyncio.run(run(args.redis))
     else:
-        from rtlib.embedded import embedded_redis
+        from rtlib.server.embedded import embedded_redis
 
         with embedded_redis() as url:
             asyncio.run(run(url))
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as exc:
             sys.exit(f"rtlib token: {exc}")
     elif args.command == "schema":
-        from rtlib.schema import json_schema_text
+        from rtlib.protocol.schema import json_schema_text
 
         text = json_schema_text()
         if args.out:
@@ -239,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.redis:
             asyncio.run(_serve(args, args.redis, config))
         else:
-            from rtlib.embedded import embedded_redis
+            from rtlib.server.embedded import embedded_redis
 
             with embedded_redis() as url, contextlib.suppress(KeyboardInterrupt):
                 asyncio.run(_serve(args, url, config))

@@ -305,6 +305,12 @@ class RealtimeServer:
                 await self.sweep(time.time())
             except Exception:
                 log.exception("%s: presence sweep failed", self.server_id)
+            # redis-py can swallow a CancelledError that lands mid-command (it disconnects and carries on), so
+            # a cancel from stop() may never surface here: honour a pending cancel explicitly, or stop() waits for
+            # this loop forever (seen as 120 s test-teardown hangs, about one full run in two).
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
 
     async def sweep(self, now: float) -> list[PresenceChange]:
         """Pop the entries expired at ``now``; the store publishes their ``presence.left`` (reason ``timeout``).

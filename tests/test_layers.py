@@ -1,7 +1,8 @@
 """The layout is the architecture: imports only go downward, and the server runs without the lab's extras.
 
 Layers, bottom up: ``protocol`` (pure rules) < ``client`` (client-side rules) and ``server`` (the live driver)
-< ``lab`` (the workbench) < ``cli``. Every import is checked, including ones inside functions.
+< ``model`` (presence in virtual time: protocol and client only) < ``lab`` (the workbench) < ``cli``.
+Every import is checked, including ones inside functions.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ ALLOWED: dict[str, set[str]] = {
     "protocol": set(),
     "client": {"protocol"},
     "server": {"protocol"},
-    "lab": {"protocol", "client", "server"},
-    "cli": {"protocol", "client", "server", "lab"},
+    "model": {"protocol", "client"},
+    "lab": {"protocol", "client", "server", "model"},
+    "cli": {"protocol", "client", "server", "lab", "model"},
     "__init__": set(),
 }
 LAB_ONLY = ("pandas", "matplotlib", "tqdm", "IPython", "nbformat", "papermill")

@@ -9,6 +9,7 @@ from a short spec string for the CLI and notebooks.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Iterable, Iterator
@@ -21,9 +22,12 @@ __all__ = [
     "MIN_PERIOD_FRACTION",
     "BackgroundTab",
     "Beat",
+    "ChromeHiddenTab",
     "HeartbeatModel",
     "Interval",
+    "IOSBackground",
     "Jitter",
+    "LaptopSleep",
     "Lossy",
     "false_departures",
     "gaps",
@@ -37,10 +41,14 @@ MIN_PERIOD_FRACTION = 0.01
 
 @dataclass(frozen=True)
 class Beat:
-    """A heartbeat the client attempts at ``t``; ``delivered`` = it reaches the server."""
+    """A heartbeat the client attempts at ``t``; ``delivered`` = it reaches the server.
+
+    ``away_since``: this beat ends an absence that began then (an app in the background, a sleeping laptop:
+    the user was not viewing, so being shown gone meanwhile is right, not a mistake); ``nan`` otherwise."""
 
     t: float
     delivered: bool = True
+    away_since: float = math.nan
 
 
 class HeartbeatModel(Protocol):
@@ -127,7 +135,7 @@ class Lossy:
     def beats(self, start: float, end: float, rng: random.Random) -> Iterator[Beat]:
         for beat in self.base.beats(start, end, rng):
             kept = rng.random() >= self.loss
-            yield Beat(beat.t, beat.delivered and kept)
+            yield dataclasses.replace(beat, delivered=beat.delivered and kept)
 
     @property
     def spec(self) -> str:
@@ -178,20 +186,157 @@ class BackgroundTab:
         return f"background:{_num(self.interval)}:{_num(self.hidden_after)}:{_num(self.align)}"
 
 
-_USAGE = ("expected interval:SECONDS, jitter:SECONDS:JITTER, lossy:LOSS:<model> or "
-          "background:SECONDS:HIDDEN_AFTER[:ALIGN]")
+def _episodes(start: float, end: float, rng: random.Random, on_mean: float, off_mean: float
+              ) -> list[tuple[float, float]]:
+    """Alternating periods from ``start``: "on" for Exp(``on_mean``), then "off" for Exp(``off_mean``), ...;
+    the "off" ones as ``(begin, end)``, up to ``end``."""
+    out, t = [], start
+    while True:
+        t += rng.expovariate(1.0 / on_mean)
+        if t > end:
+            return out
+        off = rng.expovariate(1.0 / off_mean)
+        out.append((t, t + off))
+        t += off
+
+
+@dataclass(frozen=True)
+class ChromeHiddenTab:
+    """A ``setInterval`` heartbeat in a Chrome tab that the user hides and shows again.
+
+    Visible and hidden periods alternate, exponentially distributed with means ``visible_mean`` and
+    ``hidden_mean`` (assumptions to vary, not measurements). Sources: Chrome 57+ wakes timers of a hidden page
+    at most once a second (aligned to whole seconds); from Chrome 88, *intensive* throttling once the page has
+    been hidden ``grace`` seconds and the timer chain is 5 deep or more (a ``setInterval`` after 5 runs):
+    wake-ups aligned to whole minutes (developer.chrome.com/blog/timer-throttling-in-chrome-88, 5 min grace;
+    chromestatus.com/feature/4718288976216064). On this machine, Debian's Chromium 156 throttled after about
+    60 s hidden: a 30 s heartbeat showed one 61 s gap per 150 s hide (see "Presence that survives hidden
+    tabs"), so ``chrome:30:60`` models it. A timer overdue when the tab is shown again fires at once; the next
+    is due ``interval`` after a timer fires. A hidden tab is still open on the task, so being shown gone
+    meanwhile counts as a mistake.
+    """
+
+    interval: float = 30.0
+    grace: float = 300.0
+    visible_mean: float = 600.0
+    hidden_mean: float = 300.0
+    align: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in ("interval", "visible_mean", "hidden_mean", "align"):
+            _positive(name, getattr(self, name))
+        if not (math.isfinite(self.grace) and self.grace >= 0):
+            raise ValueError(f"grace must be a non-negative number of seconds, got {self.grace!r}")
+
+    def beats(self, start: float, end: float, rng: random.Random) -> Iterator[Beat]:
+        hides = _episodes(start, end, rng, self.visible_mean, self.hidden_mean)
+        due, chain, i = start + self.interval, 0, 0
+        while True:
+            while i < len(hides) and hides[i][1] <= due:
+                i += 1
+            fire = due
+            if i < len(hides) and hides[i][0] <= due:
+                h0, h1 = hides[i]
+                intensive = chain >= 5 and due >= h0 + self.grace
+                fire = min(next_multiple(due, self.align if intensive else 1.0), h1)
+            if fire > end:
+                return
+            yield Beat(fire)
+            chain += 1
+            due = fire + self.interval
+
+    @property
+    def spec(self) -> str:
+        return (f"chrome:{_num(self.interval)}:{_num(self.grace)}:{_num(self.visible_mean)}:"
+                f"{_num(self.hidden_mean)}:{_num(self.align)}")
+
+
+@dataclass(frozen=True)
+class IOSBackground:
+    """A heartbeat in iOS Safari when the user switches away: WebKit suspends a backgrounded page's
+    JavaScript a few seconds (``suspend_after``) after it leaves the foreground (Apple's WebKit and Safari
+    documentation; the anchors file: "Safari on iOS stops JavaScript a few seconds after backgrounding").
+    Foreground and background periods are exponential (means ``foreground_mean``, ``background_mean``:
+    assumptions). No beat fires while suspended; the overdue one fires on return, marked ``away_since`` the
+    moment the user left (they were not viewing: a ``presence.left`` meanwhile is right)."""
+
+    interval: float = 30.0
+    foreground_mean: float = 600.0
+    background_mean: float = 120.0
+    suspend_after: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("interval", "foreground_mean", "background_mean", "suspend_after"):
+            _positive(name, getattr(self, name))
+
+    def beats(self, start: float, end: float, rng: random.Random) -> Iterator[Beat]:
+        return _suspended(start, end, self.interval,
+                          _episodes(start, end, rng, self.foreground_mean, self.background_mean), self.suspend_after)
+
+    @property
+    def spec(self) -> str:
+        return (f"ios:{_num(self.interval)}:{_num(self.foreground_mean)}:{_num(self.background_mean)}:"
+                f"{_num(self.suspend_after)}")
+
+
+@dataclass(frozen=True)
+class LaptopSleep:
+    """A laptop whose lid closes ``per_hour`` times an hour (Poisson) for Exp(``sleep_mean``) seconds: the OS
+    suspends every process, so no timer fires; on wake the overdue heartbeat fires at once (after the
+    network is back, ``wake_delay``), marked ``away_since`` the moment it slept. Rates are assumptions."""
+
+    interval: float = 30.0
+    per_hour: float = 0.5
+    sleep_mean: float = 600.0
+    wake_delay: float = 3.0
+
+    def __post_init__(self) -> None:
+        for name in ("interval", "per_hour", "sleep_mean"):
+            _positive(name, getattr(self, name))
+
+    def beats(self, start: float, end: float, rng: random.Random) -> Iterator[Beat]:
+        sleeps = _episodes(start, end, rng, 3600.0 / self.per_hour, self.sleep_mean)
+        return _suspended(start, end, self.interval, [(a, b + self.wake_delay) for a, b in sleeps], 0.0)
+
+    @property
+    def spec(self) -> str:
+        return f"sleep:{_num(self.interval)}:{_num(self.per_hour)}:{_num(self.sleep_mean)}:{_num(self.wake_delay)}"
+
+
+def _suspended(start: float, end: float, interval: float, offs: list[tuple[float, float]], grace: float
+               ) -> Iterator[Beat]:
+    """A chained timer that does not run from ``begin + grace`` to ``end`` of each period in ``offs``."""
+    due, i = start + interval, 0
+    while True:
+        while i < len(offs) and offs[i][1] <= due:
+            i += 1
+        fire, away = due, math.nan
+        if i < len(offs) and offs[i][0] + grace <= due:
+            fire, away = offs[i][1], offs[i][0]
+        if fire > end:
+            return
+        yield Beat(fire, True, away)
+        due = fire + interval
+
+
+_USAGE = ("expected interval:SECONDS, jitter:SECONDS:JITTER, lossy:LOSS:<model>, "
+          "background:SECONDS:HIDDEN_AFTER[:ALIGN], chrome:SECONDS[:GRACE[:VISIBLE_MEAN[:HIDDEN_MEAN[:ALIGN]]]], "
+          "ios:SECONDS[:FOREGROUND_MEAN[:BACKGROUND_MEAN[:SUSPEND_AFTER]]] or "
+          "sleep:SECONDS[:PER_HOUR[:SLEEP_MEAN[:WAKE_DELAY]]]")
 
 
 def parse_model(spec: str) -> HeartbeatModel:
     """A model from a spec: ``interval:30``, ``jitter:30:5``, ``lossy:0.1:interval:30``,
-    ``background:30:300`` or ``background:30:300:60``. ``model.spec`` gives the spec back."""
+    ``background:30:300`` or ``background:30:300:60``, ``chrome:30:60`` (hidden/visible episodes),
+    ``ios:30``, ``sleep:30``. ``model.spec`` gives the spec back."""
     kind, _, rest = spec.strip().partition(":")
     if kind == "lossy":
         loss, _, base = rest.partition(":")
         if not base:
             raise ValueError(f"bad heartbeat model {spec!r}: lossy needs a loss and a base model; {_USAGE}")
         return _build(spec, Lossy, parse_model(base), _float(spec, loss))
-    arity = {"interval": (1, 1), "jitter": (2, 2), "background": (2, 3)}
+    arity = {"interval": (1, 1), "jitter": (2, 2), "background": (2, 3), "chrome": (1, 5), "ios": (1, 4),
+             "sleep": (1, 4)}
     if kind not in arity:
         raise ValueError(f"bad heartbeat model {spec!r}: unknown kind {kind!r}; {_USAGE}")
     args = [_float(spec, a) for a in rest.split(":")] if rest else []
@@ -199,7 +344,9 @@ def parse_model(spec: str) -> HeartbeatModel:
     if not low <= len(args) <= high:
         raise ValueError(f"bad heartbeat model {spec!r}: {kind} takes {low}-{high} numbers, got {len(args)}; "
                          f"{_USAGE}")
-    return _build(spec, {"interval": Interval, "jitter": Jitter, "background": BackgroundTab}[kind], *args)
+    classes = {"interval": Interval, "jitter": Jitter, "background": BackgroundTab, "chrome": ChromeHiddenTab,
+               "ios": IOSBackground, "sleep": LaptopSleep}
+    return _build(spec, classes[kind], *args)
 
 
 def _float(spec: str, text: str) -> float:

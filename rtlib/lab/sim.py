@@ -29,6 +29,7 @@ from rtlib.client.heartbeat import parse_model
 from rtlib.client.ordering import make_cache
 from rtlib.lab.impair import Impairer
 from rtlib.lab.scenario import Scenario
+from rtlib.protocol.schema import SERVER_PAYLOADS, Envelope, PresenceLeft, TaskUpdated
 from rtlib.server.tasks import spawn
 
 __all__ = ["ClientPlan", "Recorder", "SimClient", "plan_clients"]
@@ -90,36 +91,12 @@ class Recorder:
         self.caches.update(other.caches)
 
 
-class _Frame(msgspec.Struct):
-    type: str
-    payload: msgspec.Raw
-    userId: str = ""
-    timestamp: str = ""
-
-
-class _Updated(msgspec.Struct):
-    taskId: str
-    version: int
-    changes: dict[str, Any]
-
-
-class _Snapshot(msgspec.Struct):
-    taskId: str
-    version: int
-    fields: dict[str, Any]
-
-
-class _Presence(msgspec.Struct):
-    taskId: str
-    userId: str = ""
-    reason: str = ""
-    viewers: list[str] = []
-
-
-_frame = msgspec.json.Decoder(_Frame)
-_updated = msgspec.json.Decoder(_Updated)
-_snapshot = msgspec.json.Decoder(_Snapshot)
-_presence = msgspec.json.Decoder(_Presence)
+# Frames are decoded with the schema's own structs (the wire contract's single definition). A separate set of
+# looser structs decoded a task.updated frame in 0.84 us instead of 2.7 us (min of 7 x 200,000, this machine):
+# ~2 us per received frame, small beside the asyncio websockets client's own cost per frame, so not worth a
+# second definition of the wire format.
+_envelope = msgspec.json.Decoder(Envelope)
+_payloads = {kind: msgspec.json.Decoder(cls) for kind, cls in SERVER_PAYLOADS.items()}
 _encode = msgspec.json.encode
 
 
@@ -160,7 +137,7 @@ class SimClient:
             url = f"{self.urls[self.instance]}?token={self.token}&workspace={self.plan.workspace}"
             try:
                 self.ws = await connect(url, compression=None, max_size=None, open_timeout=10)
-                first = _frame.decode(await asyncio.wait_for(self.ws.recv(decode=False), 10))
+                first = _envelope.decode(await asyncio.wait_for(self.ws.recv(decode=False), 10))
                 if first.type != "session.welcome":
                     raise ConnectionError(f"expected session.welcome, got {first.type}")
                 self.conn_count += 1
@@ -296,7 +273,7 @@ class SimClient:
                 await self.send("presence.join", {"taskId": self.viewing})
 
     # --- one received frame ------------------------------------------------------------------------------------
-    def _delivery(self, frame: _Frame, ev: _Updated, received_ns: int, dropped: bool) -> None:
+    def _delivery(self, frame: Envelope, ev: TaskUpdated, received_ns: int, dropped: bool) -> None:
         sent_ns = ev.changes.get("_sentNs")
         ok = isinstance(sent_ns, int)
         latency = (received_ns - sent_ns) / 1e6 if ok and not dropped else float("nan")
@@ -306,25 +283,26 @@ class SimClient:
                                     frame.timestamp, self.now(), latency, dropped))
 
     def _on_drop(self, raw: str | bytes) -> None:
-        frame = _frame.decode(raw)
-        self._delivery(frame, _updated.decode(frame.payload), time.monotonic_ns(), dropped=True)
+        frame = _envelope.decode(raw)
+        self._delivery(frame, _payloads["task.updated"].decode(frame.payload), time.monotonic_ns(), dropped=True)
 
     def _on_frame(self, raw: str | bytes) -> None:
         received_ns = time.monotonic_ns()
-        frame = _frame.decode(raw)
+        frame = _envelope.decode(raw)
         kind = frame.type
         if kind == "task.updated":
-            ev = _updated.decode(frame.payload)
+            ev = _payloads[kind].decode(frame.payload)
             self._delivery(frame, ev, received_ns, dropped=False)
             now = self.now()
             self._applied(self.cache.on_update(ev.taskId, ev.version, ev.changes, now), now)
         elif kind == "task.snapshot":
-            ev = _snapshot.decode(frame.payload)
+            ev = _payloads[kind].decode(frame.payload)
             now = self.now()
             self._applied(self.cache.on_snapshot(ev.taskId, ev.version, ev.fields, now), now)
         elif kind in ("presence.joined", "presence.left"):
-            ev = _presence.decode(frame.payload)
-            self.rec.presence.append((self.plan.user, ev.userId, ev.taskId, kind.split(".")[1], ev.reason or None,
+            ev = _payloads[kind].decode(frame.payload)
+            reason = ev.reason if isinstance(ev, PresenceLeft) else None
+            self.rec.presence.append((self.plan.user, ev.userId, ev.taskId, kind.split(".")[1], reason,
                                       self.now()))
         elif kind == "error":
             self.rec.connections.append((self.plan.user, self.plan.workspace, self.instance, "error", self.now(),

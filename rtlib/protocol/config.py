@@ -25,7 +25,7 @@ class ServerConfig:
     # Inbound bytes per connection: a budget beside the frame rate, so 64 KiB frames at the frame rate (6.4 MB/s,
     # re-sent to every member of the workspace) cannot monopolise the loop for the neighbours.
     byte_rate: float = 256 * 1024  # bytes per second, sustained
-    byte_burst: int = 1024 * 1024
+    byte_burst: int = 512 * 1024
     # Frames refused in a row (each answered with `rate_limited`) before the connection is closed 1008.
     rate_limit_strikes: int = 50
     # Open connections of one user on one instance; the next handshake is refused with 429. A bound on what

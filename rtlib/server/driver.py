@@ -21,8 +21,6 @@ from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from websockets.asyncio.server import Server as WsServer
 from websockets.asyncio.server import ServerConnection, serve
@@ -40,7 +38,7 @@ from rtlib.protocol.session import Request as ClientRequest
 from rtlib.protocol.session import Session
 from rtlib.server.auth import verify_token
 from rtlib.server.fanout import Fanout, Peer, slow_consumer_closer
-from rtlib.server.resp import RespConnection
+from rtlib.server.resp import RETRY, RespConnection, backoff
 from rtlib.server.static import StaticFiles
 from rtlib.server.store import RedisStore
 from rtlib.server.tasks import spawn
@@ -81,16 +79,18 @@ class RealtimeServer:
 
     # --- lifecycle ----------------------------------------------------------------------------------------
     async def start(self) -> RealtimeServer:
-        # Retry a command once on a dropped connection: after a Redis restart the pool still holds dead
-        # sockets, and the first command on each would otherwise fail a client request.
+        # Retry a command on a dropped connection (rtlib's one retry policy, resp.RETRY): after a Redis restart
+        # the pool still holds dead sockets, and the first command on each would otherwise fail a client request.
         # A blocking pool: in a reconnect storm (hundreds of clients failing over at once) callers wait for a
         # connection instead of failing with MaxConnectionsError and closing healthy sockets.
         pool = BlockingConnectionPool.from_url(self.redis_url, max_connections=64, timeout=10,
-                                               retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+                                               retry=RETRY,
                                                retry_on_error=[RedisConnectionError])
         self.redis = Redis(connection_pool=pool)
         await self.redis.ping()
-        self.store = RedisStore(self.redis, RespConnection(self.redis_url))
+        # The hot path's commands share the pub/sub connection when it speaks RESP3 (Fanout.command_connection).
+        fast = RespConnection(self.redis_url, shared=lambda: self.fanout.command_connection)
+        self.store = RedisStore(self.redis, fast)
         self.fanout.on_lost = self._on_redis_lost
         await self.fanout.connect(self.redis_url)
         self._ws = await serve(
@@ -154,16 +154,17 @@ class RealtimeServer:
             self._reconnect = asyncio.ensure_future(self._reconnect_pubsub())
 
     async def _reconnect_pubsub(self) -> None:
-        delay = 0.05
+        failures = 0
         while self._ws is not None:
             try:
                 await self.fanout.reconnect(self.redis_url)
                 log.warning("%s: redis pub/sub reconnected", self.server_id)
                 return
-            except OSError as exc:
+            except OSError as exc:  # the same backoff as every Redis retry (resp.backoff), for as long as it takes
+                failures += 1
+                delay = backoff(failures)
                 log.warning("%s: redis pub/sub reconnect failed (%s); retry in %.2fs", self.server_id, exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
 
     # --- handshake --------------------------------------------------------------------------------------------
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:

@@ -7,8 +7,11 @@ frame is queued on every local connection of the workspace. Queues are flushed a
 so events that arrive together reach a socket in one ``write()``: under load, one syscall carries several
 events (the hint from ``websockets.broadcast()``, taken one step further).
 
-The pub/sub reader is a small asyncio protocol on hiredis's parser rather than redis-py's ``PubSub``:
-on the hot path it saves the per-message dict building and locking (measured in ``bench/``).
+The pub/sub connection is :class:`rtlib.server.resp.RespProtocol` (rtlib's one Redis connection layer, hiredis's
+parser) rather than redis-py's ``PubSub``: on the hot path it saves the per-message dict building and locking,
+and the queues are flushed once per read. On Redis >= 6 it speaks RESP3, so the same connection also carries
+the hot path's commands (:attr:`Fanout.command_connection`): per ``task.update``, Redis writes the event and the
+script's reply to one socket, and this instance reads them with one wake-up instead of two.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 from rtlib.protocol.errors import CloseCode
-from rtlib.server.resp import pack_command, parse_redis_url
+from rtlib.server.resp import RespProtocol, open_connection, pack_command, parse_redis_url
 from rtlib.server.store import channel
 from rtlib.server.tasks import spawn
 
@@ -51,27 +54,6 @@ class Peer:
         self.on_slow = on_slow
 
 
-class _PubSubProtocol(asyncio.Protocol):
-    def __init__(self, fanout: Fanout) -> None:
-        self.fanout = fanout
-        self.reader = hiredis.Reader()
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.reader.feed(data)
-        fanout = self.fanout
-        while (reply := self.reader.gets()) is not False:
-            fanout._on_reply(reply)
-        fanout.flush()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.fanout._protocol is self:  # not a connection already replaced by a reconnect
-            self.fanout._on_lost(exc)
-
-
 class Fanout:
     """Local rooms (workspace -> peers) fed by Redis pub/sub; also the single write path for direct replies."""
 
@@ -79,24 +61,34 @@ class Fanout:
         self.max_write_buffer = max_write_buffer
         self.rooms: dict[str, dict[str, Peer]] = {}
         self._dirty: list[Peer] = []
-        self._protocol: _PubSubProtocol | None = None
+        self._flush_soon = False  # a flush is scheduled (call_soon)
+        self._protocol: RespProtocol | None = None
         self._pending: dict[bytes, list[asyncio.Future[None]]] = {}
         self._closing = False
         self.on_lost: Callable[[Exception | None], None] | None = None
         self.events_in = 0  # pub/sub messages received (one per event per instance)
 
     async def connect(self, redis_url: str) -> None:
-        """Open the pub/sub connection (``redis://[user:password@]host:port``)."""
-        address = parse_redis_url(redis_url)
-        loop = asyncio.get_running_loop()
-        _, self._protocol = await loop.create_connection(lambda: _PubSubProtocol(self), address.host, address.port)
-        if auth := address.auth_command():
-            self._write(auth)
+        """Open the pub/sub connection (any URL :func:`~rtlib.server.resp.parse_redis_url` reads)."""
+        protocol = await open_connection(parse_redis_url(redis_url), resp3=True)
+        protocol.subscribe_mode(self._on_reply, self.flush_soon)
+        protocol.on_lost = self._connection_lost
+        self._protocol = protocol
 
     @property
     def connected(self) -> bool:
-        p = self._protocol
-        return p is not None and p.transport is not None and not p.transport.is_closing()
+        return self._protocol is not None and self._protocol.open
+
+    @property
+    def command_connection(self) -> RespProtocol | None:
+        """The pub/sub connection if it also takes commands (RESP3, Redis >= 6), else None. The hot path sends
+        ``task.update``'s script on it, so the script's reply and the event it published come back in one read."""
+        protocol = self._protocol
+        return protocol if protocol is not None and protocol.resp3 else None
+
+    def _connection_lost(self, protocol: RespProtocol, exc: Exception | None) -> None:
+        if protocol is self._protocol:  # not a connection already replaced by a reconnect
+            self._on_lost(exc)
 
     async def reconnect(self, redis_url: str) -> None:
         """Open a new pub/sub connection and re-subscribe every room that still has local peers."""
@@ -107,12 +99,12 @@ class Fanout:
     def _write(self, data: bytes) -> None:
         if not self.connected:
             raise ConnectionError("redis pub/sub connection is down")
-        self._protocol.transport.write(data)  # type: ignore[union-attr]
+        self._protocol.write(data)  # type: ignore[union-attr]
 
     async def close(self) -> None:
         self._closing = True
-        if self._protocol is not None and self._protocol.transport is not None:
-            self._protocol.transport.close()
+        if self._protocol is not None:
+            self._protocol.close()
 
     # --- rooms --------------------------------------------------------------------------------------------
     async def add(self, peer: Peer) -> None:
@@ -196,13 +188,21 @@ class Fanout:
         """Queue a direct reply to one peer, in order with its room events; written at the next flush."""
         if not peer.queue:
             self._dirty.append(peer)
-            if len(self._dirty) == 1:
-                asyncio.get_running_loop().call_soon(self.flush)
+            self.flush_soon()
         peer.queue.append(text_frame(event))
+
+    def flush_soon(self) -> None:
+        """Flush after the callbacks already scheduled: a read from Redis that resolves a ``task.update``'s
+        script call also holds its event (RESP3, one connection), and the handler it resumes queues the ack
+        before this flush, so the sender gets event and ack in one write."""
+        if self._dirty and not self._flush_soon:
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
         """Write each dirty peer's queued frames in one ``transport.write`` (one syscall when it drains)."""
         dirty, self._dirty = self._dirty, []
+        self._flush_soon = False
         for peer in dirty:
             frames, peer.queue = peer.queue, []
             if not frames:

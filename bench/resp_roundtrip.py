@@ -27,9 +27,10 @@ from redis.asyncio import Redis  # noqa: E402
 
 from rtlib.server.redis_process import RedisProcess  # noqa: E402
 from rtlib.server.resp import RespConnection, script_sha  # noqa: E402
-from rtlib.server.store import _UPDATE, _task_keys, channel  # noqa: E402
+from rtlib.server.store import _UPDATE, _index_key, _task_keys, channel  # noqa: E402
 
-ARGS = [channel("w1"), b"\n" + b'{"type":"task.updated","payload":{"version":', b"}}", b"1", "title", b'"x"']
+# The update script's layout (see rtlib.server.store): channel, prefix, suffix, publish, task id, field, value.
+ARGS = [channel("w1"), b"\n" + b'{"type":"task.updated","payload":{"version":', b"}}", b"1", "t1", "title", b'"x"']
 
 
 async def one_round(url: str, n: int) -> dict[str, dict[str, float]]:
@@ -37,7 +38,7 @@ async def one_round(url: str, n: int) -> dict[str, dict[str, float]]:
     lean = RespConnection(url)
     script = pyredis.register_script(_UPDATE)
     sha = script_sha(_UPDATE)
-    keys = _task_keys("w1", "t1")
+    keys = [*_task_keys("w1", "t1"), _index_key("w1")]
     calls = {
         ("redis-py", "PING"): lambda: pyredis.ping(),
         ("lean", "PING"): lambda: lean.call("PING"),

@@ -22,6 +22,7 @@ __all__ = [
     "presence_change",
     "presence_state",
     "snapshot",
+    "task_page",
     "task_updated_parts",
     "welcome",
 ]
@@ -52,6 +53,16 @@ def snapshot(ws: str, user: str, task_id: str, version: int, fields: dict[str, m
     if ref is not None:
         payload["ref"] = ref
     return encode_event("task.snapshot", ws, payload, user, now)
+
+
+def task_page(ws: str, user: str, tasks: list[tuple[str, int, dict[str, msgspec.Raw]]], next_cursor: str | None,
+              now: float, ref: str | None = None) -> bytes:
+    """The reply to ``task.list``: one page of ``(taskId, version, fields)`` and the next page's cursor."""
+    payload: dict[str, Any] = {
+        "tasks": [{"taskId": t, "version": v, "fields": f} for t, v, f in tasks], "nextCursor": next_cursor}
+    if ref is not None:
+        payload["ref"] = ref
+    return encode_event("task.page", ws, payload, user, now)
 
 
 def error(ws: str, user: str, code: ErrorCode, message: str, ref: str | None, now: float) -> bytes:

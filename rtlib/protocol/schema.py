@@ -25,8 +25,11 @@ __all__ = [
     "ServerEnvelope",
     "Envelope",
     "Id",
+    "LIST_DEFAULT_LIMIT",
+    "LIST_MAX_LIMIT",
     "PresenceRequest",
     "TaskGet",
+    "TaskList",
     "TaskUpdate",
     "decode_client_frame",
     "encode_event",
@@ -95,6 +98,24 @@ class TaskGet(msgspec.Struct, forbid_unknown_fields=True):
     ref: Ref | None = None
 
 
+#: ``task.list`` page size: the default, and the most one page may hold (a page of 200 tasks of a few fields
+#: stays well under a megabyte; bigger boards take several round trips rather than one huge frame).
+LIST_DEFAULT_LIMIT = 100
+LIST_MAX_LIMIT = 200
+
+
+class TaskList(msgspec.Struct, forbid_unknown_fields=True):
+    """``task.list``: one page of the workspace's tasks, in task id order, after ``cursor`` (exclusive).
+
+    The only request that names no task: it lists tasks (fields and versions), never who is viewing them.
+    """
+
+    cursor: Annotated[Id | None, msgspec.Meta(
+        description="nextCursor of the previous page; omit or null for the first page")] = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=LIST_MAX_LIMIT)] = LIST_DEFAULT_LIMIT
+    ref: Ref | None = None
+
+
 class PresenceRequest(msgspec.Struct, forbid_unknown_fields=True):
     """``presence.join`` / ``presence.heartbeat`` / ``presence.leave``: about one task."""
 
@@ -105,6 +126,7 @@ class PresenceRequest(msgspec.Struct, forbid_unknown_fields=True):
 CLIENT_TYPES: dict[str, type[msgspec.Struct]] = {
     "task.update": TaskUpdate,
     "task.get": TaskGet,
+    "task.list": TaskList,
     "presence.join": PresenceRequest,
     "presence.heartbeat": PresenceRequest,
     "presence.leave": PresenceRequest,
@@ -141,6 +163,20 @@ class TaskSnapshot(msgspec.Struct):
     ref: Ref | None = None
 
 
+class TaskEntry(msgspec.Struct):
+    """One task of a ``task.page``: the same consistent (version, fields) pair a ``task.snapshot`` carries."""
+
+    taskId: Id
+    version: int
+    fields: dict[FieldName, Any]
+
+
+class TaskPage(msgspec.Struct):
+    tasks: list[TaskEntry]
+    nextCursor: Id | None
+    ref: Ref | None = None
+
+
 class PresenceJoined(msgspec.Struct):
     taskId: Id
     userId: Id
@@ -168,6 +204,7 @@ SERVER_PAYLOADS: dict[str, type[msgspec.Struct]] = {
     "task.updated": TaskUpdated,
     "ack": Ack,
     "task.snapshot": TaskSnapshot,
+    "task.page": TaskPage,
     "presence.joined": PresenceJoined,
     "presence.state": PresenceState,
     "presence.left": PresenceLeft,

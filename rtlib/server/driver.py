@@ -34,12 +34,13 @@ from rtlib.protocol.history import EPOCH_RE, OFFSET_RE, decide_resume, offset_ke
 from rtlib.protocol.presence import PresenceChange, left_change
 from rtlib.protocol.presence_protocol import PresenceProtocol, Remove
 from rtlib.protocol.ratelimit import Pacer
-from rtlib.protocol.schema import PresenceRequest, TaskGet, TaskUpdate
+from rtlib.protocol.schema import PresenceRequest, TaskGet, TaskList, TaskUpdate
 from rtlib.protocol.session import Request as ClientRequest
 from rtlib.protocol.session import Session
 from rtlib.server.auth import verify_token
 from rtlib.server.fanout import Fanout, Peer, slow_consumer_closer
 from rtlib.server.resp import RETRY, RespConnection, backoff
+from rtlib.server.static import StaticFiles
 from rtlib.server.store import RedisStore
 from rtlib.server.tasks import spawn
 
@@ -67,6 +68,7 @@ class RealtimeServer:
         self.redis: Redis | None = None
         self.store: RedisStore | None = None
         self.fanout = Fanout(config.max_write_buffer)
+        self.static = StaticFiles()
         self.sessions: dict[str, Session] = {}
         self._user_conns: Counter[str] = Counter()  # open connections per user on this instance
         self.presence = PresenceProtocol(config.presence)
@@ -213,6 +215,8 @@ class RealtimeServer:
 
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
+        if self.static.handles(url.path):  # the board page: plain GETs, no token, no Origin rule
+            return self.static.respond(connection, url.path)
         if url.path != WS_PATH:
             return connection.respond(HTTPStatus.NOT_FOUND, f"no endpoint at {url.path}; use {WS_PATH}\n")
         query = parse_qs(url.query)
@@ -339,6 +343,9 @@ class RealtimeServer:
         elif isinstance(payload, TaskGet):
             version, fields = await store.get_task(ws, payload.taskId)
             fanout.send(peer, session.snapshot(payload, version, fields, now))
+        elif isinstance(payload, TaskList):
+            tasks, next_cursor = await store.list_tasks(ws, payload.cursor, payload.limit)
+            fanout.send(peer, session.task_page(payload, tasks, next_cursor, now))
         elif isinstance(payload, PresenceRequest):
             op = self.presence.request(session, request.type, payload.taskId, now)
             if isinstance(op, Remove):
@@ -367,6 +374,12 @@ class RealtimeServer:
                 await self.sweep(time.time())
             except Exception:
                 log.exception("%s: presence sweep failed", self.server_id)
+            # redis-py can swallow a CancelledError that lands mid-command (it disconnects and carries on), so
+            # a cancel from stop() may never surface here: honour a pending cancel explicitly, or stop() waits for
+            # this loop forever (seen as 120 s test-teardown hangs, about one full run in two).
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
 
     async def sweep(self, now: float) -> list[PresenceChange]:
         """Pop the entries expired at ``now``; the store publishes their ``presence.left`` (reason ``timeout``).

@@ -6,6 +6,9 @@ script's single ``INCR``; presence facts go back to :mod:`rtlib.protocol.presenc
 Keys (ids never contain ``:``; see :data:`rtlib.protocol.schema.Id`):
 
 * ``rt:{ws}:ver:{task}`` (string) the task's version; ``rt:{ws}:task:{task}`` (hash) field -> JSON value
+* ``rt:{ws}:tasks`` (sorted set, every score 0) the workspace's task ids, for ``task.list`` (see below). Only
+  tasks created since the index exists are in it: a Redis that kept tasks from an older rtlib (the embedded one
+  keeps nothing) needs them added once, e.g. ``ZADD rt:{ws}:tasks 0 {task}`` per ``rt:{ws}:ver:*`` key.
 * ``rt:{ws}:pres:{task}`` (sorted set) member ``conn:user``, score = last heartbeat (Unix seconds)
 * ``rt:{ws}:pres:{task}:n`` (hash) user -> number of that user's entries on the task
 * ``rt:presence:due`` (sorted set) member ``ws:task``, score = oldest heartbeat on that task (sweep index)
@@ -36,6 +39,10 @@ def channel(ws: str) -> str:
 
 def _task_keys(ws: str, task: str) -> list[str]:
     return [f"rt:{ws}:ver:{task}", f"rt:{ws}:task:{task}"]
+
+
+def _index_key(ws: str) -> str:
+    return f"rt:{ws}:tasks"
 
 
 def _presence_keys(ws: str, task: str) -> list[str]:
@@ -71,16 +78,19 @@ local function emit(ws, exclude, event)
 end
 """
 
-# KEYS: ver, fields, ref key (or ''). ARGV: workspace, event prefix, event suffix, publish (1/0), ref TTL (s),
-# field, value, ... With a ref key, the update is idempotent per (user, ref) for the TTL: a retry (after a
-# dropped connection, say) gets the version of the first attempt and bumps nothing. Returns {version, retry}.
+# KEYS: ver, fields, ref key (or ''), index. ARGV: workspace, event prefix, event suffix, publish (1/0), ref TTL
+# (s), task id, field, value, ... With a ref key, the update is idempotent per (user, ref) for the TTL: a retry
+# (after a dropped connection, say) gets the version of the first attempt and bumps nothing. The task index is
+# written by the same script that creates the task (version 0 -> 1), so a task is listed exactly when it
+# exists, on every instance, with one ZADD per task lifetime rather than per update. Returns {version, retry}.
 _UPDATE = _EMIT + """
 if KEYS[3] ~= '' then
   local prior = redis.call('GET', KEYS[3])
   if prior then return {tonumber(prior), 1} end
 end
 local v = redis.call('INCR', KEYS[1])
-if #ARGV > 5 then redis.call('HSET', KEYS[2], unpack(ARGV, 6)) end
+if v == 1 then redis.call('ZADD', KEYS[4], 0, ARGV[6]) end
+if #ARGV > 6 then redis.call('HSET', KEYS[2], unpack(ARGV, 7)) end
 if KEYS[3] ~= '' then redis.call('SET', KEYS[3], v, 'EX', ARGV[5]) end
 if ARGV[4] == '1' then emit(ARGV[1], '', ARGV[2] .. v .. ARGV[3]) end
 return {v, 0}
@@ -100,6 +110,28 @@ local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 local after = {}
 if ARGV[1] ~= '' then after = redis.call('XRANGE', KEYS[2], '(' .. ARGV[1], '+', 'COUNT', tonumber(ARGV[2])) end
 return {epoch, first[1] and first[1][1] or false, last[1] and last[1][1] or false, after}
+"""
+
+# KEYS: index. ARGV: key prefix 'rt:{ws}:', cursor ('' = from the start), limit.
+# Why a sorted set of ids (all scores 0, so ZRANGEBYLEX orders them by id) and not SCAN over 'rt:{ws}:ver:*':
+# SCAN walks the whole keyspace of every workspace, may return a key twice and pages by hash slot, so a cursor
+# would be neither stable nor cheap. Lexicographic paging after the last id seen is stable while tasks are
+# created concurrently (a new id lands either before the cursor, and was never promised, or after it, and is
+# listed). Each task's (version, fields) is read in the same script, so every entry is a consistent snapshot.
+_LIST = """
+local from = '-'
+if ARGV[2] ~= '' then from = '(' .. ARGV[2] end
+local limit = tonumber(ARGV[3])
+local ids = redis.call('ZRANGEBYLEX', KEYS[1], from, '+', 'LIMIT', 0, limit + 1)
+local more = 0
+if #ids > limit then more = 1; table.remove(ids) end
+local out = {more}
+for _, id in ipairs(ids) do
+  table.insert(out, id)
+  table.insert(out, redis.call('GET', ARGV[1] .. 'ver:' .. id) or '0')
+  table.insert(out, redis.call('HGETALL', ARGV[1] .. 'task:' .. id))
+end
+return out
 """
 
 # KEYS: ver, fields.
@@ -204,6 +236,7 @@ class RedisStore:
         self._update_sha = script_sha(sized["update"])
         self._update = redis.register_script(sized["update"])
         self._get = redis.register_script(_GET)
+        self._list = redis.register_script(_LIST)
         self._upsert = redis.register_script(sized["upsert"])
         self._remove = redis.register_script(sized["remove"])
         self._expire = redis.register_script(sized["expire"])
@@ -220,10 +253,10 @@ class RedisStore:
         changes nothing and returns the first attempt's version. Returns ``(version, was_a_retry)``.
         """
         ref_key = f"rt:{ws}:ref:{user}:{ref}" if ref is not None and self.idempotency_ttl > 0 else ""
-        args: list[Any] = [ws, prefix, suffix, b"1" if publish else b"0", max(1, round(self.idempotency_ttl))]
+        args: list[Any] = [ws, prefix, suffix, b"1" if publish else b"0", max(1, round(self.idempotency_ttl)), task]
         for name, value in changes.items():
             args += [name, bytes(value)]
-        keys = [*_task_keys(ws, task), ref_key]
+        keys = [*_task_keys(ws, task), ref_key, _index_key(ws)]
         if self.fast is not None:
             version, retry = await self.fast.evalsha(self._update_text, self._update_sha, keys, args)
         else:
@@ -257,6 +290,20 @@ class RedisStore:
         version, flat = await self._get(keys=_task_keys(ws, task))
         fields = {_text(flat[i], "replace"): msgspec.Raw(_utf8(flat[i + 1])) for i in range(0, len(flat), 2)}
         return int(version), fields
+
+    async def list_tasks(self, ws: str, cursor: str | None, limit: int
+                         ) -> tuple[list[tuple[str, int, dict[str, msgspec.Raw]]], str | None]:
+        """Up to ``limit`` tasks after ``cursor`` (exclusive) in task id order, each ``(id, version, fields)``,
+        and the cursor of the next page (``None`` on the last page). Works on any instance: the index is in Redis.
+        Values are repaired on the way out exactly as in :meth:`get_task`: one poisoned task must not break a
+        whole page for every reader."""
+        flat = await self._list(keys=[_index_key(ws)], args=[f"rt:{ws}:", cursor or "", limit])
+        tasks = []
+        for i in range(1, len(flat), 3):
+            pairs = flat[i + 2]
+            fields = {_text(pairs[j], "replace"): msgspec.Raw(_utf8(pairs[j + 1])) for j in range(0, len(pairs), 2)}
+            tasks.append((_text(flat[i]), int(flat[i + 1]), fields))
+        return tasks, (tasks[-1][0] if int(flat[0]) and tasks else None)
 
     # --- presence: each operation is one script that also publishes its event ---------------------------------
     async def presence_upsert(self, op: Upsert) -> tuple[EntryFact, list[str]]:

@@ -286,7 +286,7 @@ class SimClient:
                 await self.send("presence.join", {"taskId": self.viewing})
 
     # --- one received frame ------------------------------------------------------------------------------------
-    def _delivery(self, frame: Envelope, ev: TaskUpdated, received_ns: int, dropped: bool) -> None:
+    def _delivery(self, frame: ServerEnvelope, ev: TaskUpdated, received_ns: int, dropped: bool) -> None:
         sent_ns = ev.changes.get("_sentNs")
         ok = isinstance(sent_ns, int)
         latency = (received_ns - sent_ns) / 1e6 if ok and not dropped else float("nan")

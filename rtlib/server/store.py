@@ -17,6 +17,7 @@ Keys (ids never contain ``:``; see :data:`rtlib.protocol.schema.Id`):
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import msgspec
@@ -250,9 +251,17 @@ class RedisStore:
         ``prefix + version + suffix`` to the workspace (and its history), atomically.
 
         With a ``ref``, the update is idempotent per ``(user, ref)`` for ``idempotency_ttl`` seconds: a retry
-        changes nothing and returns the first attempt's version. Returns ``(version, was_a_retry)``.
+        (the same task and changes again) changes nothing and returns the first attempt's version.
+        Returns ``(version, was_a_retry)``.
         """
-        ref_key = f"rt:{ws}:ref:{user}:{ref}" if ref is not None and self.idempotency_ttl > 0 else ""
+        ref_key = ""
+        if ref is not None and self.idempotency_ttl > 0:
+            # Only a true retry (same user, ref, task and changes) is deduplicated: a client that reuses a ref
+            # for another update (a counter restarted by a page reload, say) must not have it dropped.
+            digest = hashlib.blake2b(task.encode(), digest_size=8)
+            for name, value in changes.items():
+                digest.update(b"\0" + name.encode() + b"\0" + bytes(value))
+            ref_key = f"rt:{ws}:ref:{user}:{digest.hexdigest()}:{ref}"
         args: list[Any] = [ws, prefix, suffix, b"1" if publish else b"0", max(1, round(self.idempotency_ttl)), task]
         for name, value in changes.items():
             args += [name, bytes(value)]

@@ -146,13 +146,14 @@ export class RtlibClient extends EventTarget {
     this.viewers = new Map(); // taskId -> Set of user ids, for viewed tasks only
     this.attempt = 0;
     this.#refs = 0;
+    this.#refBase = Math.random().toString(36).slice(2, 10);
     this.#acks = new Map();
     this.#socket = null;
     this.#timers = {};
     this.#closed = true;
   }
 
-  #refs; #acks; #socket; #timers; #closed;
+  #refs; #refBase; #acks; #socket; #timers; #closed;
 
   /** Every known task as {version, fields}, by id. */
   get tasks() {
@@ -337,8 +338,10 @@ export class RtlibClient extends EventTarget {
   }
 
   #ref(kind) {
+    // Unique per client instance, not just per page: the server treats a repeated (user, ref) with the same
+    // changes as a retry for a few minutes, so a counter restarted by a reload must not collide.
     this.#refs += 1;
-    return `${kind}-${this.#refs}`;
+    return `${kind}-${this.#refBase}-${this.#refs}`;
   }
 
   #settle(ref, error, value) {

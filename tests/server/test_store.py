@@ -135,17 +135,19 @@ async def test_update_with_a_ref_is_idempotent_per_user(store: RedisStore) -> No
     await pubsub.get_message(timeout=1.0)
     change = {"a": msgspec.Raw(b"1")}
     first = await store.update_task("w", "t", change, b'{"v":', b"}", user="alice", ref="r1")
-    again = await store.update_task("w", "t", {"a": msgspec.Raw(b"2")}, b'{"v":', b"}", user="alice", ref="r1")
+    again = await store.update_task("w", "t", change, b'{"v":', b"}", user="alice", ref="r1")  # a retry
     other = await store.update_task("w", "t", change, b'{"v":', b"}", user="bob", ref="r1")
     plain = [await store.update_task("w", "t", change, b'{"v":', b"}", user="alice") for _ in range(2)]
     assert first == (1, False) and again == (1, True) and other == (2, False)
     assert plain == [(3, False), (4, False)]  # no ref: never deduplicated
-    assert (await store.get_task("w", "t"))[1]["a"] == msgspec.Raw(b"1")  # the retry changed nothing
+    # A reused ref with other changes (a client whose counter restarted) is a new update, not a retry.
+    reused = await store.update_task("w", "t", {"a": msgspec.Raw(b"2")}, b'{"v":', b"}", user="alice", ref="r1")
+    assert reused == (5, False) and (await store.get_task("w", "t"))[1]["a"] == msgspec.Raw(b"2")
     published = []
     while (m := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)) is not None:
         published.append(msgspec.json.decode(m["data"].partition(b"\n")[2])["v"])
     await pubsub.aclose()
-    assert published == [1, 2, 3, 4]
+    assert published == [1, 2, 3, 4, 5]
 
 
 async def test_every_published_event_is_in_the_history_with_its_offset(store: RedisStore) -> None:

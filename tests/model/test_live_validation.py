@@ -34,7 +34,8 @@ def test_model_matches_live(cluster: Cluster, case: str) -> None:
     sc = Scenario(clients=CLIENTS, workspaces=1, tasks=6, update_rate=0.5, viewers=1.0, time_scale=TIME_SCALE,
                   seed=SEED, drain=0.5, **fields)
     row = compare_run(cluster.run(sc, progress=False), plan_clients(sc, 2), 2)
-    assert row["live_detected"] == row["model_detected"] == row["crashes"] > 0
+    # the same crashes announced (a crasher already shown gone by a flap when it crashed has no later left)
+    assert row["live_detected"] == row["model_detected"] > 0
     for q in ("td_p50", "td_p90", "td_p99"):
         assert row[f"{q}_rel"] <= 0.05, (q, row[f"live_{q}"], row[f"model_{q}"])
     assert row["mistakes_within"], (row["live_mistakes"], row["model_mistakes"])

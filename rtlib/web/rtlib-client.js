@@ -4,7 +4,8 @@
 // this tab views, and it reconnects by itself. Everything it learns comes out as EventTarget events:
 //   "status"   {status: "connecting" | "connected" | "reconnecting" | "offline", attempt}
 //   "task"     {taskId, version, fields, changes, userId, source: "update" | "snapshot"}
-//   "synced"   {}  every task of the workspace is loaded (after each (re)connect)
+//   "synced"   {}  every task of the workspace is loaded (after each (re)connect that was not resumed)
+//   "resumed"  {recovered}  a reconnect resumed from the last offset: true = the missed events are replayed
 //   "presence" {taskId, viewers}  sorted user ids viewing a task this client views
 //   "protocolerror" {code, message, ref}  an error event the server sent (the connection stays open)
 // The pure parts (TaskCache, backoffDelay) are exported for tests and for other front ends.
@@ -142,6 +143,9 @@ export class RtlibClient extends EventTarget {
     this.status = "offline";
     this.userId = null;
     this.welcome = null;
+    // Where this client is in the workspace history (protocol.md §11a): sent back on reconnect to resume.
+    this.offset = null;
+    this.epoch = null;
     this.viewing = new Set(); // tasks this tab views (re-joined after every reconnect)
     this.viewers = new Map(); // taskId -> Set of user ids, for viewed tasks only
     this.attempt = 0;
@@ -212,7 +216,8 @@ export class RtlibClient extends EventTarget {
   // --- the socket --------------------------------------------------------------------------------------------
   #open() {
     this.#setStatus(this.attempt === 0 ? "connecting" : this.#retryStatus());
-    const q = `token=${encodeURIComponent(this.token)}&workspace=${encodeURIComponent(this.workspaceId)}`;
+    let q = `token=${encodeURIComponent(this.token)}&workspace=${encodeURIComponent(this.workspaceId)}`;
+    if (this.offset && this.epoch) q += `&offset=${encodeURIComponent(this.offset)}&epoch=${encodeURIComponent(this.epoch)}`;
     const ws = new this.WebSocketImpl(`${this.url}?${q}`);
     this.#socket = ws;
     ws.onopen = () => {
@@ -255,6 +260,7 @@ export class RtlibClient extends EventTarget {
   #receive(frame) {
     const p = frame.payload;
     const now = Date.now();
+    if (frame.offset) [this.offset, this.epoch] = [frame.offset, frame.epoch];
     switch (frame.type) {
       case "session.welcome":
         return this.#welcomed(frame);
@@ -295,7 +301,14 @@ export class RtlibClient extends EventTarget {
     this.#timers.stall = setInterval(() => {
       for (const id of this.cache.stalled(Date.now())) this.#resync(id);
     }, Math.max(50, this.options.stallMs / 4));
-    // Events were missed while disconnected: reload every task (protocol.md §10, "after any reconnect").
+    if (frame.payload.recovered === true) {
+      // Resumed: the server replays what was missed, in order, right after this welcome (protocol.md §11a).
+      this.dispatchEvent(new CustomEvent("resumed", { detail: { recovered: true } }));
+      return;
+    }
+    if (frame.payload.epoch) [this.offset, this.epoch] = [frame.payload.offset, frame.payload.epoch];
+    if (frame.payload.recovered === false) this.dispatchEvent(new CustomEvent("resumed", { detail: { recovered: false } }));
+    // Events were missed while disconnected and cannot be replayed: reload every task (protocol.md §10).
     this.cache.beginListing();
     this.#send("task.list", { limit: this.options.pageLimit, ref: this.#ref("l") });
   }

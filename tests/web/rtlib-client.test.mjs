@@ -166,3 +166,33 @@ test("a stalled gap sends task.get; a missing welcome closes the socket and retr
   assert.equal(silent.readyState, 3);
   c.close();
 });
+
+test("a reconnect resumes from the last offset: recovered skips the reload, not recovered reloads", async () => {
+  const c = new RtlibClient({ url: "ws://x/ws", token: "t", workspaceId: "w", WebSocketImpl: FakeSocket,
+    backoffBase: 1, backoffCap: 1 });
+  c.connect();
+  const ws = FakeSocket.last;
+  ws.open();
+  ws.deliver("session.welcome", { heartbeatInterval: 30, presenceTimeout: 60, epoch: "77", offset: "5-0" });
+  ws.deliver("task.page", { tasks: [{ taskId: "T1", version: 1, fields: { a: 1 } }], nextCursor: null });
+  ws.onmessage({ data: JSON.stringify({ type: "task.updated", userId: "bob", offset: "9-1", epoch: "77",
+    payload: { taskId: "T1", version: 2, changes: { a: 2 } } }) });
+  ws.close(1006);
+  await new Promise((r) => setTimeout(r, 5));
+  const ws2 = FakeSocket.last;
+  assert.equal(ws2.url, "ws://x/ws?token=t&workspace=w&offset=9-1&epoch=77");
+  ws2.open();
+  ws2.deliver("session.welcome", { heartbeatInterval: 30, presenceTimeout: 60, epoch: "77", offset: "12-0",
+    recovered: true });
+  assert.deepEqual(ws2.sent.map((f) => f.type), []); // nothing to reload: the replay follows
+  ws2.deliver("task.updated", { taskId: "T1", version: 3, changes: { a: 3 } });
+  assert.deepEqual(c.tasks.get("T1"), { version: 3, fields: { a: 3 } });
+  ws2.close(1006);
+  await new Promise((r) => setTimeout(r, 5));
+  const ws3 = FakeSocket.last;
+  ws3.open();
+  ws3.deliver("session.welcome", { heartbeatInterval: 30, presenceTimeout: 60, epoch: "78", offset: "1-0",
+    recovered: false });
+  assert.deepEqual(ws3.sent.map((f) => f.type), ["task.list"]); // history lost: reload the board
+  c.close();
+});

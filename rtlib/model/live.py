@@ -111,9 +111,17 @@ def compare_run(results: Any, plans: Sequence[Any], instances: int, *, latency: 
     timeouts = presence[(presence["kind"] == "left") & (presence["reason"] == "timeout")].sort_values("t_observed")
     first_seen = [g["t_observed"].to_numpy()[np.r_[True, np.diff(g["t_observed"].to_numpy()) > sc.sweep_interval / 2]]
                   for _, g in timeouts.groupby(["subject", "task"])]  # each event as its first observer saw it
-    offset = sweep_offset(np.concatenate(first_seen) if first_seen else [], sc.sweep_interval, latency=latency / ts)
+    seen = np.concatenate(first_seen) if first_seen else np.array([])
+    offset = sweep_offset(seen, sc.sweep_interval, latency=latency / ts)
+    # How late the run's events were (the first observer of each timeout, after its sweep): the scheduling
+    # noise of this run, in design seconds. The model's frames get it as jitter: at a sweep boundary (Chrome's
+    # minute-aligned beats, gaps equal to the timeout) it decides which of a beat and a sweep comes first.
+    late = np.mod(seen - (-offset) % sc.sweep_interval, sc.sweep_interval) if len(seen) else np.array([])
+    late = late[late < 0.2 * sc.sweep_interval]
+    jitter = float(np.quantile(late, 0.9)) if len(late) >= 5 else 0.0
     msc = ModelScenario(viewers=len(users), hours=sc.duration / 3600, instances=instances, sweep_phase=offset,
-                        delay=latency / 2 / ts, jitter=0.0, redis_rtt=redis_rtt / ts, departures=0.0, seed=sc.seed)
+                        delay=latency / 2 / ts, jitter=jitter, redis_rtt=redis_rtt / ts, departures=0.0,
+                        seed=sc.seed)
     config = PresenceConfig(sc.heartbeat_interval, sc.presence_timeout, sc.sweep_interval)
     out = run_fast(tl, config, msc)
     m = metrics(out, tl, msc)
@@ -127,7 +135,8 @@ def compare_run(results: Any, plans: Sequence[Any], instances: int, *, latency: 
     paired = np.array([abs(model_by_user[u] - t) for u, t in zip(d["subject"], live_td, strict=True)
                        if u in model_by_user])
     row: dict[str, Any] = {"heartbeat": sc.heartbeat, "viewers": len(users), "crashes": len(crashed),
-                           "sweep_offset": offset, "live_detected": len(live_td), "model_detected": len(model_td)}
+                           "sweep_offset": offset, "jitter": jitter, "live_detected": len(live_td),
+                           "model_detected": len(model_td)}
     for q in quantiles:
         name = f"td_p{round(q * 100)}"
         live_q = float(np.quantile(live_td, q)) if len(live_td) else math.nan

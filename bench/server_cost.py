@@ -331,6 +331,7 @@ def other_load_pct(before: procstat.CpuSnapshot, after: procstat.CpuSnapshot, ma
 
 def run_case(target: Target, scenario: Scenario, opts: Options) -> dict[str, Any]:
     """Fresh Redis and server, connect, warm up, measure; every child process is stopped on the way out."""
+    load_before = os.getloadavg()[0]
     with ExitStack() as stack:
         redis = stack.enter_context(RedisProcess())
         port = free_port()
@@ -344,7 +345,7 @@ def run_case(target: Target, scenario: Scenario, opts: Options) -> dict[str, Any
         result.update(connect_s=round(connect_s, 2), warmup_s=round(warmup_s, 2))
         if not result["server_alive_at_end"]:
             result["server_log_tail"] = server.log_tail()
-        return {"target": target.name, **result}
+        return {"target": target.name, **result, "loadavg_1min_before": round(load_before, 2)}
 
 
 # --- reporting ---------------------------------------------------------------------------------------------
@@ -546,9 +547,7 @@ def main(argv: list[str] | None = None) -> int:
             scenario = SCENARIOS[scen_name]
             print(f"== {target_name} / scenario {scen_name}: {scenario.description}", flush=True)
             try:
-                load_before = os.getloadavg()[0]
                 result = run_case(TARGETS[target_name](), scenario, opts)
-                result["loadavg_1min_before"] = round(load_before, 2)
             except Exception as exc:  # one broken target must not hide the other's numbers
                 result = {"target": target_name, "scenario": scen_name, "error": f"{type(exc).__name__}: {exc}"}
                 print(f"   FAILED: {result['error']}", flush=True)

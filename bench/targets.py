@@ -26,7 +26,9 @@ class Target:
     name: str
     command: Callable[[int, str], list[str]]  # (port, redis_url) -> argv
     url: Callable[[int, str, str], str]  # (port, workspace, user) -> ws:// URL
-    delivery_type: str  # the envelope type of a frame that delivers an update
+    delivery_type: str  # the envelope type of a frame that delivers an update ("socketio:EVENT": Socket.IO)
+    protocol: str = "ws"  # "socketio": Engine.IO/Socket.IO packets inside the WebSocket frames
+    welcome: bool = False  # the server sends a frame once a connection is set up (idle_memory waits for it)
 
 
 def toy_target() -> Target:
@@ -89,10 +91,24 @@ def rtlib_target(secret: str = "bench-secret-not-for-production", extra_args: tu
             f"ws://127.0.0.1:{port}/ws?token={issue(user, workspace)}&workspace={workspace}"
         ),
         delivery_type="task.updated",
+        welcome=True,
     )
 
 
-TARGETS: dict[str, Callable[[], Target]] = {"toy": toy_target, "rtlib": rtlib_target}
+def _peer(name: str) -> Callable[[], Target]:
+    """A target of ``peers.py`` (Node and python-socketio), imported only when asked for."""
+    def make() -> Target:
+        import peers
+
+        return peers.PEERS[name]()
+
+    return make
+
+
+TARGETS: dict[str, Callable[[], Target]] = {
+    "toy": toy_target, "rtlib": rtlib_target,
+    **{name: _peer(name) for name in ("socketio-node", "ws-node", "python-socketio")},
+}
 
 
 class ServerProcess:

@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint schema bench serve clean
+.PHONY: install test lint schema bench bench-socketio serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,14 +31,22 @@ schema: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/server_cost.py
 
+## make bench-socketio: notebook 06's measurements at full size (rtlib vs Socket.IO on Node and Python, and two
+## plain forwarders); installs the Node peers with npm into ~/.cache/rtlib/node-peers; writes bench/results/.
+bench-socketio: $(STAMP)
+	$(PY) bench/compare.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
 
 .PHONY: demo lab nbtest
 
-## make demo: execute every notebook at full size (hundreds to 1,000 clients, ~10 min) into reports/*.html.
+## make demo: execute every notebook at full size (hundreds to 1,000 clients, ~11 min; a second run re-runs only
+## what changed) into reports/*.html + reports/index.html, then check them in headless Chromium (if installed).
 demo: $(STAMP)
 	$(PY) scripts/make_reports.py
+	@if command -v chromium >/dev/null 2>&1; then $(PY) scripts/check_reports.py; \
+	else echo "(no chromium: the reports were not checked in a browser; apt-get install -y chromium)"; fi
 
 ## make lab: JupyterLab on notebooks/ (the notebooks run at their CI-sized defaults; see notebooks/README.md).
 lab: $(STAMP)

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from rtlib.auth import issue_token
 from rtlib.loopthread import LoopThread
+from rtlib.progress import step as progress_step
 from rtlib.redis_process import RedisProcess, die_with_parent, free_port, stop_process
 from rtlib.results import Results
 from rtlib.scenario import Scenario
@@ -152,6 +153,7 @@ class Cluster:
             self.start(scenario)
         self._configure(scenario.server_options())
         assert self._loop is not None
+        progress_step(f"{scenario.clients} clients, {scenario.duration:g} design s")
         bar = tqdm(total=round(scenario.duration), unit="s", desc=f"{scenario.clients} clients",
                    disable=not progress, leave=False)
         try:

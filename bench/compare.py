@@ -27,7 +27,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ sys.path.insert(0, str(BENCH_DIR.parent))
 import idle_memory  # noqa: E402 (after the sys.path line)
 import peers  # noqa: E402 (after the sys.path line)
 from scenarios import S3_RTLIB_ARGS, FixedSenders, s3_verdict  # noqa: E402 (after the sys.path line)
+from scenarios_report import background_pct  # noqa: E402 (after the sys.path line)
 from server_cost import Options, Scenario, background_load, machine_info, raise_fd_limit, run_case  # noqa: E402
 from targets import Target, rtlib_target, toy_target  # noqa: E402 (after the sys.path line)
 
@@ -62,20 +63,23 @@ class Plan:
     s1: tuple[int, int, float] = (1000, 50, 100.0)  # receivers, workspaces, updates/s
     s2: tuple[int, int, float] = (200, 1, 100.0)
     duration: float = 5.0  # S1/S2 send phase, s
-    s3_rates: tuple[int, ...] = (100, 200, 400, 800, 1600)
+    s3_rates: tuple[int, ...] = (50, 100, 200, 400, 800, 1600)
     s3_step: float = 2.0  # send phase per S3 rate, s
     s3_refine: int = 1  # bisection steps between the last pass and the first failure
     s3_receivers: int = 200
     idle_connections: int = 2000
     idle_workspaces: int = 20
     warmup_min: float = 1.0
-    notes: list[str] = field(default_factory=list)
+    #: A case during which other processes used more than this % of a core is run again (the machine is shared),
+    #: up to ``retries`` times, and the quietest attempt is kept; S3 reruns only failures.
+    noisy_pct: float = 30.0
+    retries: int = 1
 
     @classmethod
     def ci(cls, targets: tuple[str, ...] = TARGET_ORDER) -> Plan:
         return cls(targets=targets, s1=(200, 10, 50.0), s2=(50, 1, 50.0), duration=1.0, s3_rates=(100, 400),
                    s3_step=1.0, s3_refine=0, s3_receivers=50, idle_connections=200, idle_workspaces=10,
-                   warmup_min=0.5)
+                   warmup_min=0.5, retries=0)
 
 
 def make_target(name: str, s3: bool = False) -> Target:
@@ -92,12 +96,26 @@ def _options(plan: Plan, duration: float, receiver_procs: int = 1) -> Options:
                    receiver_procs=receiver_procs, quick=False)
 
 
-def _case(name: str, scenario: Scenario, opts: Options, s3: bool = False) -> dict[str, Any]:
+def _once(name: str, scenario: Scenario, opts: Options, s3: bool = False) -> dict[str, Any]:
     try:
         return run_case(make_target(name, s3), scenario, opts)
     except Exception as exc:  # one broken target must not hide the others' numbers
         return {"target": name, "scenario": scenario.name, "rate": scenario.rate,
                 "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _case(name: str, scenario: Scenario, opts: Options, plan: Plan, say: Callable[[str], None], s3: bool = False,
+          rerun_if: Callable[[dict[str, Any]], bool] = lambda r: True) -> dict[str, Any]:
+    """One case; rerun (``plan.retries`` times at most) while another job was busy during it and ``rerun_if``
+    holds; keep the attempt with the least background load."""
+    attempts = [_once(name, scenario, opts, s3)]
+    while (len(attempts) <= plan.retries and rerun_if(attempts[-1])
+           and plan.noisy_pct < background_pct(attempts[-1]) < math.inf):
+        say(f"   {scenario.name} {name}: other load {background_pct(attempts[-1]):.0f}% of a core, rerunning")
+        attempts.append(_once(name, scenario, opts, s3))
+    best = min(attempts, key=background_pct) if any("error" not in a for a in attempts) else attempts[-1]
+    best["attempts_other_pct"] = [round(background_pct(a), 1) for a in attempts]
+    return best
 
 
 def _brief(r: dict[str, Any]) -> str:
@@ -114,7 +132,8 @@ def _s3_knee(name: str, plan: Plan, say: Callable[[str], None]) -> dict[str, Any
     def attempt(rate: float) -> bool:
         scenario = FixedSenders("S3", plan.s3_receivers, 1, float(rate), f"S3 at {rate:g} updates/s")
         progress_step(f"S3 {name} at {rate:g} updates/s")
-        r = _case(name, scenario, _options(plan, plan.s3_step, receiver_procs=2), s3=True)
+        r = _case(name, scenario, _options(plan, plan.s3_step, receiver_procs=2), plan, say, s3=True,
+                  rerun_if=lambda r: not s3_verdict(r)["pass"])  # only a failure is worth a quieter retry
         r.update(s3_verdict(r))
         steps.append(r)
         say(f"   S3 {name} {rate:g}/s: {'pass' if r['pass'] else 'FAIL (' + r['why'] + ')'}")
@@ -160,7 +179,7 @@ def run(plan: Plan, say: Callable[[str], None] = print) -> dict[str, Any]:
                             f"{receivers:,} receivers / {workspaces} workspace(s), {rate:g} updates/s")
         for name in targets:
             progress_step(f"{key} {name}")
-            r = _case(name, scenario, _options(plan, plan.duration))
+            r = _case(name, scenario, _options(plan, plan.duration), plan, say)
             say(f"   {key} {name}: {_brief(r)}")
             data["latency_cases"].append(r)
     for name in targets:
@@ -201,6 +220,27 @@ def load(path: Path = RESULTS) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def markdown(data: dict[str, Any]) -> str:
+    """The tables of notebook 06 as text (``compare_report``), for ``bench/results/*.md`` and the terminal."""
+    import compare_report as cr
+
+    text, headline, verdict = cr.answer(data)
+    blocks = [("S1 and S2", cr.latency_table(data)), ("Ratios: peer / rtlib (> 1: rtlib better)", cr.ratios(data)),
+              ("S3 knee", cr.knee_table(data)), ("Idle memory", cr.idle_table(data)),
+              ("Client bundle", cr.bundle_table(data))]
+    versions = ", ".join(f"{k} {v}" for k, v in data.get("versions", {}).items())
+    return "\n".join([
+        "# rtlib vs Socket.IO (notebook 06)", "",
+        f"{data['date']} · {data['nproc']} cores ({data['cpu_model']}) · Python {data['python']} · "
+        f"{data['redis_server'].split(' sha=')[0]} · {versions}", "",
+        f"Background load {data['background_load_pct']:.0f}% of a core before the run, "
+        f"{data['background_load_pct_after']:.0f}% after (the machine is shared: the `other load %` column says "
+        f"how much else ran during each case). {data['seconds']:.0f} s in all. Skipped: {data['skipped'] or 'none'}.",
+        "", text, "", f"Verdict on \"ws, not Socket.IO\": **{verdict[0]}**: {verdict[1]}.", "",
+        *[f"## {title}\n\n```\n{frame.to_string(index=False)}\n```\n" for title, frame in blocks],
+    ])
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ci", action="store_true", help="a smoke run (about 2 minutes)")
@@ -209,5 +249,8 @@ if __name__ == "__main__":
     args = parser.parse_args()
     names = tuple(args.targets.split(","))
     result = run(Plan.ci(names) if args.ci else Plan(targets=names))
+    print(markdown(result))
     if args.out or not args.ci:
-        print(f"wrote {save(result, args.out or RESULTS)}")
+        path = save(result, args.out or RESULTS)
+        path.with_suffix(".md").write_text(markdown(result))
+        print(f"wrote {path} and {path.with_suffix('.md')}")

@@ -8,8 +8,8 @@
 notebooks); each opens with the question, the answer and its chart (``rtlib.report.Answer``).
 
 A notebook is re-run only when its cache key changed: the notebook's cells, its parameters, the code it runs
-(``rtlib/``, ``bench/``, ``pyproject.toml``) and the Python version. Otherwise its last executed copy is
-reused and the line says so; when it is re-run, the line says which of those changed.
+(``rtlib/`` and ``pyproject.toml``; notebook 06 also ``bench/``) and the Python version. Otherwise its last
+executed copy is reused and the line says so; when it is re-run, the line says which of those changed.
 
     python scripts/make_reports.py                    # every notebook, full size
     python scripts/make_reports.py --ci 03            # only notebooks whose name contains "03", CI size
@@ -37,6 +37,7 @@ from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter
+from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -44,7 +45,9 @@ import report_index  # noqa: E402 (after the sys.path line)
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-CODE = ("rtlib/**/*.py", "bench/**/*.py", "bench/node/*.js", "bench/node/package-lock.json", "pyproject.toml")
+#: The code each notebook runs (a change re-runs it): rtlib for all; notebook 06 runs the bench's load driver too.
+CODE = ("rtlib/**/*.py", "pyproject.toml")
+CODE_EXTRA = {"06": ("bench/**/*.py", "bench/node/*.js", "bench/node/package-lock.json")}
 
 #: Full-size parameters per notebook (all of them in about 11 minutes on a 2-core machine).
 FULL: dict[str, dict[str, Any]] = {
@@ -59,7 +62,7 @@ FULL: dict[str, dict[str, Any]] = {
                                   "SCALE_TIME_SCALE": 0.5, "CLIENTS": 240, "UPDATES_PER_CLIENT": 0.01,
                                   "DURATION": 240, "KILL_AT": 80, "TIME_SCALE": 0.05},
     "06_websockets_vs_socketio": {"S1": [1000, 50, 100.0], "S2": [200, 1, 100.0], "DURATION": 5.0,
-                                  "S3_RATES": [100, 200, 400, 800, 1600], "S3_RECEIVERS": 200, "S3_STEP": 2.0,
+                                  "S3_RATES": [50, 100, 200, 400, 800, 1600], "S3_RECEIVERS": 200, "S3_STEP": 2.0,
                                   "S3_REFINE": 1, "IDLE_CONNECTIONS": 2000, "IDLE_WORKSPACES": 20},
 }
 #: Seconds per notebook before any run has been timed here (then the last run's time is used).
@@ -71,9 +74,11 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def code_digests() -> dict[str, str]:
-    """A digest per file of the code the notebooks run."""
-    files = sorted({p for pattern in CODE for p in ROOT.glob(pattern) if p.is_file() and "__pycache__" not in p.parts})
+def code_digests(name: str) -> dict[str, str]:
+    """A digest per file of the code notebook ``name`` runs."""
+    patterns = (*CODE, *CODE_EXTRA.get(name[:2], ()))
+    files = sorted({p for pattern in patterns for p in ROOT.glob(pattern)
+                    if p.is_file() and "__pycache__" not in p.parts})
     return {str(p.relative_to(ROOT)): _digest(p.read_bytes()) for p in files}
 
 
@@ -208,7 +213,7 @@ def run(path: Path, params: dict[str, Any], timeout: int, progress: Progress, lo
         ) -> tuple[nbformat.NotebookNode, float, list[float], str | None]:
     """Inject ``params`` (papermill) and execute the notebook; returns it, its wall time, the seconds of each
     code cell, and an error if any. The kernel's own output (warnings, logs) goes to ``log``, not the terminal."""
-    nb = nbformat.read(path, as_version=4)
+    nb = load_notebook_node(str(path))  # papermill's loader: every cell gets the metadata it expects
     if params:
         nb = parameterize_notebook(nb, params, comment="Parameters injected by scripts/make_reports.py (full size)")
     code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
@@ -278,13 +283,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("no notebook matches")
     cache_dir = args.out / ".cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
-    code = code_digests()
     plan = []
     for path in paths:
         params = {**({} if args.ci else FULL.get(path.stem, {})), **overrides}
         cache_file = cache_dir / f"{path.stem}.json"
         old = json.loads(cache_file.read_text()) if cache_file.exists() else None
-        parts = cache_parts(path, params, code)
+        parts = cache_parts(path, params, code_digests(path.stem))
         why = "--force" if args.force else why_rerun(old, parts, args.out, path.stem)
         plan.append((path, params, parts, old, why))
     estimates = {p.stem: (old or {}).get("seconds") or FIRST_GUESS.get(p.stem[:2], 120)

@@ -15,10 +15,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## make test: the whole suite against a real redis-server the fixtures start on a free port, then nbval
-## over the notebooks (CI-sized parameters).
+## over the notebooks (CI-sized parameters; a cell may take 300 s: notebook 06 runs five servers in one cell).
 test: $(STAMP)
 	$(PY) -m pytest -q
-	$(PY) -m pytest -q --nbval-lax --nbval-current-env notebooks/
+	$(PY) -m pytest -q --nbval-lax --nbval-current-env --timeout 300 notebooks/
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rtlib tests bench
@@ -54,4 +54,4 @@ lab: $(STAMP)
 
 ## make nbtest: run the notebooks and compare the cells marked NBVAL_CHECK_OUTPUT with their saved outputs.
 nbtest: $(STAMP)
-	$(PY) -m pytest -q --nbval-lax --nbval-current-env notebooks/
+	$(PY) -m pytest -q --nbval-lax --nbval-current-env --timeout 300 notebooks/

@@ -27,7 +27,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ sys.path.insert(0, str(BENCH_DIR.parent))
 
 import idle_memory  # noqa: E402 (after the sys.path line)
 import peers  # noqa: E402 (after the sys.path line)
-from scenarios import S3_RTLIB_ARGS, FixedSenders, s3_verdict  # noqa: E402 (after the sys.path line)
+from scenarios import S3_RTLIB_ARGS, FixedSenders, s3_verdict, wait_for_quiet  # noqa: E402 (after the sys.path line)
 from scenarios_report import background_pct  # noqa: E402 (after the sys.path line)
 from server_cost import Options, Scenario, background_load, machine_info, raise_fd_limit, run_case  # noqa: E402
 from targets import Target, rtlib_target, toy_target  # noqa: E402 (after the sys.path line)
@@ -74,6 +74,7 @@ class Plan:
     #: up to ``retries`` times, and the quietest attempt is kept; S3 reruns only failures.
     noisy_pct: float = 30.0
     retries: int = 1
+    wait_quiet: float = 0.0  # before each case, wait up to this many seconds for other jobs to quieten down
 
     @classmethod
     def ci(cls, targets: tuple[str, ...] = TARGET_ORDER) -> Plan:
@@ -113,11 +114,16 @@ def _case(name: str, scenario: Scenario, opts: Options, plan: Plan, say: Callabl
           rerun_if: Callable[[dict[str, Any]], bool] = lambda r: True) -> dict[str, Any]:
     """One case; rerun (``plan.retries`` times at most) while another job was busy during it and ``rerun_if``
     holds; keep the attempt with the least background load."""
-    attempts = [_once(name, scenario, opts, s3)]
+    def attempt() -> dict[str, Any]:
+        if plan.wait_quiet:
+            wait_for_quiet(plan.wait_quiet)
+        return _once(name, scenario, opts, s3)
+
+    attempts = [attempt()]
     while (len(attempts) <= plan.retries and rerun_if(attempts[-1])
            and plan.noisy_pct < background_pct(attempts[-1]) < math.inf):
         say(f"   {scenario.name} {name}: other load {background_pct(attempts[-1]):.0f}% of a core, rerunning")
-        attempts.append(_once(name, scenario, opts, s3))
+        attempts.append(attempt())
     best = min(attempts, key=background_pct) if any("error" not in a for a in attempts) else attempts[-1]
     best["attempts_other_pct"] = [round(background_pct(a), 1) for a in attempts]
     return best
@@ -251,9 +257,13 @@ if __name__ == "__main__":
     parser.add_argument("--ci", action="store_true", help="a smoke run (about 2 minutes)")
     parser.add_argument("--targets", default=",".join(TARGET_ORDER))
     parser.add_argument("--out", type=Path, help=f"default {RESULTS} (full size only)")
+    parser.add_argument("--retries", type=int, default=1, help="reruns of a case disturbed by other jobs (default 1)")
+    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                        help="before each case, wait up to S seconds for background load below 10%% of a core")
     args = parser.parse_args()
     names = tuple(args.targets.split(","))
-    result = run(Plan.ci(names) if args.ci else Plan(targets=names))
+    plan = Plan.ci(names) if args.ci else Plan(targets=names)
+    result = run(replace(plan, retries=args.retries, wait_quiet=args.wait_quiet))
     print(markdown(result))
     if args.out or not args.ci:
         path = save(result, args.out or RESULTS)

@@ -42,7 +42,7 @@ from scenarios_report import background_pct  # noqa: E402 (after the sys.path li
 from server_cost import Options, Scenario, background_load, machine_info, raise_fd_limit, run_case  # noqa: E402
 from targets import Target, rtlib_target, toy_target  # noqa: E402 (after the sys.path line)
 
-from rtlib.progress import step as progress_step  # noqa: E402 (after the sys.path line)
+from rtlib.lab.progress import step as progress_step  # noqa: E402 (after the sys.path line)
 
 __all__ = ["LABELS", "RESULTS", "TARGET_ORDER", "Plan", "load", "run", "save"]
 

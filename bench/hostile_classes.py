@@ -79,7 +79,7 @@ CLASSES: dict[str, tuple[str, str]] = {
     # --- load and connection behaviour ------------------------------------------------------------------------
     "frame-flood": ("close 1008 rate limit exceeded", "small frames as fast as the socket takes them: `error "
                     "rate_limited` per dropped frame, closed after more than 50 refusals in a row"),
-    "byte-flood": ("close 1008 rate limit exceeded", "60 KB frames far over 256 KiB/s (burst 1 MiB) but under "
+    "byte-flood": ("close 1008 rate limit exceeded", "60 KB frames far over 256 KiB/s (burst 512 KiB) but under "
                    "the frame rate: `rate_limited`, then the same close"),
     "big-broadcast-within-budget": ("ack", "60 KB updates paced inside both budgets: all accepted and broadcast"),
     "slow-reader": ("close 1013", "a connection that stops reading while more than `--max-write-buffer` is "

@@ -17,6 +17,8 @@ from typing import Any
 from hostile_server import ServerUnderTest
 from hostile_wire import OP_TEXT, HandshakeRefused, RawWs, frame_bytes, open_ws
 
+from rtlib.protocol.config import ServerConfig
+
 __all__ = ["LoadPlan", "run_load"]
 
 Row = tuple[str, bool, str]
@@ -85,14 +87,17 @@ async def _flood(srv: ServerUnderTest, user: str, frame: bytes, count: int, cls:
 
 
 async def _broadcaster(srv: ServerUnderTest, user: str, total: int) -> Row:
-    """60 KB updates paced at 192 KiB/s after a 768 KiB burst: all must be acked, none rate_limited."""
+    """60 KB updates at 3/4 of the server's default byte budget (burst and rate): all must be acked, none
+    rate_limited."""
     ws = await open_ws(srv.url(user))
     sent, spent, t0 = 0, 0, time.monotonic()
     blob = "b" * BIG
+    budget = ServerConfig()
+    burst, rate = 0.75 * budget.byte_burst, 0.75 * budget.byte_rate
     while spent < total and not ws.closed.is_set():
-        allowed = 768 * 1024 + (time.monotonic() - t0) * 192 * 1024
+        allowed = burst + (time.monotonic() - t0) * rate
         if spent + BIG > allowed:
-            await asyncio.sleep((spent + BIG - allowed) / (192 * 1024))
+            await asyncio.sleep((spent + BIG - allowed) / rate)
             continue
         sent += 1
         frame = _env("task.update", {"taskId": f"big-{user}", "changes": {"blob": blob}, "ref": f"b{sent}"})

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import jwt
 
-from rtlib.redis_process import RedisProcess, die_with_parent, free_port, stop_process
+from rtlib.server.redis_process import RedisProcess, die_with_parent, free_port, stop_process
 
 __all__ = ["ServerUnderTest"]
 

@@ -6,7 +6,7 @@ connections opened, welcomed and closed, so lazy imports and first-use caches ar
 welcomed, not sending; held by several ``loadgen`` receiver processes). Reported: ``(RSS(N) - RSS(0)) / N``
 (the headline) and the marginal ``(RSS(N) - RSS(N/2)) / (N/2)``, which no warm-up effect can distort.
 
-:func:`tracemalloc_experiment`: an in-process :class:`rtlib.server.RealtimeServer` (in a child interpreter
+:func:`tracemalloc_experiment`: an in-process :class:`rtlib.server.driver.RealtimeServer` (in a child interpreter
 that runs this file) traced by ``tracemalloc`` while a load-generator process opens N connections: the top
 allocation sites per connection, the rtlib/websockets frame each was reached from, and the objects (by type)
 that each connection adds.
@@ -36,7 +36,7 @@ sys.path.insert(0, str(BENCH_DIR.parent))  # rtlib, when the project is not inst
 from loadgen import WorkerHandle  # noqa: E402 (after the sys.path line)
 from targets import TARGETS, ServerProcess, Target, rtlib_target  # noqa: E402 (after the sys.path line)
 
-from rtlib.redis_process import RedisProcess, free_port  # noqa: E402 (after the sys.path line)
+from rtlib.server.redis_process import RedisProcess, free_port  # noqa: E402 (after the sys.path line)
 
 WARMUP_CONNECTIONS = 20
 #: Connections per load-generator process (each holds one fd per connection).
@@ -167,8 +167,8 @@ def _progress(started: float, what: str) -> None:
 
 
 async def _trace(connections: int, workspaces: int, frames: int, top: int) -> dict[str, Any]:
-    from rtlib.config import ServerConfig
-    from rtlib.server import RealtimeServer
+    from rtlib.protocol.config import ServerConfig
+    from rtlib.server.driver import RealtimeServer
 
     secret = "bench-secret-not-for-production"
     target = rtlib_target(secret)
@@ -297,7 +297,7 @@ def markdown(cases: list[dict[str, Any]], trace: dict[str, Any] | None) -> list[
                       f"{t['type']} {t['per_connection']:g}" for t in trace["gc_objects_per_connection"]),
                   "", f"Caveat: under tracemalloc, {trace.get('materialized_instance_dicts', '?')} ServerConnection "
                   "objects had a materialized instance `__dict__` (~1.6 KiB each; with 2,000 connections it is "
-                  "charged to `connection.rtlib = ...` in `rtlib/server.py`); without tracing none do (checked "
+                  "charged to `connection.rtlib = ...` in `rtlib/server/driver.py`); without tracing none do (checked "
                   "with gc.get_referents), so those bytes are a tracing artifact, not RSS."]
     return lines
 

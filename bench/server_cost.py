@@ -42,7 +42,7 @@ import procstat  # noqa: E402 (after the sys.path line)
 from loadgen import WorkerHandle  # noqa: E402 (after the sys.path line)
 from targets import TARGETS, ServerProcess, Target  # noqa: E402 (after the sys.path line)
 
-from rtlib.redis_process import RedisProcess, find_redis_server, free_port  # noqa: E402 (after the sys.path line)
+from rtlib.server.redis_process import RedisProcess, find_redis_server, free_port  # noqa: E402 (after the sys.path line)
 
 #: Sends per second per sender connection, at most. rtlib rate-limits each connection (100 frames/s, burst
 #: 200); staying far below keeps the limiter from ever shaping the benchmark, so a busy workspace gets

@@ -55,11 +55,11 @@ def _rtlib_executable() -> str:
 
 
 def _token_issuer(secret: str) -> Callable[[str, str], str]:
-    """(user, workspace) -> token: rtlib.auth in-process, else one `rtlib token` call per workspace (slow)."""
+    """(user, workspace) -> token: rtlib.server.auth in-process, else one `rtlib token` call per workspace (slow)."""
     if str(REPO_DIR) not in sys.path:
         sys.path.insert(0, str(REPO_DIR))
     try:
-        from rtlib.auth import issue_token
+        from rtlib.server.auth import issue_token
     except ImportError:
         cache: dict[str, str] = {}
 

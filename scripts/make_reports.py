@@ -4,8 +4,8 @@
 ``make demo`` runs this. Each notebook keeps CI-sized defaults in its cell tagged ``parameters`` (what
 ``make nbtest`` checks); here papermill injects the full-size values of :data:`FULL` after it (a cell tagged
 ``injected-parameters``), and nbclient executes the result, reporting progress per notebook and per run
-(``rtlib.progress``) with an estimate of the time left. The HTML reports hide the code (it stays in the
-notebooks); each opens with the question, the answer and its chart (``rtlib.report.Answer``).
+(``rtlib.lab.progress``) with an estimate of the time left. The HTML reports hide the code (it stays in the
+notebooks); each opens with the question, the answer and its chart (``rtlib.lab.report.Answer``).
 
 A notebook is re-run only when its cache key changed: the notebook's cells, its parameters, the code it runs
 (``rtlib/`` and ``pyproject.toml``; notebook 06 also ``bench/``) and the Python version. Otherwise its last
@@ -127,7 +127,7 @@ def clock(seconds: float) -> str:
 class Progress:
     """Prints where the run is: the notebook, its current cell and run, and the estimated time left.
 
-    Runs are read from the ``rtlib.progress`` file the kernel appends to; estimates come from the last timed
+    Runs are read from the ``rtlib.lab.progress`` file the kernel appends to; estimates come from the last timed
     run of each notebook (cell by cell), else from :data:`FIRST_GUESS`.
     """
 

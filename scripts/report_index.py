@@ -2,7 +2,7 @@
 with the workbench's verdict on each and a link to the evidence, then where the numbers come from.
 
 Everything shown is read from the executed notebooks: the answer cell's ``application/vnd.rtlib.answer+json``
-and chart (``rtlib.report.Answer``) and the provenance cell's JSON. Nothing here is a result of its own.
+and chart (``rtlib.lab.report.Answer``) and the provenance cell's JSON. Nothing here is a result of its own.
 """
 
 from __future__ import annotations

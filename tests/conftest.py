@@ -13,10 +13,10 @@ import redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from rtlib.auth import issue_token
-from rtlib.config import ServerConfig
-from rtlib.redis_process import RedisProcess
-from rtlib.server import RealtimeServer
+from rtlib.protocol.config import ServerConfig
+from rtlib.server.auth import issue_token
+from rtlib.server.driver import RealtimeServer
+from rtlib.server.redis_process import RedisProcess
 
 SECRET = "test-secret-that-is-long-enough-for-hs256"
 
@@ -98,7 +98,7 @@ def token(user: str, *workspaces: str, ttl: float = 600) -> str:
     return issue_token(SECRET, user, list(workspaces), ttl)
 
 
-class Cluster:
+class Instances:
     """N server instances on one Redis, and a way to connect test clients to any of them."""
 
     def __init__(self, servers: list[RealtimeServer]) -> None:
@@ -127,13 +127,13 @@ def server_config() -> ServerConfig:
 
 
 @pytest.fixture
-async def cluster(redis_url: str, server_config: ServerConfig) -> AsyncIterator[Cluster]:
+async def cluster(redis_url: str, server_config: ServerConfig) -> AsyncIterator[Instances]:
     """Two server instances sharing one real Redis."""
     servers = []
     for i in range(2):
         from dataclasses import replace
 
         servers.append(await RealtimeServer(redis_url, SECRET, replace(server_config, server_id=f"i{i}")).start())
-    c = Cluster(servers)
+    c = Instances(servers)
     yield c
     await c.close()

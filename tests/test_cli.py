@@ -12,9 +12,9 @@ import time
 import pytest
 from websockets.sync.client import connect
 
-from rtlib.auth import verify_token
 from rtlib.cli import main
-from rtlib.redis_process import free_port
+from rtlib.server.auth import verify_token
+from rtlib.server.redis_process import free_port
 
 SECRET = "cli-secret-long-enough-for-hmac-sha256"
 

@@ -1,0 +1,271 @@
+"""The in-process lab: a real Redis, N real server instances, and simulated clients, safe in a notebook.
+
+Servers run as ``rtlib serve`` child processes (real isolation: a cell that blocks the kernel cannot
+freeze them, and an instance can be SIGKILLed for failure studies); the simulated clients run on a
+:class:`~rtlib.lab.loopthread.LoopThread`, never on the kernel's own loop. ``Cluster.run`` blocks with a tqdm
+progress bar; ``Cluster.run_async`` is its twin for async callers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import redis
+from tqdm.auto import tqdm
+
+from rtlib.lab.loopthread import LoopThread
+from rtlib.lab.progress import step as progress_step
+from rtlib.lab.results import Results
+from rtlib.lab.scenario import Scenario
+from rtlib.lab.sim import Recorder, plan_clients
+from rtlib.lab.workers import WORKER_THRESHOLD, Shard, build, check, connect_all, finish, play, run_sharded
+from rtlib.server.auth import issue_token
+from rtlib.server.redis_process import RedisProcess, die_with_parent, free_port, stop_process
+
+__all__ = ["Cluster", "Failure"]
+
+#: (action, instance, design time): action is "kill" (SIGKILL, a crash) or "stop" (SIGTERM, graceful).
+Failure = tuple[str, int, float]
+
+
+class _Instance:
+    def __init__(self, index: int, redis_url: str, secret: str, options: dict[str, Any], logdir: Path) -> None:
+        self.index, self.port = index, free_port()
+        args = [sys.executable, "-m", "rtlib.cli", "serve", "--port", str(self.port), "--redis", redis_url,
+                "--server-id", f"i{index}", "--log-level", os.environ.get("RTLIB_LAB_LOG_LEVEL", "WARNING")]
+        for name, value in options.items():
+            args += [f"--{name.replace('_', '-')}", str(value)]
+        self.log = open(logdir / f"instance-{index}.log", "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(args, env={**os.environ, "RTLIB_SECRET": secret}, stdout=subprocess.PIPE,
+                                     stderr=self.log, text=True, preexec_fn=die_with_parent)
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if "serving" not in line:
+            self.stop()
+            raise RuntimeError(f"instance {index} did not start (see {self.log.name}): {line.strip()}")
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        stop_process(self.proc, sig, timeout=10)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self.log.close()
+
+
+class Cluster:
+    """A real Redis (embedded, or ``redis`` URL) and ``instances`` server processes on it.
+
+    ``server_options`` are ``rtlib serve`` options (``rate_limit=...``); presence timing and publish mode are
+    set per scenario (the instances restart when a scenario needs different ones).
+    """
+
+    def __init__(self, instances: int = 2, redis: str | None = None, **server_options: Any) -> None:
+        if instances < 1:
+            raise ValueError("need at least one instance")
+        self.n = instances
+        self.redis_url = redis
+        self.server_options = server_options
+        self.secret = secrets.token_hex(32)
+        self._redis_proc: RedisProcess | None = None
+        self._instances: list[_Instance] = []
+        self._options: dict[str, Any] | None = None
+        self._loop: LoopThread | None = None
+        self._logdir = Path(tempfile.mkdtemp(prefix="rtlib-lab-"))
+        self.workers: int | None = None  # worker processes for clients; None: automatic (>= 1,000 clients)
+        self.calibration_ms = float("nan")
+
+    # --- lifecycle ------------------------------------------------------------------------------------------
+    def start(self, scenario: Scenario | None = None) -> Cluster:
+        if self.redis_url is None:
+            self._redis_proc = RedisProcess().start()
+            self.redis_url = self._redis_proc.url
+        self._loop = LoopThread()
+        self._configure((scenario or Scenario()).server_options())
+        return self
+
+    def _configure(self, options: dict[str, Any]) -> None:
+        options = {**self.server_options, **options}
+        if options == self._options and all(i.alive for i in self._instances):
+            return
+        for inst in self._instances:
+            inst.stop()
+        assert self.redis_url is not None
+        self._instances = [_Instance(k, self.redis_url, self.secret, options, self._logdir) for k in range(self.n)]
+        self._options = options
+
+    def close(self) -> None:
+        """Stop every instance, the client loop and the embedded Redis; nothing is left running."""
+        for inst in self._instances:
+            inst.stop()
+        self._instances = []
+        if self._loop is not None:
+            self._loop.stop()
+            self._loop = None
+        if self._redis_proc is not None:
+            self._redis_proc.stop()
+            self._redis_proc = None
+            self.redis_url = None
+
+    def __enter__(self) -> Cluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def urls(self) -> list[str]:
+        return [i.url for i in self._instances]
+
+    def restart(self) -> None:
+        """Stop and start every instance (after a failure study killed some)."""
+        options, self._options = self._options or {}, None
+        self._configure({k: v for k, v in options.items() if k not in self.server_options})
+
+    def kill_instance(self, index: int) -> None:
+        """SIGKILL one instance: its clients see the socket drop, its presence entries expire by timeout."""
+        self._instances[index].stop(signal.SIGKILL)
+
+    def stop_instance(self, index: int) -> None:
+        """SIGTERM one instance: graceful, close 1001 and ``presence.left`` (disconnect) for its clients."""
+        self._instances[index].stop(signal.SIGTERM)
+
+    # --- running scenarios --------------------------------------------------------------------------------------
+    def run(self, scenario: Scenario, failures: Sequence[Failure] = (), progress: bool = True) -> Results:
+        """Run ``scenario`` (blocking; the servers and clients keep running if the caller's thread blocks)."""
+        if self._loop is None:
+            self.start(scenario)
+        self._configure(scenario.server_options())
+        assert self._loop is not None
+        progress_step(f"{scenario.clients} clients, {scenario.duration:g} design s")
+        bar = tqdm(total=round(scenario.duration), unit="s", desc=f"{scenario.clients} clients",
+                   disable=not progress, leave=False)
+        try:
+            return self._loop.run(self._run(scenario, failures, bar))
+        finally:
+            bar.close()
+
+    async def run_async(self, scenario: Scenario, failures: Sequence[Failure] = ()) -> Results:
+        """The awaitable twin of :meth:`run` (the work still happens on the lab's own loop thread)."""
+        # Started from the caller's thread on purpose (it blocks about a second): child processes are tied to
+        # the thread that spawned them (die_with_parent), and a worker thread may go away.
+        if self._loop is None:
+            self.start(scenario)
+        self._configure(scenario.server_options())
+        assert self._loop is not None
+        return await asyncio.wrap_future(self._loop.submit(self._run(scenario, failures, None)))
+
+    async def _run(self, sc: Scenario, failures: Sequence[Failure], bar: Any) -> Results:
+        assert self.redis_url is not None
+        with redis.Redis.from_url(self.redis_url) as r:
+            r.flushall()
+        plans = plan_clients(sc, self.n)
+        n_editors = sum(p.editor for p in plans)
+        tokens = {p.user: issue_token(self.secret, p.user, [p.workspace], ttl=86400) for p in plans}
+        tasks = [f"t{i}" for i in range(sc.tasks)]
+        rate = sc.update_rate / n_editors
+        side_jobs: list[asyncio.Task[None]] = []
+        t0_wall = 0.0
+
+        def on_start(t0: float) -> None:  # the clock starts once everyone is connected
+            nonlocal t0_wall
+            t0_wall = time.time() + (t0 - time.monotonic())
+            side_jobs.extend(asyncio.ensure_future(self._fail_at(a, k, t0 + sc.wall(t))) for a, k, t in failures)
+            if bar is not None:
+                side_jobs.append(asyncio.ensure_future(_tick(bar, t0, sc)))
+
+        workers = self.workers if self.workers is not None else (
+            min(4, max(2, os.cpu_count() or 2)) if sc.clients >= WORKER_THRESHOLD else 0)
+        try:
+            if workers:
+                shards = [Shard(sc, plans[k::workers], tokens, self.urls, tasks, rate) for k in range(workers)]
+                rec, bad = await run_sharded(shards, lambda: self._truth(sc), on_start)
+            else:
+                rec = Recorder()
+                clients = build(Shard(sc, plans, tokens, self.urls, tasks, rate), rec)
+                await connect_all(clients)
+                t0 = time.monotonic() + 0.2
+                on_start(t0)
+                await play(clients, sc, t0)
+                bad = check(clients, await asyncio.to_thread(self._truth, sc), rec)
+                await finish(clients)
+        finally:
+            for job in side_jobs:
+                job.cancel()
+        results = Results.from_records(sc, rec, t0_wall, bad, meta={"instances": self.n, "workers": workers})
+        results.calibration_ms = self.calibration_ms
+        return results
+
+    def calibrate(self, frames: int = 300) -> float:
+        """Measure the simulator's own overhead: the median one-way time of a frame through the client stack
+        and a bare websockets echo server on this machine (no Redis, no rtlib); stored in results."""
+        assert self._loop is not None, "start the cluster first"
+        self.calibration_ms = self._loop.run(_calibrate(frames))
+        return self.calibration_ms
+
+    async def _fail_at(self, action: str, index: int, at: float) -> None:
+        await asyncio.sleep(max(0.0, at - time.monotonic()))
+        await asyncio.to_thread(self.kill_instance if action == "kill" else self.stop_instance, index)
+
+    def _truth(self, sc: Scenario) -> dict[str, dict[str, tuple[int, dict[str, Any]]]]:
+        """The authoritative state of every task, read straight from Redis."""
+        assert self.redis_url is not None
+        out: dict[str, dict[str, tuple[int, dict[str, Any]]]] = {}
+        with redis.Redis.from_url(self.redis_url) as r:
+            for w in range(sc.workspaces):
+                ws = f"w{w}"
+                out[ws] = {}
+                for t in range(sc.tasks):
+                    version = int(r.get(f"rt:{ws}:ver:t{t}") or 0)
+                    fields = {k.decode(): json.loads(v) for k, v in r.hgetall(f"rt:{ws}:task:t{t}").items()}
+                    out[ws][f"t{t}"] = (version, fields)
+        return out
+
+
+async def _tick(bar: Any, t0: float, sc: Scenario) -> None:
+    while True:
+        await asyncio.sleep(0.2)
+        done = min(sc.duration, max(0.0, (time.monotonic() - t0) / sc.time_scale))
+        bar.n = round(done)
+        bar.refresh()
+        if done >= sc.duration:
+            return
+
+
+async def _calibrate(frames: int) -> float:
+    import statistics
+
+    from websockets.asyncio.client import connect
+    from websockets.asyncio.server import serve
+
+    async def echo(ws: Any) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    samples = []
+    async with serve(echo, "127.0.0.1", 0, compression=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with connect(f"ws://127.0.0.1:{port}", compression=None) as ws:
+            frame = b'{"type":"task.updated","workspaceId":"w0","payload":{"taskId":"t0","version":1,"changes":{}}}'
+            for _ in range(frames):
+                t = time.monotonic_ns()
+                await ws.send(frame, text=True)
+                json.loads(await ws.recv())
+                samples.append((time.monotonic_ns() - t) / 2e6)
+    return round(statistics.median(samples), 4)

@@ -1,0 +1,156 @@
+"""Tidy results of a simulation run: pandas DataFrames and a summary that says whether the run was clean.
+
+All times are design seconds since the run started; ``latency_ms`` is real milliseconds (monotonic clock,
+from the *scheduled* send time).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rtlib.lab.scenario import Scenario
+
+__all__ = ["DELIVERY_COLUMNS", "Results"]
+
+DELIVERY_COLUMNS = ["task", "version", "sender", "origin", "ref", "receiver", "receiver_instance", "t_sent",
+                    "t_server", "t_received", "latency_ms", "dropped"]
+APPLY_COLUMNS = ["client", "task", "version", "outcome", "out_of_order", "t"]
+PRESENCE_COLUMNS = ["observer", "subject", "task", "kind", "reason", "t_observed"]
+DEPARTURE_COLUMNS = ["user", "task", "how", "t_actual"]
+CONNECTION_COLUMNS = ["user", "workspace", "instance", "event", "t", "detail"]
+SEND_COLUMNS = ["sender", "workspace", "task", "ref", "t_sent", "instance"]
+
+
+@dataclass
+class Results:
+    """DataFrames of one run plus its scenario; build with :meth:`from_records`."""
+
+    scenario: Scenario
+    deliveries: pd.DataFrame
+    applies: pd.DataFrame
+    presence: pd.DataFrame
+    connections: pd.DataFrame
+    sends: pd.DataFrame
+    diverged: dict[str, list[str]] = field(default_factory=dict)  # client -> tasks that differ from Redis
+    calibration_ms: float = float("nan")  # the simulator's own loopback overhead (median), if measured
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_records(cls, scenario: Scenario, rec: Any, t0_wall: float, diverged: dict[str, list[str]],
+                     meta: dict[str, Any] | None = None) -> Results:
+        deliveries = pd.DataFrame(rec.deliveries, columns=DELIVERY_COLUMNS)
+        deliveries.insert(0, "event", "task.updated")
+        deliveries["sender_instance"] = deliveries["origin"].str.rsplit("@", n=1).str[-1]
+        deliveries["cross_instance"] = deliveries["sender_instance"] != deliveries["receiver_instance"].astype(str)
+        deliveries["t_server"] = [
+            (datetime.fromisoformat(ts).timestamp() - t0_wall) / scenario.time_scale if ts else np.nan
+            for ts in deliveries["t_server"]]
+        presence = pd.DataFrame(rec.presence, columns=PRESENCE_COLUMNS)
+        departures = pd.DataFrame(rec.departures, columns=DEPARTURE_COLUMNS)
+        presence = _attach_departures(presence, departures)
+        return cls(scenario, deliveries, pd.DataFrame(rec.applies, columns=APPLY_COLUMNS), presence,
+                   pd.DataFrame(rec.connections, columns=CONNECTION_COLUMNS),
+                   pd.DataFrame(rec.sends, columns=SEND_COLUMNS), diverged, meta=meta or {})
+
+    # --- derived numbers ---------------------------------------------------------------------------------
+    def expected_deliveries(self) -> int:
+        """Accepted updates (delivered to anyone) x connections of their workspace that were up throughout.
+
+        A connection counts for an update when it was connected before the update was sent and did not drop
+        before the end of the run; churned/crashed connections are excluded from the whole run's expectation.
+        """
+        if self.deliveries.empty:
+            return 0
+        conns = self.connections
+        flaky = set(conns.loc[conns["event"].isin(["closed", "lost", "crashed"]), "user"])
+        joined = conns[conns["event"] == "connected"].groupby("user")["t"].min()
+        steady = joined[~joined.index.isin(flaky)]
+        ws_of = conns.drop_duplicates("user").set_index("user")["workspace"]
+        accepted = self.sends[self.sends["ref"].isin(set(self.deliveries["ref"]))]
+        total = 0
+        for ws, group in accepted.groupby("workspace"):
+            members = steady[ws_of.reindex(steady.index) == ws]
+            starts = np.sort(members.to_numpy())
+            total += int(np.searchsorted(starts, group["t_sent"].to_numpy(), side="right").sum())
+        return total
+
+    def lost(self) -> int:
+        """Expected deliveries to steady connections that never arrived (dropped by impairment counts as
+        arrived-and-dropped, not lost: it is the loss model, reported as ``dropped``)."""
+        conns = self.connections
+        flaky = set(conns.loc[conns["event"].isin(["closed", "lost", "crashed"]), "user"])
+        got = self.deliveries[~self.deliveries["receiver"].isin(flaky)]
+        return max(0, self.expected_deliveries() - len(got.drop_duplicates(["ref", "receiver"])))
+
+    def detection_delays(self) -> pd.Series:
+        """Design seconds from each real departure to its first observed ``presence.left``."""
+        left = self.presence[(self.presence["kind"] == "left") & self.presence["t_actual"].notna()]
+        first = left.groupby(["subject", "task"]).agg(t_observed=("t_observed", "min"), t_actual=("t_actual", "first"))
+        return (first["t_observed"] - first["t_actual"]).rename("detection_delay")
+
+    def false_departures(self) -> pd.DataFrame:
+        """``presence.left`` (timeout) of users who never left: flapping, seen once per subject and time."""
+        left = self.presence[(self.presence["kind"] == "left") & self.presence["t_actual"].isna()]
+        return left.drop_duplicates(["subject", "task", "reason"])
+
+    def summary(self) -> dict[str, Any]:
+        d = self.deliveries[~self.deliveries["dropped"]]
+        lat = d["latency_ms"].dropna()
+        q = (lambda p: round(float(np.percentile(lat, p)), 3)) if len(lat) else (lambda p: float("nan"))
+        outcomes = self.applies["outcome"].value_counts().to_dict()
+        delays = self.detection_delays()
+        return {
+            "clients": self.scenario.clients,
+            "instances": self.meta.get("instances"),
+            "ordering": self.scenario.ordering,
+            "publish_mode": self.scenario.publish_mode,
+            "updates_sent": len(self.sends),
+            "deliveries": len(d),
+            "expected": self.expected_deliveries(),
+            "lost": self.lost(),
+            "dropped": int(self.deliveries["dropped"].sum()),
+            "out_of_order": int(self.applies["out_of_order"].sum()),
+            "stale_dropped": int(outcomes.get("stale_dropped", 0)),
+            "gap_buffered": int(outcomes.get("gap_buffered", 0)),
+            "resynced": int(outcomes.get("resynced", 0)),
+            "diverged_clients": len(self.diverged),
+            "converged": not self.diverged,
+            "latency_ms": {"p50": q(50), "p90": q(90), "p99": q(99), "max": round(float(lat.max()), 3)
+                           if len(lat) else float("nan"), "mean": round(float(lat.mean()), 3) if len(lat) else
+                           float("nan")},
+            "calibration_ms": self.calibration_ms,
+            "departures": len(delays),
+            "detection_delay_s": {"p50": float(delays.median()) if len(delays) else float("nan"),
+                                  "max": float(delays.max()) if len(delays) else float("nan")},
+            "false_departures": len(self.false_departures()),
+        }
+
+    def write(self, out: Path) -> Path:
+        """Write deliveries/presence/applies/connections CSVs and summary.json into ``out``."""
+        out.mkdir(parents=True, exist_ok=True)
+        self.deliveries.to_csv(out / "deliveries.csv", index=False)
+        self.presence.to_csv(out / "presence.csv", index=False)
+        self.applies.to_csv(out / "applies.csv", index=False)
+        self.connections.to_csv(out / "connections.csv", index=False)
+        (out / "summary.json").write_text(json.dumps(self.summary(), indent=2, default=str) + "\n")
+        return out
+
+
+def _attach_departures(presence: pd.DataFrame, departures: pd.DataFrame) -> pd.DataFrame:
+    """Give each observed ``left`` the ground-truth time of the subject's real departure, if there was one."""
+    truth = departures.dropna(subset=["task"]).groupby(["user", "task"])["t_actual"].min()
+    keys = list(zip(presence["subject"], presence["task"], strict=True))
+    t_actual = []
+    for key, kind, seen in zip(keys, presence["kind"], presence["t_observed"], strict=True):
+        t = truth.get(key, np.nan)
+        # A left observed before the subject really left is a false departure, not a detection.
+        t_actual.append(t if kind == "left" and not np.isnan(t) and seen >= t else np.nan)
+    presence["t_actual"] = t_actual
+    return presence

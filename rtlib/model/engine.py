@@ -1,0 +1,91 @@
+"""The plain executor: one event at a time on a heap, through the server's own presence protocol.
+
+Every frame becomes a :class:`~rtlib.protocol.session.Session` request handled by
+:class:`~rtlib.protocol.presence_protocol.PresenceProtocol` and applied to a
+:class:`~rtlib.protocol.presence_protocol.BookStore` (the in-memory store that publishes exactly as the Redis
+scripts do); every instance runs a sweeper on its own clock, waking at :meth:`PresenceProtocol.next_sweep`.
+What the store published is decoded and recorded. This is the reference the vectorised
+:mod:`rtlib.model.fast` must reproduce exactly; it costs microseconds per event, so use it on small inputs.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+
+import numpy as np
+
+from rtlib.model.network import frames
+from rtlib.model.outcome import Outcome
+from rtlib.model.scenario import ModelScenario, PresenceConfig
+from rtlib.model.timelines import Timelines, run_end
+from rtlib.protocol.config import ServerConfig
+from rtlib.protocol.presence_protocol import BookStore, PresenceProtocol
+from rtlib.protocol.session import Session
+
+__all__ = ["run_engine"]
+
+_SWEEP, _WRITE = 0, 1  # at the same Redis instant a sweep runs first (the pessimistic order)
+
+
+def run_engine(tl: Timelines, config: PresenceConfig, sc: ModelScenario) -> Outcome:
+    protocol = PresenceProtocol(config)
+    store = BookStore()
+    server = ServerConfig(heartbeat_interval=config.heartbeat_interval, presence_timeout=config.timeout,
+                          sweep_interval=config.sweep_interval)
+    fr = frames(tl, sc)
+    end = run_end(sc, config)
+    half_rtt = sc.redis_rtt / 2
+    arrival = fr.arrival_plain()
+    offsets = [sc.clock_offset(m) for m in range(sc.instances)]
+    instance = tl.instance.tolist()
+    sessions = [Session(conn_id=f"c{i}", user_id=f"u{i}", workspace_id=f"w{i % 7}", config=server)
+                for i in range(tl.n)]
+    local: list[dict[str, Session]] = [{} for _ in offsets]
+    for i, s in enumerate(sessions):
+        local[instance[i]][s.conn_id] = s
+    heap: list[tuple[float, int, int, int, float]] = []
+    first = set(fr.first.tolist())
+    for seq, (v, r) in enumerate(zip(fr.viewer.tolist(), arrival, strict=True)):
+        c = offsets[instance[v]]
+        heap.append((r + half_rtt, _WRITE, seq, v, r + c))
+    t_lo = min(arrival) - 1.0 if arrival else 0.0
+    for m, c in enumerate(offsets):
+        clock = protocol.next_sweep(t_lo + c)
+        heap.append(((clock - c) + half_rtt, _SWEEP, m, -1, clock))
+    heapq.heapify(heap)
+    joined: list[tuple[int, float]] = []
+    joined_away: list[float] = []
+    away = fr.away.tolist()
+    left: list[tuple[int, float]] = []
+    writes: list[float] = []
+    sweeps = 0
+    while heap:
+        t, kind, seq, v, now = heapq.heappop(heap)
+        before = len(store.published)
+        if kind == _WRITE:
+            session = sessions[v]
+            type_ = "presence.join" if seq in first else "presence.heartbeat"
+            op = protocol.request(session, type_, f"t{v % 13}", now)
+            store.upsert(op)
+            writes.append(t)
+        else:
+            m, c = seq, offsets[seq]
+            facts = store.expire(protocol.sweep(now))
+            protocol.expired(facts, local[m])
+            sweeps += 1
+            nxt = protocol.next_sweep(now)
+            if nxt <= end + c:
+                heapq.heappush(heap, ((nxt - c) + half_rtt, _SWEEP, m, -1, nxt))
+        for pub in store.published[before:]:
+            event = json.loads(pub.event)
+            who = int(event["payload"]["userId"][1:])
+            if event["type"] == "presence.joined":
+                joined.append((who, t))
+                joined_away.append(away[seq])
+            else:
+                left.append((who, t))
+    j = np.array(joined, dtype=float).reshape(-1, 2)
+    lf = np.array(left, dtype=float).reshape(-1, 2)
+    return Outcome(j[:, 0].astype(np.int64), j[:, 1], lf[:, 0].astype(np.int64), lf[:, 1],
+                   np.array(joined_away, dtype=float), np.array(writes), sweeps, fr.attempted_beats, fr.lost_beats, end)

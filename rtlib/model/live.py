@@ -1,0 +1,139 @@
+"""The model on a live run's own scenario, for validation against ``rtlib.lab``.
+
+The lab plans its clients deterministically (``rtlib.lab.sim.plan_clients``): when each viewer joins, which
+instance it uses, when it crashes; each live client draws its beats from its heartbeat model with
+``random.Random(f"{seed}:{index}")``. :func:`timelines_from_plan` rebuilds exactly those timelines for the
+model (duck-typed: this layer does not import the lab). What the model cannot know in advance is where the
+servers' absolute sweep grid fell against the run's origin; :func:`sweep_offset` measures it from the run's
+own ``presence.left`` (timeout) events, which all happen just after a sweep.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from rtlib.client.heartbeat import parse_model
+from rtlib.model.timelines import Timelines
+
+__all__ = ["VALIDATION_CASES", "compare_run", "live_mistakes", "sweep_offset", "timelines_from_plan"]
+
+#: The validation cases (issue 9): ``rtlib.lab.Scenario`` fields, all at 30 s / 60 s / sweep 5 s on 2 instances.
+#: Durations are design seconds at CI size; the throttled case runs past 300 s so its tabs get throttled.
+VALIDATION_CASES: dict[str, dict[str, Any]] = {
+    "exact 30/60": {"heartbeat": "interval:30", "duration": 300.0, "crash": 0.3},
+    "Chrome intensive throttling": {"heartbeat": "background:30:300", "duration": 450.0, "crash": 0.5},
+    "10 % loss": {"heartbeat": "lossy:0.1:interval:30", "duration": 300.0, "crash": 0.2},
+    "crash-heavy": {"heartbeat": "interval:30", "duration": 300.0, "crash": 0.8},
+}
+
+
+def timelines_from_plan(plans: Iterable[Any], heartbeat: str, duration: float, seed: int,
+                        end: float | None = None) -> tuple[Timelines, list[str]]:
+    """Timelines of the plan's viewers (``view_task`` set) and their user ids, in the same order.
+
+    Viewers that crash stop beating at ``crash_at`` (the live client's beat loop is cancelled then);
+    the others beat until ``end`` (default: ``duration``; the live client leaves cleanly at ``duration``,
+    so the model's metrics should use ``hours = duration / 3600``).
+    """
+    model = parse_model(heartbeat)
+    start, depart, instance, beats, users = [], [], [], [], []
+    for p in plans:
+        if p.view_task is None:
+            continue
+        gone = p.crash_at if p.crash_at is not None and p.crash_at < duration else math.inf
+        stop = min(gone, duration if end is None else end)
+        start.append(p.view_at)
+        depart.append(gone)
+        instance.append(p.instance)
+        beats.append([b for b in model.beats(p.view_at, stop, random.Random(f"{seed}:{p.index}")) if b.t < gone])
+        users.append(p.user)
+    tl = Timelines.from_beats(start, depart, instance, beats, duration if end is None else end)
+    return tl, users
+
+
+def sweep_offset(left_times: Sequence[float], sweep_interval: float, latency: float = 0.0) -> float:
+    """The instances' clock offset (``ModelScenario.sweep_phase``) that puts the model's sweeps where a live
+    run's were: the circular mean of the observed ``presence.left`` (timeout) times, less their delivery
+    ``latency``, modulo the sweep interval. ``0.0`` if the run had no timeout."""
+    t = np.asarray(left_times, dtype=float) - latency
+    if not len(t):
+        return 0.0
+    angle = 2 * np.pi * np.mod(t, sweep_interval) / sweep_interval
+    mean = math.atan2(float(np.sin(angle).mean()), float(np.cos(angle).mean()))
+    phase = (mean / (2 * np.pi)) * sweep_interval % sweep_interval  # sweeps at design times = phase (mod S)
+    return (-phase) % sweep_interval  # clock = t + offset is a multiple of S at those times
+
+
+def live_mistakes(presence: Any, sweep_interval: float) -> int:
+    """False departures in a live run: ``presence.left`` (timeout) of a user who never left, counted once per
+    (user, task, sweep) although every observer receives it."""
+    p = presence
+    f = p[(p["kind"] == "left") & (p["reason"] == "timeout") & p["t_actual"].isna()].sort_values("t_observed")
+    count = 0
+    for _, g in f.groupby(["subject", "task"]):
+        count += int((g["t_observed"].diff().fillna(math.inf) > sweep_interval / 2).sum())
+    return count
+
+
+def compare_run(results: Any, plans: Sequence[Any], instances: int, *, latency: float = 0.002,
+                redis_rtt: float = 0.0005, quantiles: Sequence[float] = (0.5, 0.9, 0.99)) -> dict[str, Any]:
+    """The model on a live run's scenario, next to the live numbers.
+
+    ``results``: an ``rtlib.lab`` run (its ``scenario``, ``presence``, ``connections``); ``plans``: its
+    ``plan_clients(scenario, instances)``. ``latency`` (real seconds, one way, client to observer) and
+    ``redis_rtt`` (real seconds) become design seconds through the run's ``time_scale``. Returns T_D quantiles
+    (``live_td_p50``, ``model_td_p50``, ``td_p50_rel``, ...), mistakes (live count, its exact 95 % Poisson
+    interval, the model's count, whether it lies inside), and the measured sweep offset.
+    """
+    from rtlib.model.fast import run_fast  # noqa: PLC0415
+    from rtlib.model.metrics import metrics, poisson_interval  # noqa: PLC0415
+    from rtlib.model.scenario import ModelScenario, PresenceConfig  # noqa: PLC0415
+
+    sc = results.scenario
+    ts = sc.time_scale
+    tl, users = timelines_from_plan(plans, sc.heartbeat, sc.duration, sc.seed)
+    presence = results.presence
+    timeouts = presence[(presence["kind"] == "left") & (presence["reason"] == "timeout")]
+    offset = sweep_offset(timeouts["t_observed"].to_numpy(), sc.sweep_interval, latency=latency / ts)
+    msc = ModelScenario(viewers=len(users), hours=sc.duration / 3600, instances=instances, sweep_phase=offset,
+                        delay=latency / 2 / ts, jitter=0.0, redis_rtt=redis_rtt / ts, departures=0.0, seed=sc.seed)
+    config = PresenceConfig(sc.heartbeat_interval, sc.presence_timeout, sc.sweep_interval)
+    out = run_fast(tl, config, msc)
+    m = metrics(out, tl, msc)
+    model_td = _model_delays(out, tl) + latency / 2 / ts  # published, then delivered to the observers
+    crashed = set(results.connections.loc[results.connections["event"] == "crashed", "user"])
+    d = results.detection_delays().reset_index()
+    live_td = d.loc[d["subject"].isin(crashed), "detection_delay"].to_numpy()
+    row: dict[str, Any] = {"heartbeat": sc.heartbeat, "viewers": len(users), "crashes": len(crashed),
+                           "sweep_offset": offset, "live_detected": len(live_td), "model_detected": len(model_td)}
+    for q in quantiles:
+        name = f"td_p{round(q * 100)}"
+        live_q = float(np.quantile(live_td, q)) if len(live_td) else math.nan
+        model_q = float(np.quantile(model_td, q)) if len(model_td) else math.nan
+        row[f"live_{name}"], row[f"model_{name}"] = live_q, model_q
+        row[f"{name}_rel"] = abs(model_q - live_q) / live_q if len(live_td) else math.nan
+    live_m = live_mistakes(presence, sc.sweep_interval)
+    low, high = poisson_interval(live_m)
+    row.update({"live_mistakes": live_m, "live_mistakes_low95": low, "live_mistakes_high95": high,
+                "model_mistakes": m["mistakes"], "mistakes_within": low <= m["mistakes"] <= high,
+                "td_within_5pct": bool(all(row[f"td_p{round(q * 100)}_rel"] <= 0.05 for q in quantiles))
+                if len(live_td) else True})
+    return row
+
+
+def _model_delays(out: Any, tl: Timelines) -> np.ndarray:
+    """Each departed viewer's first ``presence.left`` at or after its departure, minus the departure: the
+    live ``Results.detection_delays`` definition. (A viewer wrongly shown gone when it crashed, and never
+    re-joined, has no such event: Chen's T_D = 0 in :func:`rtlib.model.metrics.metrics`, absent here as in
+    the live table.)"""
+    order = np.lexsort((out.left_t, out.left_viewer))
+    lv, lt = out.left_viewer[order], out.left_t[order]
+    after = lt >= tl.depart[lv]
+    lv, lt = lv[after], lt[after]
+    first = np.unique(lv, return_index=True)[1]
+    return lt[first] - tl.depart[lv[first]]

@@ -1,0 +1,45 @@
+"""What an executor reports: every presence event the store published, and what the run cost."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rtlib.protocol.presence_protocol import PresenceProtocol
+
+__all__ = ["Outcome", "sweep_clocks"]
+
+
+@dataclass
+class Outcome:
+    """Published presence events, as (viewer, Redis time) arrays: ``joined`` (first join and every re-join)
+    and ``left`` (reason ``timeout``: a sweep popped the viewer's entry). Plus counts for the cost."""
+
+    joined_viewer: np.ndarray
+    joined_t: np.ndarray
+    left_viewer: np.ndarray
+    left_t: np.ndarray
+    joined_away: np.ndarray  # a re-join that ends an absence: when the absence began (else nan)
+    writes_t: np.ndarray  # Redis time of every upsert (join or heartbeat)
+    sweeps: int  # sweep scripts run, all instances
+    attempted_beats: int
+    lost_beats: int
+    span: float  # sweeps ran from the start until here
+
+    def events(self) -> list[tuple[int, str, float]]:
+        """Every event as ``(viewer, kind, t)``, sorted: what the equivalence test compares."""
+        out = [(int(v), "joined", float(t)) for v, t in zip(self.joined_viewer, self.joined_t, strict=True)]
+        out += [(int(v), "left", float(t)) for v, t in zip(self.left_viewer, self.left_t, strict=True)]
+        return sorted(out)
+
+
+def sweep_clocks(protocol: PresenceProtocol, clock_from: float, clock_to: float) -> np.ndarray:
+    """The instance clock readings at which a sweeper started before ``clock_from`` sweeps, up to
+    ``clock_to``: the chain of :meth:`PresenceProtocol.next_sweep`, exactly as the live sweeper waits."""
+    out = []
+    now = protocol.next_sweep(clock_from)
+    while now <= clock_to:
+        out.append(now)
+        now = protocol.next_sweep(now)
+    return np.array(out, dtype=float)

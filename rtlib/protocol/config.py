@@ -1,0 +1,66 @@
+"""Server settings, validated once; every duration is in seconds (fractions allowed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rtlib.protocol.presence import PresenceConfig
+
+__all__ = ["PublishMode", "ServerConfig"]
+
+PublishMode = Literal["atomic", "split"]
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything a server instance needs besides its Redis connection and signing secret."""
+
+    heartbeat_interval: float = 30.0
+    presence_timeout: float = 60.0
+    sweep_interval: float = 5.0
+    max_frame_bytes: int = 64 * 1024
+    rate_limit: float = 100.0  # frames per second, sustained
+    rate_burst: int = 200
+    # Inbound bytes per connection: a budget beside the frame rate, so 64 KiB frames at the frame rate (6.4 MB/s,
+    # re-sent to every member of the workspace) cannot monopolise the loop for the neighbours.
+    byte_rate: float = 256 * 1024  # bytes per second, sustained
+    byte_burst: int = 512 * 1024
+    # Frames refused in a row (each answered with `rate_limited`) before the connection is closed 1008.
+    rate_limit_strikes: int = 50
+    # Open connections of one user on one instance; the next handshake is refused with 429. A bound on what
+    # one (possibly stolen) token can hold open: each connection costs memory and a share of every broadcast.
+    max_connections_per_user: int = 20
+    # Handshakes accepted per second on one instance, after a burst: a storm of new connections (a reconnect
+    # wave, or an attack) is served over time instead of stalling every open connection at once. A handshake
+    # that would wait longer than handshake_max_wait is refused with 503 (retry with backoff).
+    handshake_rate: float = 200.0
+    handshake_burst: int = 10
+    handshake_max_wait: float = 5.0
+    # Unsent bytes queued for one client above which it is a slow consumer and is closed 1013.
+    max_write_buffer: int = 8 * 1024 * 1024
+    allowed_origins: tuple[str, ...] | None = None  # None: any Origin; a missing Origin is always allowed
+    server_id: str = ""
+    # "atomic": version bump + field write + publish in one Redis script (publish order = version order).
+    # "split": bump+write, then publish as a second call, the natural implementation that races (a study mode).
+    publish_mode: PublishMode = "atomic"
+    presence: PresenceConfig = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "presence", PresenceConfig(self.heartbeat_interval, self.presence_timeout, self.sweep_interval)
+        )
+        if self.max_frame_bytes < 256:
+            raise ValueError("max_frame_bytes must be at least 256")
+        if self.rate_limit <= 0 or self.rate_burst < 1 or self.rate_limit_strikes < 1:
+            raise ValueError("rate_limit > 0, rate_burst >= 1 and rate_limit_strikes >= 1 are required")
+        if self.byte_rate <= 0 or self.byte_burst < self.max_frame_bytes:
+            raise ValueError("byte_rate > 0 and byte_burst >= max_frame_bytes are required (else a largest "
+                             "frame could never pass)")
+        if self.handshake_rate <= 0 or self.handshake_burst < 1 or not 0 <= self.handshake_max_wait < 9:
+            raise ValueError("handshake_rate > 0, handshake_burst >= 1 and 0 <= handshake_max_wait < 9 (the "
+                             "handshake's own 10 s timeout) are required")
+        if self.max_connections_per_user < 1:
+            raise ValueError("max_connections_per_user must be at least 1")
+        if self.publish_mode not in ("atomic", "split"):
+            raise ValueError(f"publish_mode must be 'atomic' or 'split', got {self.publish_mode!r}")

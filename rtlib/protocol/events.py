@@ -1,0 +1,80 @@
+"""Builders for every server -> client event, each returning the encoded envelope (UTF-8 JSON bytes).
+
+Events bound for a whole workspace are encoded once here and the same bytes reach every receiver.
+``task.updated`` is special: its version is only known inside the Redis script that assigns it, so
+:func:`task_updated_parts` returns the JSON before and after the version number and the script joins them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from rtlib.protocol.errors import ErrorCode, ProtocolError
+from rtlib.protocol.presence import PresenceChange
+from rtlib.protocol.schema import encode_event, iso_timestamp
+
+__all__ = [
+    "ack",
+    "error",
+    "error_from",
+    "presence_change",
+    "presence_state",
+    "snapshot",
+    "task_updated_parts",
+    "welcome",
+]
+
+_encode = msgspec.json.encode
+
+
+def welcome(ws: str, user: str, conn_id: str, server_id: str, heartbeat: float, timeout: float, now: float) -> bytes:
+    payload = {"connectionId": conn_id, "serverId": server_id, "heartbeatInterval": heartbeat,
+               "presenceTimeout": timeout}
+    return encode_event("session.welcome", ws, payload, user, now)
+
+
+def ack(ws: str, user: str, ref: str | None, task_id: str, version: int, now: float) -> bytes:
+    return encode_event("ack", ws, {"ref": ref, "taskId": task_id, "version": version}, user, now)
+
+
+def snapshot(ws: str, user: str, task_id: str, version: int, fields: dict[str, msgspec.Raw], now: float,
+             ref: str | None = None) -> bytes:
+    payload: dict[str, Any] = {"taskId": task_id, "version": version, "fields": fields}
+    if ref is not None:
+        payload["ref"] = ref
+    return encode_event("task.snapshot", ws, payload, user, now)
+
+
+def error(ws: str, user: str, code: ErrorCode, message: str, ref: str | None, now: float) -> bytes:
+    payload: dict[str, Any] = {"code": str(code), "message": message}
+    if ref is not None:
+        payload["ref"] = ref
+    return encode_event("error", ws, payload, user, now)
+
+
+def error_from(ws: str, user: str, exc: ProtocolError, now: float) -> bytes:
+    return error(ws, user, exc.code, exc.message, exc.ref, now)
+
+
+def presence_state(ws: str, user: str, task_id: str, viewers: list[str], now: float) -> bytes:
+    return encode_event("presence.state", ws, {"taskId": task_id, "viewers": viewers}, user, now)
+
+
+def presence_change(change: PresenceChange, now: float) -> bytes:
+    """``presence.joined`` / ``presence.left``; the envelope's userId is the user who joined or left."""
+    payload: dict[str, Any] = {"taskId": change.task_id, "userId": change.user_id}
+    if change.kind == "left":
+        payload["reason"] = change.reason
+    return encode_event(f"presence.{change.kind}", change.workspace_id, payload, change.user_id, now)
+
+
+def task_updated_parts(ws: str, user: str, task_id: str, changes: dict[str, msgspec.Raw], now: float
+                       ) -> tuple[bytes, bytes]:
+    """``task.updated`` split around its version: ``prefix + str(version).encode() + suffix`` is the event."""
+    prefix = b'{"type":"task.updated","workspaceId":%s,"payload":{"taskId":%s,"version":' % (
+        _encode(ws), _encode(task_id))
+    suffix = b',"changes":%s},"userId":%s,"timestamp":"%s"}' % (
+        _encode(changes), _encode(user), iso_timestamp(now).encode())
+    return prefix, suffix

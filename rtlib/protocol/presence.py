@@ -1,0 +1,181 @@
+"""Task-level presence rules, sans-I/O: who is a viewer, when a user joins or leaves, what expires at ``now``.
+
+The design review's model: a user viewing a task sends ``presence.join``, then a heartbeat every
+``heartbeat_interval`` seconds; an entry whose last heartbeat is ``timeout`` seconds old (or older) is gone.
+State is one sorted set per task (member = one *connection* of a user, score = its last heartbeat) plus a
+per-task count of entries per user, so a user with two tabs joins on the first and leaves on the last.
+
+Stores carry out primitive operations (upsert an entry, remove one, pop the expired ones) and report
+:class:`EntryFact` s; the functions here turn facts into presence events. Two stores implement the same
+primitives: :class:`PresenceBook` (in memory, for virtual time and unit tests) and the Redis Lua scripts in
+:mod:`rtlib.server.store` (the live server). ``tests/test_store.py`` drives both with one random sequence and
+checks they agree.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "EntryFact",
+    "PresenceBook",
+    "PresenceChange",
+    "PresenceConfig",
+    "joined_change",
+    "next_multiple",
+    "left_change",
+    "member",
+    "split_member",
+]
+
+LeftReason = Literal["leave", "disconnect", "timeout"]
+
+
+@dataclass(frozen=True)
+class PresenceConfig:
+    """Presence timing, in seconds (fractions allowed: simulations compress time)."""
+
+    heartbeat_interval: float = 30.0
+    timeout: float = 60.0
+    sweep_interval: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("heartbeat_interval", "timeout", "sweep_interval"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+
+    def cutoff(self, now: float) -> float:
+        """Entries whose last heartbeat is at or before this time have expired at ``now``."""
+        return now - self.timeout
+
+    def is_expired(self, last_heartbeat: float, now: float) -> bool:
+        return last_heartbeat <= self.cutoff(now)
+
+    # The one sweep schedule. Aligned: every instance sweeps at the absolute multiples of sweep_interval
+    # (Unix time), so all instances share one phase and a model, the analytic functions and the live server
+    # agree on when a departure is announced. Several instances sweeping at once is safe: each entry is
+    # popped by exactly one script.
+    def sweep_at_or_after(self, t: float) -> float:
+        """The first sweep at or after ``t``: where an entry whose last beat was ``t - timeout`` is popped."""
+        return next_multiple(t, self.sweep_interval)
+
+    def next_sweep(self, now: float) -> float:
+        """The first sweep strictly after ``now`` (what a sweeper that just ran at ``now`` waits for)."""
+        at = next_multiple(now, self.sweep_interval)
+        return at if at > now else at + self.sweep_interval
+
+    def worst_case_detection(self) -> float:
+        """Longest delay from a client's last heartbeat to its ``presence.left`` (timeout + one sweep period)."""
+        return self.timeout + self.sweep_interval
+
+
+def next_multiple(t: float, step: float) -> float:
+    """The smallest multiple of ``step`` that is ``>= t`` (robust to ``t / step`` rounding up)."""
+    k = math.ceil(t / step)
+    return (k - 1) * step if (k - 1) * step >= t else k * step
+
+
+def member(conn_id: str, user_id: str) -> str:
+    """The sorted-set member of one connection's entry (connection ids never contain ``:``)."""
+    return f"{conn_id}:{user_id}"
+
+
+def split_member(entry: str) -> tuple[str, str]:
+    """Inverse of :func:`member`: ``(conn_id, user_id)``."""
+    conn_id, _, user_id = entry.partition(":")
+    return conn_id, user_id
+
+
+@dataclass(frozen=True)
+class EntryFact:
+    """What a store did to one entry: ``changed`` = added (upsert) or removed; ``user_entries`` = the
+    user's entry count on that task afterwards."""
+
+    workspace_id: str
+    task_id: str
+    conn_id: str
+    user_id: str
+    changed: bool
+    user_entries: int
+
+
+@dataclass(frozen=True)
+class PresenceChange:
+    """A presence event to publish to the workspace."""
+
+    workspace_id: str
+    task_id: str
+    user_id: str
+    kind: Literal["joined", "left"]
+    reason: LeftReason | None = None
+    exclude_conn: str | None = None  # "joined" goes to the *other* connections
+
+
+def joined_change(fact: EntryFact) -> PresenceChange | None:
+    """A user becomes a viewer when their first entry on the task is added."""
+    if fact.changed and fact.user_entries == 1:
+        return PresenceChange(fact.workspace_id, fact.task_id, fact.user_id, "joined", exclude_conn=fact.conn_id)
+    return None
+
+
+def left_change(fact: EntryFact, reason: LeftReason) -> PresenceChange | None:
+    """A user stops being a viewer when their last entry on the task is removed (by whoever removed it)."""
+    if fact.changed and fact.user_entries == 0:
+        return PresenceChange(fact.workspace_id, fact.task_id, fact.user_id, "left", reason=reason)
+    return None
+
+
+@dataclass
+class PresenceBook:
+    """In-memory presence store with the same primitives as the Redis scripts; no clock, no I/O.
+
+    Expiry is decided only by :meth:`expire`, exactly like the live server's sweeper: an entry past its
+    timeout still counts as a viewer until a sweep pops it.
+    """
+
+    entries: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
+    counts: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+
+    def upsert(self, ws: str, task: str, conn: str, user: str, now: float) -> tuple[EntryFact, list[str]]:
+        """Join or heartbeat: set the entry's score to ``now``. Returns the fact and the task's viewers."""
+        zset = self.entries.setdefault((ws, task), {})
+        counts = self.counts.setdefault((ws, task), {})
+        key = member(conn, user)
+        added = key not in zset
+        zset[key] = now
+        if added:
+            counts[user] = counts.get(user, 0) + 1
+        return EntryFact(ws, task, conn, user, added, counts[user]), sorted(counts)
+
+    def remove(self, ws: str, task: str, conn: str, user: str) -> EntryFact:
+        """Leave or disconnect: remove the entry if it is there."""
+        zset = self.entries.get((ws, task), {})
+        counts = self.counts.get((ws, task), {})
+        removed = zset.pop(member(conn, user), None) is not None
+        remaining = self._decrement(ws, task, user) if removed else counts.get(user, 0)
+        return EntryFact(ws, task, conn, user, removed, remaining)
+
+    def expire(self, cutoff: float) -> list[EntryFact]:
+        """Pop every entry whose score is ``<= cutoff``, in (workspace, task, score, member) order."""
+        popped: list[EntryFact] = []
+        for (ws, task), zset in sorted(self.entries.items()):
+            for key, score in sorted(zset.items(), key=lambda kv: (kv[1], kv[0])):
+                if score <= cutoff:
+                    del zset[key]
+                    conn, user = split_member(key)
+                    popped.append(EntryFact(ws, task, conn, user, True, self._decrement(ws, task, user)))
+        return popped
+
+    def _decrement(self, ws: str, task: str, user: str) -> int:
+        counts = self.counts[(ws, task)]
+        counts[user] -= 1
+        if counts[user] <= 0:
+            del counts[user]
+            return 0
+        return counts[user]
+
+    def viewers(self, ws: str, task: str) -> list[str]:
+        return sorted(self.counts.get((ws, task), {}))

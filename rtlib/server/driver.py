@@ -1,0 +1,320 @@
+"""The live server: a thin websockets + redis.asyncio driver of the sans-I/O rules.
+
+Per connection: the handshake check (:func:`rtlib.server.auth.verify_token`, workspace, Origin), a
+:class:`~rtlib.protocol.session.Session` that turns frames into requests, and this module carrying requests
+out on :class:`~rtlib.server.store.RedisStore` and writing the results through
+:class:`~rtlib.server.fanout.Fanout`. Per instance: one presence sweeper.
+Several instances sharing one Redis form one cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import secrets
+import time
+from collections import Counter
+from dataclasses import replace
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from websockets.asyncio.server import Server as WsServer
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from rtlib.protocol import events
+from rtlib.protocol.config import ServerConfig
+from rtlib.protocol.errors import CloseCode, ConnectionMustClose, HandshakeError
+from rtlib.protocol.presence import PresenceChange, left_change
+from rtlib.protocol.presence_protocol import PresenceProtocol, Remove
+from rtlib.protocol.ratelimit import Pacer
+from rtlib.protocol.schema import PresenceRequest, TaskGet, TaskUpdate
+from rtlib.protocol.session import Request as ClientRequest
+from rtlib.protocol.session import Session
+from rtlib.server.auth import verify_token
+from rtlib.server.fanout import Fanout, Peer, slow_consumer_closer
+from rtlib.server.resp import RETRY, RespConnection, backoff
+from rtlib.server.store import RedisStore
+from rtlib.server.tasks import spawn
+
+__all__ = ["WS_PATH", "RealtimeServer"]
+
+log = logging.getLogger("rtlib.server.driver")
+WS_PATH = "/ws"
+_FAIR_TURN_BYTES = 8192  # a frame bigger than this ends its connection's turn on the event loop
+
+
+class RealtimeServer:
+    """One server instance. ``await start()``, then ``port``/``url``; ``await stop()`` shuts down gracefully."""
+
+    def __init__(self, redis_url: str, secret: str, config: ServerConfig | None = None,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
+        if not secret:
+            raise ValueError("a signing secret is required (--secret or RTLIB_SECRET)")
+        config = config or ServerConfig()
+        if not config.server_id:
+            config = replace(config, server_id=f"srv-{secrets.token_hex(3)}")
+        self.config = config
+        self.redis_url = redis_url
+        self.secret = secret
+        self.host, self._port = host, port
+        self.redis: Redis | None = None
+        self.store: RedisStore | None = None
+        self.fanout = Fanout(config.max_write_buffer)
+        self.sessions: dict[str, Session] = {}
+        self._user_conns: Counter[str] = Counter()  # open connections per user on this instance
+        self.presence = PresenceProtocol(config.presence)
+        self._handshakes = Pacer(config.handshake_rate, config.handshake_burst, config.handshake_max_wait)
+        self._ids = itertools.count(1)
+        self._ws: WsServer | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._reconnect: asyncio.Future[None] | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+    async def start(self) -> RealtimeServer:
+        # Retry a command on a dropped connection (rtlib's one retry policy, resp.RETRY): after a Redis restart
+        # the pool still holds dead sockets, and the first command on each would otherwise fail a client request.
+        # A blocking pool: in a reconnect storm (hundreds of clients failing over at once) callers wait for a
+        # connection instead of failing with MaxConnectionsError and closing healthy sockets.
+        pool = BlockingConnectionPool.from_url(self.redis_url, max_connections=64, timeout=10,
+                                               retry=RETRY,
+                                               retry_on_error=[RedisConnectionError])
+        self.redis = Redis(connection_pool=pool)
+        await self.redis.ping()
+        # The hot path's commands share the pub/sub connection when it speaks RESP3 (Fanout.command_connection).
+        fast = RespConnection(self.redis_url, shared=lambda: self.fanout.command_connection)
+        self.store = RedisStore(self.redis, fast)
+        self.fanout.on_lost = self._on_redis_lost
+        await self.fanout.connect(self.redis_url)
+        self._ws = await serve(
+            self._handle, self.host, self._port,
+            process_request=self._process_request,
+            max_size=self.config.max_frame_bytes,
+            compression=None,  # frames must be byte-identical per receiver to be encoded once
+            server_header="rtlib",
+        )
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name=f"{self.server_id}-sweeper")
+        log.info("%s listening on %s", self.server_id, self.url)
+        return self
+
+    async def stop(self) -> None:
+        """Close every connection with 1001 (their presence is removed, ``reason: disconnect``), then Redis."""
+        if self._reconnect is not None:
+            self._reconnect.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        if self._ws is not None:
+            self.fanout.flush()
+            self._ws.close(close_connections=True)  # 1001 going away; handlers run their cleanup
+            await self._ws.wait_closed()
+            self._ws = None
+        await self.fanout.close()
+        if self.store is not None and self.store.fast is not None:
+            self.store.fast.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+            self.redis = None
+
+    async def __aenter__(self) -> RealtimeServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def server_id(self) -> str:
+        return self.config.server_id
+
+    @property
+    def port(self) -> int:
+        assert self._ws is not None, "server not started"
+        return self._ws.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}{WS_PATH}"
+
+    def _on_redis_lost(self, exc: Exception | None) -> None:
+        # Without pub/sub this instance would silently stop delivering: end every connection so clients
+        # reconnect (to another instance, or here once Redis is back) and resync; refuse new ones with 503
+        # until the pub/sub link is back.
+        for peer in [p for room in self.fanout.rooms.values() for p in room.values()]:
+            spawn(peer.connection.close(CloseCode.INTERNAL_ERROR, "redis unavailable"))
+        if self._ws is not None and (self._reconnect is None or self._reconnect.done()):
+            self._reconnect = asyncio.ensure_future(self._reconnect_pubsub())
+
+    async def _reconnect_pubsub(self) -> None:
+        failures = 0
+        while self._ws is not None:
+            try:
+                await self.fanout.reconnect(self.redis_url)
+                log.warning("%s: redis pub/sub reconnected", self.server_id)
+                return
+            except OSError as exc:  # the same backoff as every Redis retry (resp.backoff), for as long as it takes
+                failures += 1
+                delay = backoff(failures)
+                log.warning("%s: redis pub/sub reconnect failed (%s); retry in %.2fs", self.server_id, exc, delay)
+                await asyncio.sleep(delay)
+
+    # --- handshake --------------------------------------------------------------------------------------------
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        refusal = self._check_request(connection, request)
+        if refusal is not None:
+            return refusal
+        # Refusals above are cheap; an accepted handshake goes on to cost a subscription, a welcome and a
+        # session, so accepted ones are paced: a storm waits here instead of stalling the open connections.
+        wait = self._handshakes.reserve(time.monotonic())
+        if wait is None:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE,
+                                      "too many new connections on this instance; retry with backoff\n")
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return None
+
+    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        if url.path != WS_PATH:
+            return connection.respond(HTTPStatus.NOT_FOUND, f"no endpoint at {url.path}; use {WS_PATH}\n")
+        query = parse_qs(url.query)
+        try:
+            if not self.fanout.connected:
+                raise HandshakeError.unavailable("this instance lost Redis and is reconnecting; try another")
+            claims = verify_token(self.secret, (query.get("token") or [None])[0])
+            workspace = (query.get("workspace") or [""])[0]
+            if not workspace:
+                raise HandshakeError.forbidden("missing workspace parameter")
+            if workspace not in claims.workspaces:  # token workspaces are valid ids, so W is one too
+                raise HandshakeError.forbidden(f"user is not a member of workspace {workspace!r}")
+            if self._user_conns[claims.user_id] >= self.config.max_connections_per_user:
+                raise HandshakeError.too_many("too many connections for this user on this instance")
+            origin = request.headers.get("Origin")
+            allowed = self.config.allowed_origins
+            if origin is not None and allowed is not None and origin not in allowed:
+                raise HandshakeError.forbidden(f"origin {origin!r} is not allowed")
+        except HandshakeError as exc:
+            return connection.respond(exc.status, exc.message + "\n")
+        connection.rtlib = (claims.user_id, workspace, claims.expires_at)  # type: ignore[attr-defined]
+        return None
+
+    # --- one connection ------------------------------------------------------------------------------------------
+    async def _handle(self, connection: ServerConnection) -> None:
+        user_id, workspace, expires_at = connection.rtlib  # type: ignore[attr-defined]
+        conn_id = f"{self.server_id}-{next(self._ids)}"
+        # A token is checked at the handshake only; the connection must not outlive it.
+        expiry = asyncio.get_running_loop().call_later(
+            max(0.0, expires_at - time.time()),
+            lambda: spawn(connection.close(CloseCode.POLICY_VIOLATION, "token expired")))
+        session = Session(conn_id, user_id, workspace, self.config)
+        peer = Peer(conn_id, workspace, connection, on_slow=slow_consumer_closer)
+        self.sessions[conn_id] = session
+        self._user_conns[user_id] += 1
+        try:
+            if self._user_conns[user_id] > self.config.max_connections_per_user:
+                # Handshakes racing each other can all pass the 429 check before any handler runs.
+                await connection.close(CloseCode.POLICY_VIOLATION, "too many connections")
+                return
+            await self.fanout.add(peer)
+            self.fanout.send(peer, session.welcome(time.time()))
+            async for frame in connection:
+                try:
+                    outcome = session.receive(frame, time.time())
+                except ConnectionMustClose as exc:
+                    self.fanout.flush_peer(peer)
+                    await _close_draining(connection, exc.code, exc.reason)
+                    break
+                if isinstance(outcome, bytes):
+                    self.fanout.send(peer, outcome)
+                else:
+                    await self._carry_out(session, peer, outcome)
+                if isinstance(outcome, bytes) or len(frame) > _FAIR_TURN_BYTES:
+                    # Fair turns: frames already buffered are returned without yielding to the loop, so a
+                    # flood of refused or big frames would run back to back while the neighbours wait.
+                    await asyncio.sleep(0)
+        except ConnectionClosed:
+            pass
+        except (ConnectionError, RedisConnectionError):
+            # Redis went away mid-request: _on_redis_lost closes the other connections the same way.
+            await _close_draining(connection, CloseCode.INTERNAL_ERROR, "redis unavailable")
+        except Exception:
+            log.exception("%s: unexpected fault on %s", self.server_id, conn_id)
+            self.fanout.flush_peer(peer)
+            await _close_draining(connection, CloseCode.INTERNAL_ERROR, "internal error")  # no internals sent
+        finally:
+            expiry.cancel()
+            del self.sessions[conn_id]
+            self._user_conns[user_id] -= 1
+            if not self._user_conns[user_id]:
+                del self._user_conns[user_id]
+            await self.fanout.remove(peer)
+            await self._drop_presence(session)
+
+    async def _carry_out(self, session: Session, peer: Peer, request: ClientRequest) -> None:
+        store, fanout, ws = self.store, self.fanout, session.workspace_id
+        assert store is not None
+        payload = request.payload
+        now = time.time()
+        if isinstance(payload, TaskUpdate):
+            prefix, suffix = events.task_updated_parts(ws, session.user_id, payload.taskId, payload.changes, now)
+            atomic = self.config.publish_mode == "atomic"
+            version = await store.update_task(ws, payload.taskId, payload.changes, prefix, suffix, publish=atomic)
+            if not atomic:  # the study mode: a second round trip, so publishes can overtake each other
+                await store.publish(ws, prefix + str(version).encode() + suffix)
+            fanout.send(peer, session.ack(payload, version, now))
+        elif isinstance(payload, TaskGet):
+            version, fields = await store.get_task(ws, payload.taskId)
+            fanout.send(peer, session.snapshot(payload, version, fields, now))
+        elif isinstance(payload, PresenceRequest):
+            op = self.presence.request(session, request.type, payload.taskId, now)
+            if isinstance(op, Remove):
+                await store.presence_remove(op)
+            else:
+                fact, viewers = await store.presence_upsert(op)
+                for frame in self.presence.replies(session, request.type, fact, viewers, now):
+                    fanout.send(peer, frame)
+
+    async def _drop_presence(self, session: Session) -> None:
+        if not session.tasks or self.store is None:
+            return
+        ops = self.presence.disconnect(session, time.time())
+        try:
+            await self.store.presence_remove_many(ops)
+        except Exception:  # Redis gone: the entries expire by timeout on another instance instead
+            log.exception("%s: could not remove presence of %s", self.server_id, session.conn_id)
+
+    # --- presence sweeper ------------------------------------------------------------------------------------------
+    async def _sweep_forever(self) -> None:
+        # The one sweep schedule (PresenceConfig.next_sweep): absolute multiples of the sweep interval, the same
+        # phase on every instance, so the analytic model and the virtual-time model agree with this sweeper.
+        while True:
+            await asyncio.sleep(max(0.0, self.presence.next_sweep(time.time()) - time.time()))
+            try:
+                await self.sweep(time.time())
+            except Exception:
+                log.exception("%s: presence sweep failed", self.server_id)
+
+    async def sweep(self, now: float) -> list[PresenceChange]:
+        """Pop the entries expired at ``now``; the store publishes their ``presence.left`` (reason ``timeout``).
+        Returns those departures."""
+        assert self.store is not None
+        facts = await self.store.presence_expire(self.presence.sweep(now))
+        self.presence.expired(facts, self.sessions)
+        return [change for fact in facts if (change := left_change(fact, "timeout")) is not None]
+
+
+async def _close_draining(connection: ServerConnection, code: int, reason: str) -> None:
+    """Close, while still reading: frames already queued by a flooding client would otherwise stall the
+    reader (websockets pauses reading when its queue is full), hide the client's close frame, and hold the
+    connection open until the close timeout."""
+    closing = spawn(connection.close(code, reason))
+    with contextlib.suppress(ConnectionClosed):
+        async for _ in connection:
+            pass
+    await closing

@@ -1,0 +1,220 @@
+"""Workspace rooms on Redis pub/sub, and the write path to local connections.
+
+One pub/sub connection per server instance, one subscription per workspace that has local connections
+(subscribed on the first, unsubscribed after the last). Each pub/sub message is turned into a WebSocket
+frame **once** (server frames are unmasked and, with compression off, identical for every receiver) and that
+frame is queued on every local connection of the workspace. Queues are flushed after each read from Redis,
+so events that arrive together reach a socket in one ``write()``: under load, one syscall carries several
+events (the hint from ``websockets.broadcast()``, taken one step further).
+
+The pub/sub connection is :class:`rtlib.server.resp.RespProtocol` (rtlib's one Redis connection layer, hiredis's
+parser) rather than redis-py's ``PubSub``: on the hot path it saves the per-message dict building and locking,
+and the queues are flushed once per read. On Redis >= 6 it speaks RESP3, so the same connection also carries
+the hot path's commands (:attr:`Fanout.command_connection`): per ``task.update``, Redis writes the event and the
+script's reply to one socket, and this instance reads them with one wake-up instead of two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import hiredis
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+
+from rtlib.protocol.errors import CloseCode
+from rtlib.server.resp import RespProtocol, open_connection, pack_command, parse_redis_url
+from rtlib.server.store import channel
+from rtlib.server.tasks import spawn
+
+__all__ = ["Fanout", "Peer", "text_frame"]
+
+log = logging.getLogger("rtlib.server.fanout")
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One unmasked WebSocket text frame (server to client), serialized by websockets itself."""
+    return Frame(Opcode.TEXT, payload).serialize(mask=False)
+
+
+class Peer:
+    """The outbound side of one local WebSocket connection: a queue of frames flushed in batches."""
+
+    __slots__ = ("conn_id", "connection", "on_slow", "queue", "workspace_id")
+
+    def __init__(self, conn_id: str, workspace_id: str, connection: Any,
+                 on_slow: Callable[[Peer], None] | None = None) -> None:
+        self.conn_id = conn_id
+        self.workspace_id = workspace_id
+        self.connection = connection  # a websockets ServerConnection
+        self.queue: list[bytes] = []
+        self.on_slow = on_slow
+
+
+class Fanout:
+    """Local rooms (workspace -> peers) fed by Redis pub/sub; also the single write path for direct replies."""
+
+    def __init__(self, max_write_buffer: int = 8 * 1024 * 1024) -> None:
+        self.max_write_buffer = max_write_buffer
+        self.rooms: dict[str, dict[str, Peer]] = {}
+        self._dirty: list[Peer] = []
+        self._protocol: RespProtocol | None = None
+        self._pending: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._closing = False
+        self.on_lost: Callable[[Exception | None], None] | None = None
+        self.events_in = 0  # pub/sub messages received (one per event per instance)
+
+    async def connect(self, redis_url: str) -> None:
+        """Open the pub/sub connection (any URL :func:`~rtlib.server.resp.parse_redis_url` reads)."""
+        protocol = await open_connection(parse_redis_url(redis_url), resp3=True)
+        protocol.subscribe_mode(self._on_reply, self.flush)
+        protocol.on_lost = self._connection_lost
+        self._protocol = protocol
+
+    @property
+    def connected(self) -> bool:
+        return self._protocol is not None and self._protocol.open
+
+    @property
+    def command_connection(self) -> RespProtocol | None:
+        """The pub/sub connection if it also takes commands (RESP3, Redis >= 6), else None. The hot path sends
+        ``task.update``'s script on it, so the script's reply and the event it published come back in one read."""
+        protocol = self._protocol
+        return protocol if protocol is not None and protocol.resp3 else None
+
+    def _connection_lost(self, protocol: RespProtocol, exc: Exception | None) -> None:
+        if protocol is self._protocol:  # not a connection already replaced by a reconnect
+            self._on_lost(exc)
+
+    async def reconnect(self, redis_url: str) -> None:
+        """Open a new pub/sub connection and re-subscribe every room that still has local peers."""
+        await self.connect(redis_url)
+        for workspace_id in list(self.rooms):
+            await self._command(b"SUBSCRIBE", channel(workspace_id).encode())
+
+    def _write(self, data: bytes) -> None:
+        if not self.connected:
+            raise ConnectionError("redis pub/sub connection is down")
+        self._protocol.write(data)  # type: ignore[union-attr]
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._protocol is not None:
+            self._protocol.close()
+
+    # --- rooms --------------------------------------------------------------------------------------------
+    async def add(self, peer: Peer) -> None:
+        """Put ``peer`` in its workspace room, subscribing first if it is the room's first local peer."""
+        room = self.rooms.get(peer.workspace_id)
+        if room is None:
+            room = self.rooms[peer.workspace_id] = {}
+            room[peer.conn_id] = peer
+            await self._command(b"SUBSCRIBE", channel(peer.workspace_id).encode())
+        else:
+            room[peer.conn_id] = peer
+            # A concurrent first joiner may still be waiting for the SUBSCRIBE confirmation: wait for it too,
+            # so no peer is welcomed before its room actually receives events.
+            waiting = self._pending.get(channel(peer.workspace_id).encode())
+            if waiting:
+                await asyncio.shield(waiting[-1])
+
+    async def remove(self, peer: Peer) -> None:
+        """Take ``peer`` out of its room; unsubscribe after the last local peer of the workspace."""
+        room = self.rooms.get(peer.workspace_id)
+        if room is None or room.pop(peer.conn_id, None) is None:
+            return
+        if not room:
+            del self.rooms[peer.workspace_id]
+            if not self._closing and self.connected:
+                self._write(pack_command(b"UNSUBSCRIBE", channel(peer.workspace_id)))
+
+    async def _command(self, verb: bytes, chan: bytes) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(chan, []).append(fut)
+        self._write(pack_command(verb, chan))
+        await fut
+
+    # --- pub/sub input --------------------------------------------------------------------------------------
+    def _on_reply(self, reply: Any) -> None:
+        if isinstance(reply, hiredis.ReplyError):
+            log.error("redis pub/sub error: %s", reply)
+            return
+        kind = reply[0]
+        if kind == b"message":
+            self.events_in += 1
+            self.deliver(reply[1][len(b"rt:chan:"):].decode(), reply[2])
+        elif kind == b"subscribe":
+            waiters = self._pending.get(reply[1])
+            if waiters:
+                fut = waiters.pop(0)
+                if not waiters:
+                    del self._pending[reply[1]]
+                if not fut.done():
+                    fut.set_result(None)
+
+    def _on_lost(self, exc: Exception | None) -> None:
+        for waiters in self._pending.values():
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_exception(ConnectionError("redis pub/sub connection lost"))
+        self._pending.clear()
+        if not self._closing:
+            log.error("redis pub/sub connection lost: %s", exc)
+            if self.on_lost:
+                self.on_lost(exc)
+
+    def deliver(self, workspace_id: str, message: bytes) -> None:
+        """Queue one published event (``exclude_conn + b"\\n" + json``) for every local peer of the room."""
+        room = self.rooms.get(workspace_id)
+        if not room:
+            return
+        exclude, _, event = message.partition(b"\n")
+        frame = text_frame(event)
+        skip = exclude.decode() if exclude else None
+        dirty = self._dirty
+        for conn_id, peer in room.items():
+            if conn_id == skip:
+                continue
+            if not peer.queue:
+                dirty.append(peer)
+            peer.queue.append(frame)
+
+    # --- output ---------------------------------------------------------------------------------------------
+    def send(self, peer: Peer, event: bytes) -> None:
+        """Queue a direct reply to one peer, in order with its room events; written at the next flush."""
+        if not peer.queue:
+            self._dirty.append(peer)
+            if len(self._dirty) == 1:
+                asyncio.get_running_loop().call_soon(self.flush)
+        peer.queue.append(text_frame(event))
+
+    def flush(self) -> None:
+        """Write each dirty peer's queued frames in one ``transport.write`` (one syscall when it drains)."""
+        dirty, self._dirty = self._dirty, []
+        for peer in dirty:
+            frames, peer.queue = peer.queue, []
+            if not frames:
+                continue
+            conn = peer.connection
+            if conn.protocol.state is not State.OPEN:
+                continue  # closing: websockets owns the socket now, and a data frame would follow the close
+            transport = conn.transport
+            transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+            if transport.get_write_buffer_size() > self.max_write_buffer and peer.on_slow is not None:
+                peer.on_slow(peer)
+
+    def flush_peer(self, peer: Peer) -> None:
+        """Flush one peer now (before closing it, so queued events go out ahead of the close frame)."""
+        if peer.queue:
+            self.flush()
+
+
+def slow_consumer_closer(peer: Peer) -> None:
+    """Default ``on_slow``: close a client whose backlog passed the limit with 1013 (try again later)."""
+    conn = peer.connection
+    if conn.protocol.state is State.OPEN:
+        log.warning("closing slow consumer %s", peer.conn_id)
+        spawn(conn.close(CloseCode.TRY_AGAIN_LATER, "slow consumer"))

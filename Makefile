@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint schema bench bench-socketio serve clean
+.PHONY: install test jstest lint schema bench bench-socketio serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,11 +14,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## make test: the whole suite against a real redis-server the fixtures start on a free port, then nbval
-## over the notebooks (CI-sized parameters; a cell may take 300 s: notebook 06 runs five servers in one cell).
+## make test: the whole suite against a real redis-server the fixtures start on a free port (the browser
+## tests drive Debian's chromium), node --test over the browser client, then nbval over the notebooks
+## (CI-sized parameters; a cell may take 300 s: notebook 06 runs five servers in one cell).
 test: $(STAMP)
 	$(PY) -m pytest -q
+	$(MAKE) --no-print-directory jstest
 	$(PY) -m pytest -q --nbval-lax --nbval-current-env --timeout 300 notebooks/
+
+## make jstest: node's built-in test runner over rtlib/web/rtlib-client.js (ordering, backoff, protocol).
+## Without node it is skipped with a message, except in CI (CI=true), where that is a failure.
+jstest:
+	@if command -v node >/dev/null 2>&1; then node --test tests/web/rtlib-client.test.mjs; \
+	elif [ -n "$$CI" ]; then echo "make jstest: node is missing (apt-get install nodejs)"; exit 1; \
+	else echo "make jstest: SKIPPED: node is not installed (apt-get install nodejs)"; fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rtlib tests bench
@@ -39,7 +48,7 @@ bench-socketio: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
 
-.PHONY: demo lab nbtest
+.PHONY: demo lab nbtest websize
 
 ## make demo: execute every notebook at full size (hundreds to 1,000 clients, ~11 min; a second run re-runs only
 ## what changed) into reports/*.html + reports/index.html, then check them in headless Chromium (if installed).
@@ -55,3 +64,7 @@ lab: $(STAMP)
 ## make nbtest: run the notebooks and compare the cells marked NBVAL_CHECK_OUTPUT with their saved outputs.
 nbtest: $(STAMP)
 	$(PY) -m pytest -q --nbval-lax --nbval-current-env --timeout 300 notebooks/
+
+## make websize: the browser client's size minified + gzipped vs socket.io-client's (npm packages in a cache dir).
+websize: $(STAMP)
+	$(PY) bench/web_client_size.py

@@ -27,22 +27,25 @@ from redis.asyncio import Redis  # noqa: E402
 
 from rtlib.server.redis_process import RedisProcess  # noqa: E402
 from rtlib.server.resp import RespConnection, script_sha  # noqa: E402
-from rtlib.server.store import _UPDATE, _task_keys, channel  # noqa: E402
+from rtlib.server.store import RedisStore, _index_key, _task_keys  # noqa: E402
 
-ARGS = [channel("w1"), b"\n" + b'{"type":"task.updated","payload":{"version":', b"}}", b"1", "title", b'"x"']
+# The update script's layout (see rtlib.server.store): workspace, prefix, suffix, publish, ref TTL, task id,
+# field, value; keys: version, fields, ref key ('' = no ref), task index.
+ARGS = ["w1", b'{"type":"task.updated","payload":{"version":', b"}}", b"1", 300, "t1", "title", b'"x"']
 
 
 async def one_round(url: str, n: int) -> dict[str, dict[str, float]]:
     pyredis = Redis.from_url(url)
     lean = RespConnection(url)
-    script = pyredis.register_script(_UPDATE)
-    sha = script_sha(_UPDATE)
-    keys = _task_keys("w1", "t1")
+    text = RedisStore(pyredis)._update_text  # the script as the server runs it (history bounds filled in)
+    script = pyredis.register_script(text)
+    sha = script_sha(text.decode())
+    keys = [*_task_keys("w1", "t1"), "", _index_key("w1")]
     calls = {
         ("redis-py", "PING"): lambda: pyredis.ping(),
         ("lean", "PING"): lambda: lean.call("PING"),
         ("redis-py", "EVALSHA"): lambda: script(keys=keys, args=ARGS),
-        ("lean", "EVALSHA"): lambda: lean.evalsha(_UPDATE.encode(), sha, keys, ARGS),
+        ("lean", "EVALSHA"): lambda: lean.evalsha(text, sha, keys, ARGS),
     }
     for call in calls.values():  # connect, load the script, warm up
         for _ in range(200):

@@ -191,6 +191,21 @@ def wait_for_drain(receivers: list[WorkerHandle], expected: int, timeout: float)
         time.sleep(0.05)
 
 
+def profiler(server: ServerProcess, duration: float) -> subprocess.Popen[bytes] | None:
+    """With ``$RTLIB_BENCH_PYSPY=PREFIX``: py-spy samples the server through the send phase (its CPU then counts
+    in other %, not the server's) and writes collapsed stacks to ``PREFIX-<pid>.txt`` (see profile_top.py)."""
+    if trace := os.environ.get("RTLIB_BENCH_STRACE"):  # syscall counts instead (strace -c), for 5 s
+        return subprocess.Popen(["timeout", "-s", "INT", "5", "strace", "-c", "-f", "-p", str(server.pid), "-o",
+                                 f"{trace}-{server.pid}.txt"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    prefix = os.environ.get("RTLIB_BENCH_PYSPY")
+    if not prefix:
+        return None
+    spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen([str(spy), "record", "--pid", str(server.pid), "--duration", str(max(1, int(duration))),
+                             "--rate", "250", "--format", "raw", "-o", f"{prefix}-{server.pid}.txt"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def measure(receivers: list[WorkerHandle], sender: WorkerHandle, server: ServerProcess, redis: RedisProcess,
             scenario: Scenario, opts: Options) -> dict[str, Any]:
     """The send phase: CPU snapshots around it, deliveries and latencies inside its window."""
@@ -204,8 +219,11 @@ def measure(receivers: list[WorkerHandle], sender: WorkerHandle, server: ServerP
 
     sender.submit("send", start_ns, scenario.rate, count)
     time.sleep(max(0.0, (start_ns - time.monotonic_ns()) / 1e9))
+    spy = profiler(server, opts.duration)
     before = procstat.snapshot(probes)
     sent = sender.result(timeout=opts.duration + 60)
+    if spy is not None:
+        spy.wait()
     at_send_end = procstat.snapshot(probes)
     # Every workspace has the same number of receivers, so each update is owed that many deliveries.
     expected = sent["sent"] * scenario.per_workspace
@@ -376,6 +394,7 @@ COLUMNS = [
     ("redis %", lambda r: f"{r['cpu_pct']['redis']:.0f}"),
     ("loadgen %", lambda r: f"{r['cpu_pct']['receivers'] + r['cpu_pct']['sender']:.0f}"),
     ("other %", lambda r: f"{r['cpu_pct']['other']:.0f}"),
+    ("load avg", lambda r: f"{r.get('loadavg_1min_before', float('nan')):.2f}"),
 ]
 
 
@@ -390,14 +409,26 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
 
 
 def comparison(results: list[dict[str, Any]]) -> list[str]:
-    """One line per scenario measured for both targets: rtlib's CPU/delivery as a multiple of the toy's."""
-    ok = {(r["target"], r["scenario"]): r for r in results if "error" not in r}
+    """Per scenario and target: CPU µs/delivery and p99 over the runs (min / median), and each target's median
+    CPU as a multiple of the toy's and of the floor's (same run)."""
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        if "error" not in r:
+            runs.setdefault((r["scenario"], r["target"]), []).append(r)
     lines = []
-    for scen in sorted({s for _, s in ok}):
-        toy, rt = ok.get(("toy", scen)), ok.get(("rtlib", scen))
-        if toy and rt:
-            t, r = toy["cpu_us_per_delivery"]["total"], rt["cpu_us_per_delivery"]["total"]
-            lines.append(f"- Scenario {scen}: rtlib {r:.1f} µs/delivery vs toy {t:.1f} ({r / t:.2f}x).")
+    for scen in sorted({s for s, _ in runs}):
+        medians = {t: float(np.median([r["cpu_us_per_delivery"]["total"] for r in rs]))
+                   for (s, t), rs in runs.items() if s == scen}
+        for (s, target), rs in runs.items():
+            if s != scen:
+                continue
+            cpu = [r["cpu_us_per_delivery"]["total"] for r in rs]
+            p99 = [r["latency_ms"]["p99"] for r in rs]
+            ratios = "".join(f", {medians[target] / medians[ref]:.2f}x {ref}" for ref in ("toy", "floor")
+                             if ref in medians and ref != target)
+            lines.append(f"- Scenario {scen}, {target} ({len(rs)} runs): CPU µs/delivery min {min(cpu):.1f} / "
+                         f"median {medians[target]:.1f}{ratios}; p99 ms min {min(p99):.2f} / "
+                         f"median {float(np.median(p99)):.2f}")
     return lines
 
 
@@ -456,6 +487,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--targets", default="toy,rtlib", help="comma-separated, of: " + ",".join(TARGETS))
     parser.add_argument("--receiver-procs", type=int, default=1, help="receiver worker processes (default 1)")
     parser.add_argument("--quick", action="store_true", help="a short smoke run (2 s send phase)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of every case, targets alternating (default 1)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output path without suffix (default bench/results/server_cost[.quick])")
     args = parser.parse_args(argv)
@@ -502,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     meta = {**machine_info(), "parameters": {
         **asdict(opts), "scenarios": args.scenarios.split(","), "targets": args.targets.split(","),
-        "sender_rate_cap": SENDER_RATE_CAP,
+        "sender_rate_cap": SENDER_RATE_CAP, "repeat": args.repeat,
     }}
     meta["background_load_pct"] = background_load()
     if meta["background_load_pct"] > 20:
@@ -511,11 +543,13 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     # Targets alternate inside each scenario, so slow drift of the machine does not favour one of them.
     for scen_name in args.scenarios.split(","):
-        for target_name in args.targets.split(","):
+        for target_name in [t for _ in range(args.repeat) for t in args.targets.split(",")]:
             scenario = SCENARIOS[scen_name]
             print(f"== {target_name} / scenario {scen_name}: {scenario.description}", flush=True)
             try:
+                load_before = os.getloadavg()[0]
                 result = run_case(TARGETS[target_name](), scenario, opts)
+                result["loadavg_1min_before"] = round(load_before, 2)
             except Exception as exc:  # one broken target must not hide the other's numbers
                 result = {"target": target_name, "scenario": scen_name, "error": f"{type(exc).__name__}: {exc}"}
                 print(f"   FAILED: {result['error']}", flush=True)

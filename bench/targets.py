@@ -6,6 +6,7 @@ Redis URL, how to make a client URL for (workspace, user), and the ``type`` of t
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -13,7 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Self
 
@@ -105,10 +106,57 @@ def _peer(name: str) -> Callable[[], Target]:
     return make
 
 
+def floor_target(loop: str = "asyncio") -> Target:
+    """The floor: a bare server that writes each sender frame, framed once, to its workspace's sockets (no Redis)."""
+    return Target(
+        name="floor" if loop == "asyncio" else f"floor-{loop}",
+        command=lambda port, redis_url: [
+            sys.executable, str(BENCH_DIR / "floor_server.py"), "--port", str(port), "--loop", loop,
+        ],
+        url=lambda port, workspace, user: f"ws://127.0.0.1:{port}/ws?workspace={workspace}",
+        delivery_type="task.update",
+    )
+
+
+def rtlib_code_target(name: str, code_dir: str, extra_args: tuple[str, ...] = (), uvloop: bool = False) -> Target:
+    """rtlib from another source tree (e.g. an export of an older commit: the "before" of a same-run
+    comparison), optionally with uvloop installed as the event loop policy before ``rtlib serve`` starts."""
+    base = rtlib_target(extra_args=extra_args)
+    boot = (f"import sys; sys.path.insert(0, {code_dir!r}); "
+            + ("import uvloop; uvloop.install(); " if uvloop else "")
+            + "from rtlib.cli import main; sys.argv[0] = 'rtlib'; main()")
+    return Target(
+        name=name,
+        command=lambda port, redis_url: [sys.executable, "-c", boot, *base.command(port, redis_url)[1:]],
+        url=base.url,
+        delivery_type=base.delivery_type,
+    )
+
+
 TARGETS: dict[str, Callable[[], Target]] = {
-    "toy": toy_target, "rtlib": rtlib_target,
+    "toy": toy_target,
+    "rtlib": rtlib_target,
+    "rtlib-uvloop": lambda: replace(rtlib_target(extra_args=("--loop", "uvloop")), name="rtlib-uvloop"),
+    "rtlib-asyncio": lambda: replace(rtlib_target(extra_args=("--loop", "asyncio")), name="rtlib-asyncio"),
+    "floor": floor_target,
+    "floor-uvloop": lambda: floor_target("uvloop"),
     **{name: _peer(name) for name in ("socketio-node", "ws-node", "python-socketio")},
 }
+if os.environ.get("RTLIB_BASE_DIR"):  # a "before" tree for same-run comparisons (see bench/README.md)
+    TARGETS["rtlib-base"] = lambda: rtlib_code_target("rtlib-base", os.environ["RTLIB_BASE_DIR"])
+    TARGETS["rtlib-base-uvloop"] = lambda: rtlib_code_target("rtlib-base-uvloop", os.environ["RTLIB_BASE_DIR"],
+                                                             uvloop=True)
+for _spec in filter(None, os.environ.get("RTLIB_TREES", "").split(",")):  # NAME=DIR[+uvloop], more trees
+    _name, _, _dir = _spec.partition("=")
+    TARGETS[_name] = (lambda n, d: lambda: rtlib_code_target(n, d.removesuffix("+uvloop"),
+                                                             uvloop=d.endswith("+uvloop")))(_name, _dir)
+if os.environ.get("RTLIB_MID_DIR"):  # a third tree, with uvloop installed as the loop policy
+    TARGETS["rtlib-mid-uvloop"] = lambda: rtlib_code_target("rtlib-mid-uvloop", os.environ["RTLIB_MID_DIR"],
+                                                            uvloop=True)
+if os.environ.get("RTLIB_AFTER_DIR"):  # an "after" tree, frozen, so edits during a long run cannot leak into it
+    TARGETS["rtlib-after"] = lambda: rtlib_code_target("rtlib-after", os.environ["RTLIB_AFTER_DIR"])
+    TARGETS["rtlib-after-asyncio"] = lambda: rtlib_code_target("rtlib-after-asyncio", os.environ["RTLIB_AFTER_DIR"],
+                                                               extra_args=("--loop", "asyncio"))
 
 
 class ServerProcess:

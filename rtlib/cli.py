@@ -1,4 +1,4 @@
-"""The ``rtlib`` command: ``serve``, ``token``, ``simulate``, ``tune`` and ``schema``."""
+"""The ``rtlib`` command: ``serve``, ``token``, ``simulate``, ``tune``, ``schema`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allowed-origin", action="append", dest="allowed_origins", metavar="ORIGIN",
                        help="allow this Origin (repeatable; default: any; no Origin header is always allowed)")
     serve.add_argument("--publish-mode", choices=["atomic", "split"], default="atomic")
+    serve.add_argument("--history-length", type=int, default=d.history_length,
+                       help="events kept per workspace for resume (0: no history)")
+    serve.add_argument("--history-age", type=float, default=d.history_age, metavar="S")
+    serve.add_argument("--max-replay", type=int, default=d.max_replay, help="events replayed on resume at most")
+    serve.add_argument("--idempotency-ttl", type=float, default=d.idempotency_ttl, metavar="S",
+                       help="a task.update's (user, ref) is remembered this long (0: off)")
     serve.add_argument("--server-id", default="", help="instance name in session.welcome (default: random)")
     serve.add_argument("--log-level", default="INFO")
     serve.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
@@ -93,6 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--redis", metavar="URL", help="use this Redis (default: embedded redis-server)")
     sim.add_argument("--workers", type=int, help="client worker processes (default: automatic)")
     sim.add_argument("--out", type=Path, default=Path("sim-results"))
+
+    demo = sub.add_parser("demo", help="DEVELOPMENT ONLY: a server, a seeded board, demo users' links, bots")
+    demo.add_argument("--dev", action="store_true",
+                      help="required: acknowledge that this prints usable tokens signed with a throwaway secret")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    demo.add_argument("--workspace", default="demo")
+    demo.add_argument("--users", default="alice,bob,carol", help="comma-separated demo users (2 or 3 is plenty)")
+    demo.add_argument("--bots", type=int, default=0, metavar="N", help="simulated users editing and viewing tasks")
+    demo.add_argument("--bot-interval", type=float, default=2.0, metavar="S", help="mean seconds between bot actions")
+    demo.add_argument("--ttl", type=float, default=7200.0, metavar="SECONDS", help="token lifetime")
+    demo.add_argument("--redis", metavar="URL", help="use this Redis (default: embedded redis-server)")
 
     tune = sub.add_parser("tune", help="recommend presence timing from the virtual-time model (rtlib.model)")
     tune.add_argument("--max-detection", type=float, default=60.0, metavar="S",
@@ -131,7 +149,8 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         byte_rate=args.byte_rate, byte_burst=args.byte_burst, max_connections_per_user=args.max_connections_per_user,
         max_write_buffer=args.max_write_buffer,
         allowed_origins=tuple(args.allowed_origins) if args.allowed_origins else None,
-        server_id=args.server_id, publish_mode=args.publish_mode,
+        server_id=args.server_id, publish_mode=args.publish_mode, history_length=args.history_length,
+        history_age=args.history_age, max_replay=args.max_replay, idempotency_ttl=args.idempotency_ttl,
     )
 
 
@@ -147,8 +166,8 @@ async def _serve(args: argparse.Namespace, redis_url: str, config: ServerConfig)
     # is left out of full collections. Measured under a 400-connection storm: gen-2 pauses of 54-78 ms (every
     # open connection stalls for them) fell to about 8 ms.
     gc.freeze()
-    print(f"rtlib {server.server_id} serving {server.url} (redis {redis_url}, {type(loop).__module__} loop)",
-          flush=True)
+    print(f"rtlib {server.server_id} serving {server.url} (redis {redis_url}, {type(loop).__module__} loop); "
+          f"board page at http://{args.host}:{server.port}/app/#workspace=W&token=T", flush=True)
     await stop.wait()
     print(f"rtlib {server.server_id} shutting down", flush=True)
     await server.stop()
@@ -189,6 +208,44 @@ def _simulate(args: argparse.Namespace) -> None:
     for name, value in rows:
         print(f"{name:>28}  {value}")
     print(f"wrote {out}/deliveries.csv, presence.csv, applies.csv, connections.csv, summary.json")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    if not args.dev:
+        sys.exit("rtlib demo: refusing to start without --dev. The demo signs tokens with a throwaway secret and "
+                 "prints them in links; it is for a developer's own machine only.")
+    import re
+
+    from rtlib.server.demo import DemoOptions, run_demo
+
+    users = tuple(u.strip() for u in args.users.split(",") if u.strip())
+    ids_ok = all(re.fullmatch(r"[A-Za-z0-9_.\-]{1,128}", u) for u in (*users, args.workspace))
+    if not users or not ids_ok or args.bots < 0 or args.ttl <= 0:
+        sys.exit("rtlib demo: --users and --workspace take ids (A-Z a-z 0-9 _ . -), --bots >= 0, --ttl > 0")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"WARNING: rtlib demo listens on {args.host}: anyone who can reach it can use the demo links",
+              file=sys.stderr)
+    opts = DemoOptions(host=args.host, port=args.port, workspace=args.workspace, users=users, bots=args.bots,
+                       ttl=args.ttl, bot_interval=max(0.05, args.bot_interval))
+
+    async def run(url: str) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await run_demo(opts, url, stop)
+        except OSError as exc:  # most often: the port is taken
+            sys.exit(f"rtlib demo: cannot listen on {opts.host}:{opts.port}: {exc.strerror or exc} (try --port 0)")
+        print("rtlib demo: stopped", flush=True)
+
+    if args.redis:
+        asyncio.run(run(args.redis))
+    else:
+        from rtlib.server.embedded import embedded_redis
+
+        with embedded_redis() as url:
+            asyncio.run(run(url))
 
 
 def _tune(args: argparse.Namespace) -> None:
@@ -240,6 +297,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"wrote {args.out}")
         else:
             sys.stdout.write(text)
+    elif args.command == "demo":
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        _demo(args)
     elif args.command == "simulate":
         _simulate(args)
     elif args.command == "tune":

@@ -67,7 +67,7 @@ FULL: dict[str, dict[str, Any]] = {
                                   "S3_REFINE": 1, "IDLE_CONNECTIONS": 1000, "IDLE_WORKSPACES": 20, "RETRIES": 0},
 }
 #: Seconds per notebook before any run has been timed here (then the last run's time is used).
-FIRST_GUESS = {"01": 80, "02": 80, "03": 120, "04": 80, "06": 250}
+FIRST_GUESS = {"01": 80, "02": 80, "03": 120, "04": 80, "05": 90, "06": 250}
 
 
 # --- the cache -------------------------------------------------------------------------------------------

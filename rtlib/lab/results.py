@@ -89,6 +89,26 @@ class Results:
         got = self.deliveries[~self.deliveries["receiver"].isin(flaky)]
         return max(0, self.expected_deliveries() - len(got.drop_duplicates(["ref", "receiver"])))
 
+    def lost_by_resumers(self) -> int:
+        """Accepted updates that a client which lost its connection but resumed every time (``recovered``)
+        never received: they must have been replayed. Counts, per such client, the accepted updates of its
+        workspace sent after it first connected and missing from its deliveries."""
+        conns = self.connections
+        resumed = conns[conns["event"] == "recovered"]["user"].unique()
+        excluded = set(conns.loc[conns["event"].isin(["resynced", "crashed"]), "user"])  # crashed: gone for good
+        users = [u for u in resumed if u not in excluded]
+        if not users or self.deliveries.empty:
+            return 0
+        joined = conns[conns["event"] == "connected"].groupby("user")["t"].min()
+        ws_of = conns.drop_duplicates("user").set_index("user")["workspace"]
+        accepted = self.sends[self.sends["ref"].isin(set(self.deliveries["ref"]))]
+        got = self.deliveries.groupby("receiver")["ref"].agg(set)
+        missing = 0
+        for user in users:
+            wanted = accepted[(accepted["workspace"] == ws_of[user]) & (accepted["t_sent"] > joined[user])]
+            missing += len(set(wanted["ref"]) - got.get(user, set()))
+        return missing
+
     def detection_delays(self) -> pd.Series:
         """Design seconds from each real departure to its first observed ``presence.left``."""
         left = self.presence[(self.presence["kind"] == "left") & self.presence["t_actual"].notna()]
@@ -115,6 +135,9 @@ class Results:
             "deliveries": len(d),
             "expected": self.expected_deliveries(),
             "lost": self.lost(),
+            "reconnects_recovered": int((self.connections["event"] == "recovered").sum()),
+            "reconnects_resynced": int((self.connections["event"] == "resynced").sum()),
+            "lost_by_resumers": self.lost_by_resumers(),
             "dropped": int(self.deliveries["dropped"].sum()),
             "out_of_order": int(self.applies["out_of_order"].sum()),
             "stale_dropped": int(outcomes.get("stale_dropped", 0)),

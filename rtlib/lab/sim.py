@@ -29,7 +29,7 @@ from rtlib.client.heartbeat import parse_model
 from rtlib.client.ordering import make_cache
 from rtlib.lab.impair import Impairer
 from rtlib.lab.scenario import Scenario
-from rtlib.protocol.schema import SERVER_PAYLOADS, Envelope, PresenceLeft, TaskUpdated
+from rtlib.protocol.schema import SERVER_PAYLOADS, PresenceLeft, ServerEnvelope, TaskUpdated
 from rtlib.server.tasks import spawn
 
 __all__ = ["ClientPlan", "Recorder", "SimClient", "plan_clients"]
@@ -95,7 +95,7 @@ class Recorder:
 # looser structs decoded a task.updated frame in 0.84 us instead of 2.7 us (min of 7 x 200,000, this machine):
 # ~2 us per received frame, small beside the asyncio websockets client's own cost per frame, so not worth a
 # second definition of the wire format.
-_envelope = msgspec.json.Decoder(Envelope)
+_envelope = msgspec.json.Decoder(ServerEnvelope)
 _payloads = {kind: msgspec.json.Decoder(cls) for kind, cls in SERVER_PAYLOADS.items()}
 _encode = msgspec.json.encode
 
@@ -115,6 +115,8 @@ class SimClient:
         self.ws: ClientConnection | None = None
         self.instance = plan.instance
         self.connected = asyncio.Event()
+        self.offset = self.epoch = ""  # where this tab is in the workspace history (resumed from on reconnect)
+        self.recovered = False
         self.viewing: str | None = None
         self.stopping = False
         self.conn_count = 0
@@ -135,11 +137,21 @@ class SimClient:
         backoff = 0.05
         while not self.stopping:
             url = f"{self.urls[self.instance]}?token={self.token}&workspace={self.plan.workspace}"
+            if self.offset and self.epoch:  # resume: the server replays what this tab missed, if it still can
+                url += f"&offset={self.offset}&epoch={self.epoch}"
             try:
                 self.ws = await connect(url, compression=None, max_size=None, open_timeout=10)
                 first = _envelope.decode(await asyncio.wait_for(self.ws.recv(decode=False), 10))
                 if first.type != "session.welcome":
                     raise ConnectionError(f"expected session.welcome, got {first.type}")
+                welcome = _payloads["session.welcome"].decode(first.payload)
+                self.recovered = welcome.recovered is True
+                if welcome.recovered is not None:
+                    self.rec.connections.append((self.plan.user, self.plan.workspace, self.instance,
+                                                 "recovered" if self.recovered else "resynced", self.now(),
+                                                 self.conn_count))
+                if not self.recovered and welcome.epoch:
+                    self.offset, self.epoch = welcome.offset, welcome.epoch
                 self.conn_count += 1
                 self.rec.connections.append((self.plan.user, self.plan.workspace, self.instance, "connected",
                                              self.now(), self.conn_count))
@@ -267,13 +279,14 @@ class SimClient:
             await asyncio.sleep(self.rng.uniform(0.01, 0.05))
             self.instance = (self.instance + 1) % len(self.urls) if self.plan.churn_at is None else self.instance
             await self.connect()
-            for task in self.tasks:
-                await self.send("task.get", {"taskId": task})
+            if not self.recovered:  # the history could not fill the gap: fetch every task again
+                for task in self.tasks:
+                    await self.send("task.get", {"taskId": task})
             if self.viewing:
                 await self.send("presence.join", {"taskId": self.viewing})
 
     # --- one received frame ------------------------------------------------------------------------------------
-    def _delivery(self, frame: Envelope, ev: TaskUpdated, received_ns: int, dropped: bool) -> None:
+    def _delivery(self, frame: ServerEnvelope, ev: TaskUpdated, received_ns: int, dropped: bool) -> None:
         sent_ns = ev.changes.get("_sentNs")
         ok = isinstance(sent_ns, int)
         latency = (received_ns - sent_ns) / 1e6 if ok and not dropped else float("nan")
@@ -290,6 +303,8 @@ class SimClient:
         received_ns = time.monotonic_ns()
         frame = _envelope.decode(raw)
         kind = frame.type
+        if frame.offset:
+            self.offset, self.epoch = frame.offset, frame.epoch
         if kind == "task.updated":
             ev = _payloads[kind].decode(frame.payload)
             self._delivery(frame, ev, received_ns, dropped=False)

@@ -65,7 +65,15 @@ def sweep_offset(left_times: Sequence[float], sweep_interval: float, latency: fl
         return 0.0
     angle = 2 * np.pi * np.mod(t, sweep_interval) / sweep_interval
     mean = math.atan2(float(np.sin(angle).mean()), float(np.cos(angle).mean()))
-    phase = (mean / (2 * np.pi)) * sweep_interval % sweep_interval  # sweeps at design times = phase (mod S)
+    for _ in range(3):  # late observations (a loaded machine) are outliers: keep the ones near the mean
+        near = np.abs(np.angle(np.exp(1j * (angle - mean)))) <= 2 * np.pi * 0.1
+        if not near.any():
+            break
+        mean = math.atan2(float(np.sin(angle[near]).mean()), float(np.cos(angle[near]).mean()))
+    # Lateness is never negative: the sweep is at the early edge of the cluster, not its middle.
+    around = np.angle(np.exp(1j * (angle - mean)))
+    edge = mean + float(np.quantile(around[np.abs(around) <= 2 * np.pi * 0.1], 0.1)) if len(around) else mean
+    phase = (edge / (2 * np.pi)) * sweep_interval % sweep_interval  # sweeps at design times = phase (mod S)
     return (-phase) % sweep_interval  # clock = t + offset is a multiple of S at those times
 
 
@@ -88,7 +96,9 @@ def compare_run(results: Any, plans: Sequence[Any], instances: int, *, latency: 
     ``plan_clients(scenario, instances)``. ``latency`` (real seconds, one way, client to observer) and
     ``redis_rtt`` (real seconds) become design seconds through the run's ``time_scale``. Returns T_D quantiles
     (``live_td_p50``, ``model_td_p50``, ``td_p50_rel``, ...), mistakes (live count, its exact 95 % Poisson
-    interval, the model's count, whether it lies inside), and the measured sweep offset.
+    interval, the model's count, whether it lies inside), crash by crash agreement (``paired_within_1s``: the
+    share of crashes whose modelled detection is within 1 design s of the live one; ``paired_max_diff``), and
+    the measured sweep offset.
     """
     from rtlib.model.fast import run_fast  # noqa: PLC0415
     from rtlib.model.metrics import metrics, poisson_interval  # noqa: PLC0415
@@ -98,17 +108,24 @@ def compare_run(results: Any, plans: Sequence[Any], instances: int, *, latency: 
     ts = sc.time_scale
     tl, users = timelines_from_plan(plans, sc.heartbeat, sc.duration, sc.seed)
     presence = results.presence
-    timeouts = presence[(presence["kind"] == "left") & (presence["reason"] == "timeout")]
-    offset = sweep_offset(timeouts["t_observed"].to_numpy(), sc.sweep_interval, latency=latency / ts)
+    timeouts = presence[(presence["kind"] == "left") & (presence["reason"] == "timeout")].sort_values("t_observed")
+    first_seen = [g["t_observed"].to_numpy()[np.r_[True, np.diff(g["t_observed"].to_numpy()) > sc.sweep_interval / 2]]
+                  for _, g in timeouts.groupby(["subject", "task"])]  # each event as its first observer saw it
+    offset = sweep_offset(np.concatenate(first_seen) if first_seen else [], sc.sweep_interval, latency=latency / ts)
     msc = ModelScenario(viewers=len(users), hours=sc.duration / 3600, instances=instances, sweep_phase=offset,
                         delay=latency / 2 / ts, jitter=0.0, redis_rtt=redis_rtt / ts, departures=0.0, seed=sc.seed)
     config = PresenceConfig(sc.heartbeat_interval, sc.presence_timeout, sc.sweep_interval)
     out = run_fast(tl, config, msc)
     m = metrics(out, tl, msc)
-    model_td = _model_delays(out, tl) + latency / 2 / ts  # published, then delivered to the observers
+    model_by_user = {users[v]: t + latency / 2 / ts for v, t in _model_delays(out, tl).items()}  # + delivery
+    model_td = np.array(list(model_by_user.values()))
     crashed = set(results.connections.loc[results.connections["event"] == "crashed", "user"])
     d = results.detection_delays().reset_index()
-    live_td = d.loc[d["subject"].isin(crashed), "detection_delay"].to_numpy()
+    d = d[d["subject"].isin(crashed)]
+    live_td = d["detection_delay"].to_numpy()
+    # Crash by crash: the same crash's detection, live and modelled.
+    paired = np.array([abs(model_by_user[u] - t) for u, t in zip(d["subject"], live_td, strict=True)
+                       if u in model_by_user])
     row: dict[str, Any] = {"heartbeat": sc.heartbeat, "viewers": len(users), "crashes": len(crashed),
                            "sweep_offset": offset, "live_detected": len(live_td), "model_detected": len(model_td)}
     for q in quantiles:
@@ -119,14 +136,21 @@ def compare_run(results: Any, plans: Sequence[Any], instances: int, *, latency: 
         row[f"{name}_rel"] = abs(model_q - live_q) / live_q if len(live_td) else math.nan
     live_m = live_mistakes(presence, sc.sweep_interval)
     low, high = poisson_interval(live_m)
-    row.update({"live_mistakes": live_m, "live_mistakes_low95": low, "live_mistakes_high95": high,
+    row.update({"paired": len(paired),
+                "paired_within_1s": float((paired <= 1.0).mean()) if len(paired) else math.nan,
+                "paired_max_diff": float(paired.max()) if len(paired) else math.nan,
+                "live_mistakes": live_m, "live_mistakes_low95": low, "live_mistakes_high95": high,
                 "model_mistakes": m["mistakes"], "mistakes_within": low <= m["mistakes"] <= high,
                 "td_within_5pct": bool(all(row[f"td_p{round(q * 100)}_rel"] <= 0.05 for q in quantiles))
                 if len(live_td) else True})
+    # With a handful of crashes one detection moved by a sweep (live scheduling noise at a sweep boundary)
+    # moves p90/p99 by more than 5 %: then the crash-by-crash comparison decides.
+    off = paired > 1.0
+    row["td_agrees"] = bool(row["td_within_5pct"] or (off.sum() <= 1 and (paired <= sc.sweep_interval + 1.0).all()))
     return row
 
 
-def _model_delays(out: Any, tl: Timelines) -> np.ndarray:
+def _model_delays(out: Any, tl: Timelines) -> dict[int, float]:
     """Each departed viewer's first ``presence.left`` at or after its departure, minus the departure: the
     live ``Results.detection_delays`` definition. (A viewer wrongly shown gone when it crashed, and never
     re-joined, has no such event: Chen's T_D = 0 in :func:`rtlib.model.metrics.metrics`, absent here as in
@@ -136,4 +160,4 @@ def _model_delays(out: Any, tl: Timelines) -> np.ndarray:
     after = lt >= tl.depart[lv]
     lv, lt = lv[after], lt[after]
     first = np.unique(lv, return_index=True)[1]
-    return lt[first] - tl.depart[lv[first]]
+    return dict(zip(lv[first].tolist(), (lt[first] - tl.depart[lv[first]]).tolist(), strict=True))

@@ -115,6 +115,7 @@ def metrics(out: Outcome, tl: Timelines, sc: ModelScenario) -> dict[str, Any]:
     # away_since on, so a left after that is a correct detection, and one before it a mistake until then.
     away = np.full(len(lv), np.nan)
     away[has_next] = ev_away[join_pos[nxt[has_next]]]
+    away[~has_next] = tl.open_away[lv[~has_next]]  # departed while away: gone for good since then
     absent = ~np.isnan(away) & (lt >= away)
     next_join = np.where(~np.isnan(away) & (lt < away), away, next_join)
     dep = tl.depart[lv]

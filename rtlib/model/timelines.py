@@ -47,10 +47,14 @@ class Timelines:
     offsets: np.ndarray
     end: float
     beat_away: np.ndarray | None = None
+    #: per viewer: away since then when its beats end (a departure during an absence), else nan
+    open_away: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.beat_away is None:
             self.beat_away = np.full(len(self.beat_t), np.nan)
+        if self.open_away is None:
+            self.open_away = np.full(len(self.start), np.nan)
 
     @property
     def n(self) -> int:
@@ -95,18 +99,19 @@ def generate(sc: ModelScenario, config: PresenceConfig) -> Timelines:
     instance = np.arange(n, dtype=np.int64) % sc.instances
     stop = np.minimum(depart, end)
     model = parse_model(sc.client_spec(config.heartbeat_interval))
-    viewer, t, ok, away = _beats(model, start, stop, rng, sc.seed)
+    open_away = np.full(n, np.nan)
+    viewer, t, ok, away = _beats(model, start, stop, rng, sc.seed, open_away)
     counts = np.bincount(viewer, minlength=n)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    return Timelines(start, depart, instance, t, ok, offsets, end, away)
+    return Timelines(start, depart, instance, t, ok, offsets, end, away, open_away)
 
 
-def _beats(model: HeartbeatModel, start: np.ndarray, stop: np.ndarray, rng: np.random.Generator, seed: int
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _beats(model: HeartbeatModel, start: np.ndarray, stop: np.ndarray, rng: np.random.Generator, seed: int,
+           open_away: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(viewer, t, delivered, away_since) of every beat in ``(start, stop]``, grouped by viewer, in time order."""
     if isinstance(model, Lossy) and isinstance(model.base, Interval | Jitter | BackgroundTab | Lossy):
-        viewer, t, ok, away = _beats(model.base, start, stop, rng, seed)
+        viewer, t, ok, away = _beats(model.base, start, stop, rng, seed, open_away)
         return viewer, t, ok & (rng.random(len(t)) >= model.loss), away
     if isinstance(model, Interval):
         out = _periodic(start, stop, model.interval)
@@ -115,7 +120,7 @@ def _beats(model: HeartbeatModel, start: np.ndarray, stop: np.ndarray, rng: np.r
     elif isinstance(model, BackgroundTab):
         out = _background(model, start, stop)
     else:
-        return _generic(model, start, stop, seed)
+        return _generic(model, start, stop, seed, open_away)
     return (*out, np.full(len(out[1]), np.nan))
 
 
@@ -178,22 +183,24 @@ def _background(model: BackgroundTab, start: np.ndarray, stop: np.ndarray
 _AWAY_LOOKAHEAD = 24 * 3600.0  # how far past the end a model runs to find where an open absence ends
 
 
-def _generic(model: HeartbeatModel, start: np.ndarray, stop: np.ndarray, seed: int
+def _generic(model: HeartbeatModel, start: np.ndarray, stop: np.ndarray, seed: int, open_away: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Any model, through its own ``beats()`` (one ``random.Random(f"{seed}:{viewer}")`` per viewer)."""
     viewers, ts, oks, aways = [], [], [], []
     last = float(stop.max()) if len(stop) else 0.0
     for i, (s, e) in enumerate(zip(start.tolist(), stop.tolist(), strict=True)):
-        # A viewer still away when the beats end would leave its absence open (and its presence.left would
-        # look like a mistake): run the model on, and keep the beat that ends the absence, if any.
-        e_run = e + _AWAY_LOOKAHEAD if e >= last else e
-        for beat in model.beats(s, e_run, random.Random(f"{seed}:{i}")):
+        # A viewer still away when its beats end would leave its absence open (and its presence.left would
+        # look like a mistake): run the model on to find the beat that ends the absence. A staying viewer
+        # keeps that beat; one that departs meanwhile records that it was away (open_away).
+        for beat in model.beats(s, e + _AWAY_LOOKAHEAD, random.Random(f"{seed}:{i}")):
             if beat.t > e:
-                if beat.away_since <= e:
+                if beat.away_since <= e and e >= last:
                     viewers.append(i)
                     ts.append(beat.t)
                     oks.append(True)
                     aways.append(beat.away_since)
+                elif beat.away_since <= e:
+                    open_away[i] = beat.away_since
                 break
             viewers.append(i)
             ts.append(beat.t)

@@ -7,9 +7,26 @@ from typing import Literal
 
 from rtlib.protocol.presence import PresenceConfig
 
-__all__ = ["PublishMode", "ServerConfig"]
+__all__ = ["HistoryConfig", "PublishMode", "ServerConfig"]
 
 PublishMode = Literal["atomic", "split"]
+
+
+@dataclass(frozen=True)
+class HistoryConfig:
+    """The per-workspace history that resuming clients are caught up from (see :mod:`rtlib.protocol.history`).
+
+    ``length`` events at most (0: no history, events carry no offset), none older than ``max_age`` seconds
+    (0: no age bound); a resume that missed more than ``max_replay`` events resyncs instead.
+    """
+
+    length: int = 1000
+    max_age: float = 300.0
+    max_replay: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.length < 0 or self.max_age < 0 or self.max_replay < 0:
+            raise ValueError("history length, max_age and max_replay must not be negative")
 
 
 @dataclass(frozen=True)
@@ -44,12 +61,27 @@ class ServerConfig:
     # "atomic": version bump + field write + publish in one Redis script (publish order = version order).
     # "split": bump+write, then publish as a second call, the natural implementation that races (a study mode).
     publish_mode: PublishMode = "atomic"
+    history_length: int = 1000
+    history_age: float = 300.0
+    max_replay: int = 1000
+    # A task.update with a ref is idempotent per (user, ref) for this long (0: off): a retried request gets the
+    # first attempt's ack instead of bumping the version twice.
+    idempotency_ttl: float = 300.0
+    # The pub/sub subscriber is checked end to end every pubsub_check_interval: a probe published to the
+    # instance's own channel must come back within pubsub_check_timeout, else the subscriber is replaced and
+    # the clients reconnect and resume. A deaf subscriber is caught within interval + timeout (3 s).
+    pubsub_check_interval: float = 1.0
+    pubsub_check_timeout: float = 2.0
     presence: PresenceConfig = field(init=False)
+    history: HistoryConfig = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(
             self, "presence", PresenceConfig(self.heartbeat_interval, self.presence_timeout, self.sweep_interval)
         )
+        object.__setattr__(self, "history", HistoryConfig(self.history_length, self.history_age, self.max_replay))
+        if self.idempotency_ttl < 0:
+            raise ValueError("idempotency_ttl must not be negative")
         if self.max_frame_bytes < 256:
             raise ValueError("max_frame_bytes must be at least 256")
         if self.rate_limit <= 0 or self.rate_burst < 1 or self.rate_limit_strikes < 1:

@@ -22,6 +22,7 @@ __all__ = [
     "presence_change",
     "presence_state",
     "snapshot",
+    "task_page",
     "task_updated_parts",
     "welcome",
 ]
@@ -29,9 +30,16 @@ __all__ = [
 _encode = msgspec.json.encode
 
 
-def welcome(ws: str, user: str, conn_id: str, server_id: str, heartbeat: float, timeout: float, now: float) -> bytes:
-    payload = {"connectionId": conn_id, "serverId": server_id, "heartbeatInterval": heartbeat,
-               "presenceTimeout": timeout}
+def welcome(ws: str, user: str, conn_id: str, server_id: str, heartbeat: float, timeout: float, now: float,
+            epoch: str | None = None, offset: str | None = None, recovered: bool | None = None) -> bytes:
+    """``session.welcome``; with history on, the workspace's ``epoch`` and current ``offset`` (resume from
+    there), and ``recovered`` when the client asked to resume."""
+    payload: dict[str, Any] = {"connectionId": conn_id, "serverId": server_id, "heartbeatInterval": heartbeat,
+                               "presenceTimeout": timeout}
+    if epoch is not None:
+        payload["epoch"], payload["offset"] = epoch, offset
+    if recovered is not None:
+        payload["recovered"] = recovered
     return encode_event("session.welcome", ws, payload, user, now)
 
 
@@ -45,6 +53,16 @@ def snapshot(ws: str, user: str, task_id: str, version: int, fields: dict[str, m
     if ref is not None:
         payload["ref"] = ref
     return encode_event("task.snapshot", ws, payload, user, now)
+
+
+def task_page(ws: str, user: str, tasks: list[tuple[str, int, dict[str, msgspec.Raw]]], next_cursor: str | None,
+              now: float, ref: str | None = None) -> bytes:
+    """The reply to ``task.list``: one page of ``(taskId, version, fields)`` and the next page's cursor."""
+    payload: dict[str, Any] = {
+        "tasks": [{"taskId": t, "version": v, "fields": f} for t, v, f in tasks], "nextCursor": next_cursor}
+    if ref is not None:
+        payload["ref"] = ref
+    return encode_event("task.page", ws, payload, user, now)
 
 
 def error(ws: str, user: str, code: ErrorCode, message: str, ref: str | None, now: float) -> bytes:

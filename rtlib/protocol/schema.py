@@ -22,10 +22,14 @@ __all__ = [
     "ID_PATTERN",
     "MAX_DEPTH",
     "SERVER_PAYLOADS",
+    "ServerEnvelope",
     "Envelope",
     "Id",
+    "LIST_DEFAULT_LIMIT",
+    "LIST_MAX_LIMIT",
     "PresenceRequest",
     "TaskGet",
+    "TaskList",
     "TaskUpdate",
     "decode_client_frame",
     "encode_event",
@@ -65,6 +69,19 @@ class Envelope(msgspec.Struct, forbid_unknown_fields=True):
     timestamp: Any = None
 
 
+class ServerEnvelope(msgspec.Struct):
+    """The envelope as the server sends it (open: a client ignores keys it does not know). Broadcast events
+    carry ``offset`` and ``epoch``: their place in the workspace history (:mod:`rtlib.protocol.history`)."""
+
+    type: str
+    workspaceId: str
+    payload: msgspec.Raw
+    userId: str
+    timestamp: str
+    offset: str | None = None
+    epoch: str | None = None
+
+
 # --- client -> server payloads -------------------------------------------------------------------------
 class TaskUpdate(msgspec.Struct, forbid_unknown_fields=True):
     """``task.update``: a partial update, only the changed fields (values are any JSON)."""
@@ -81,6 +98,24 @@ class TaskGet(msgspec.Struct, forbid_unknown_fields=True):
     ref: Ref | None = None
 
 
+#: ``task.list`` page size: the default, and the most one page may hold (a page of 200 tasks of a few fields
+#: stays well under a megabyte; bigger boards take several round trips rather than one huge frame).
+LIST_DEFAULT_LIMIT = 100
+LIST_MAX_LIMIT = 200
+
+
+class TaskList(msgspec.Struct, forbid_unknown_fields=True):
+    """``task.list``: one page of the workspace's tasks, in task id order, after ``cursor`` (exclusive).
+
+    The only request that names no task: it lists tasks (fields and versions), never who is viewing them.
+    """
+
+    cursor: Annotated[Id | None, msgspec.Meta(
+        description="nextCursor of the previous page; omit or null for the first page")] = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=LIST_MAX_LIMIT)] = LIST_DEFAULT_LIMIT
+    ref: Ref | None = None
+
+
 class PresenceRequest(msgspec.Struct, forbid_unknown_fields=True):
     """``presence.join`` / ``presence.heartbeat`` / ``presence.leave``: about one task."""
 
@@ -91,6 +126,7 @@ class PresenceRequest(msgspec.Struct, forbid_unknown_fields=True):
 CLIENT_TYPES: dict[str, type[msgspec.Struct]] = {
     "task.update": TaskUpdate,
     "task.get": TaskGet,
+    "task.list": TaskList,
     "presence.join": PresenceRequest,
     "presence.heartbeat": PresenceRequest,
     "presence.leave": PresenceRequest,
@@ -103,6 +139,9 @@ class SessionWelcome(msgspec.Struct):
     serverId: str
     heartbeatInterval: float
     presenceTimeout: float
+    epoch: str | None = None  # the workspace history's epoch (absent when history is off)
+    offset: str | None = None  # the history's newest offset when this connection was subscribed
+    recovered: bool | None = None  # only after a resume request: were the missed events replayed?
 
 
 class TaskUpdated(msgspec.Struct):
@@ -121,6 +160,20 @@ class TaskSnapshot(msgspec.Struct):
     taskId: Id
     version: int
     fields: dict[FieldName, Any]
+    ref: Ref | None = None
+
+
+class TaskEntry(msgspec.Struct):
+    """One task of a ``task.page``: the same consistent (version, fields) pair a ``task.snapshot`` carries."""
+
+    taskId: Id
+    version: int
+    fields: dict[FieldName, Any]
+
+
+class TaskPage(msgspec.Struct):
+    tasks: list[TaskEntry]
+    nextCursor: Id | None
     ref: Ref | None = None
 
 
@@ -151,6 +204,7 @@ SERVER_PAYLOADS: dict[str, type[msgspec.Struct]] = {
     "task.updated": TaskUpdated,
     "ack": Ack,
     "task.snapshot": TaskSnapshot,
+    "task.page": TaskPage,
     "presence.joined": PresenceJoined,
     "presence.state": PresenceState,
     "presence.left": PresenceLeft,
@@ -285,6 +339,10 @@ def _envelope_schema(type_: str, payload_ref: str, client: bool) -> dict[str, An
         "timestamp": {"type": "string", "format": "date-time"} if not client else {
             "description": "ignored: stamped by the server"},
     }
+    if not client:  # broadcast events carry their place in the workspace history (rtlib.protocol.history)
+        props["offset"] = {"type": "string", "pattern": "^[0-9]{1,20}-[0-9]{1,20}$",
+                           "description": "history offset of a broadcast event (absent on replies)"}
+        props["epoch"] = {"type": "string", "pattern": "^[0-9]{1,32}$", "description": "the history's epoch"}
     required = ["type", "workspaceId", "payload"] + ([] if client else ["userId", "timestamp"])
     return {"type": "object", "properties": props, "required": required, "additionalProperties": client is False}
 

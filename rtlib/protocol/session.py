@@ -16,7 +16,7 @@ from rtlib.protocol import events
 from rtlib.protocol.config import ServerConfig
 from rtlib.protocol.errors import CloseCode, ConnectionMustClose, ErrorCode, ProtocolError
 from rtlib.protocol.ratelimit import TokenBucket
-from rtlib.protocol.schema import PresenceRequest, TaskGet, TaskUpdate, decode_client_frame
+from rtlib.protocol.schema import PresenceRequest, TaskGet, TaskList, TaskUpdate, decode_client_frame
 
 __all__ = ["Request", "Session"]
 
@@ -26,7 +26,7 @@ class Request:
     """A valid client request: ``type`` is a client event type, ``payload`` its decoded struct."""
 
     type: str
-    payload: TaskUpdate | TaskGet | PresenceRequest
+    payload: TaskUpdate | TaskGet | TaskList | PresenceRequest
 
 
 @dataclass(slots=True)
@@ -48,10 +48,11 @@ class Session:
         self.bucket = TokenBucket(self.config.rate_limit, self.config.rate_burst)
         self.byte_bucket = TokenBucket(self.config.byte_rate, self.config.byte_burst)
 
-    def welcome(self, now: float) -> bytes:
+    def welcome(self, now: float, epoch: str | None = None, offset: str | None = None,
+                recovered: bool | None = None) -> bytes:
         cfg = self.config
         return events.welcome(self.workspace_id, self.user_id, self.conn_id, cfg.server_id,
-                              cfg.heartbeat_interval, cfg.presence_timeout, now)
+                              cfg.heartbeat_interval, cfg.presence_timeout, now, epoch, offset, recovered)
 
     def receive(self, data: str | bytes, now: float) -> Request | bytes:
         """Handle one frame at ``now`` (Unix seconds; also stamps the reply): a :class:`Request`, or an error frame."""
@@ -89,6 +90,10 @@ class Session:
 
     def snapshot(self, get: TaskGet, version: int, fields: dict[str, msgspec.Raw], now: float) -> bytes:
         return events.snapshot(self.workspace_id, self.user_id, get.taskId, version, fields, now, get.ref)
+
+    def task_page(self, request: TaskList, tasks: list[tuple[str, int, dict[str, msgspec.Raw]]],
+                  next_cursor: str | None, now: float) -> bytes:
+        return events.task_page(self.workspace_id, self.user_id, tasks, next_cursor, now, request.ref)
 
     def presence_state(self, task_id: str, viewers: list[str], now: float) -> bytes:
         return events.presence_state(self.workspace_id, self.user_id, task_id, viewers, now)

@@ -30,15 +30,17 @@ from websockets.http11 import Request, Response
 from rtlib.protocol import events
 from rtlib.protocol.config import ServerConfig
 from rtlib.protocol.errors import CloseCode, ConnectionMustClose, HandshakeError
+from rtlib.protocol.history import EPOCH_RE, OFFSET_RE, decide_resume, offset_key, offset_of, with_offset
 from rtlib.protocol.presence import PresenceChange, left_change
 from rtlib.protocol.presence_protocol import PresenceProtocol, Remove
 from rtlib.protocol.ratelimit import Pacer
-from rtlib.protocol.schema import PresenceRequest, TaskGet, TaskUpdate
+from rtlib.protocol.schema import PresenceRequest, TaskGet, TaskList, TaskUpdate
 from rtlib.protocol.session import Request as ClientRequest
 from rtlib.protocol.session import Session
 from rtlib.server.auth import verify_token
 from rtlib.server.fanout import Fanout, Peer, slow_consumer_closer
 from rtlib.server.resp import RETRY, RespConnection, backoff
+from rtlib.server.static import StaticFiles
 from rtlib.server.store import RedisStore
 from rtlib.server.tasks import spawn
 
@@ -66,6 +68,7 @@ class RealtimeServer:
         self.redis: Redis | None = None
         self.store: RedisStore | None = None
         self.fanout = Fanout(config.max_write_buffer)
+        self.static = StaticFiles()
         self.sessions: dict[str, Session] = {}
         self._user_conns: Counter[str] = Counter()  # open connections per user on this instance
         self.presence = PresenceProtocol(config.presence)
@@ -73,6 +76,7 @@ class RealtimeServer:
         self._ids = itertools.count(1)
         self._ws: WsServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self._reconnect: asyncio.Future[None] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------------------
@@ -88,8 +92,9 @@ class RealtimeServer:
         await self.redis.ping()
         # The hot path's commands share the pub/sub connection when it speaks RESP3 (Fanout.command_connection).
         fast = RespConnection(self.redis_url, shared=lambda: self.fanout.command_connection)
-        self.store = RedisStore(self.redis, fast)
+        self.store = RedisStore(self.redis, fast, self.config.history, self.config.idempotency_ttl)
         self.fanout.on_lost = self._on_redis_lost
+        self.fanout.probe_channel = f"rt:probe:{self.server_id}".encode()
         await self.fanout.connect(self.redis_url)
         self._ws = await serve(
             self._handle, self.host, self._port,
@@ -99,6 +104,7 @@ class RealtimeServer:
             server_header="rtlib",
         )
         self._sweeper = asyncio.create_task(self._sweep_forever(), name=f"{self.server_id}-sweeper")
+        self._watchdog = asyncio.create_task(self._watch_pubsub(), name=f"{self.server_id}-pubsub-check")
         log.info("%s listening on %s", self.server_id, self.url)
         return self
 
@@ -106,6 +112,8 @@ class RealtimeServer:
         """Close every connection with 1001 (their presence is removed, ``reason: disconnect``), then Redis."""
         if self._reconnect is not None:
             self._reconnect.cancel()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -151,6 +159,32 @@ class RealtimeServer:
         if self._ws is not None and (self._reconnect is None or self._reconnect.done()):
             self._reconnect = asyncio.ensure_future(self._reconnect_pubsub())
 
+    async def _watch_pubsub(self) -> None:
+        """Publish a probe to this instance's own channel and expect it back in time; a subscriber that is
+        connected but delivers nothing is dropped, so _on_redis_lost replaces it and the clients resume."""
+        assert self.redis is not None
+        cfg, fanout, n = self.config, self.fanout, 0
+        while True:
+            await asyncio.sleep(cfg.pubsub_check_interval)
+            if not fanout.connected or fanout.probe_channel is None:
+                continue
+            n += 1
+            token = f"{n}".encode()
+            back = fanout.probes[token] = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(cfg.pubsub_check_timeout):
+                    # redis-py, not the lean connection: cancelling a publish stuck on a paused Redis is
+                    # safe there (the connection is discarded), and the hot path's pipeline is untouched.
+                    await self.redis.publish(fanout.probe_channel, token)
+                    await back
+            except TimeoutError:
+                fanout.probes.pop(token, None)
+                log.warning("%s: redis pub/sub delivered no probe within %.1fs; replacing the subscriber",
+                            self.server_id, cfg.pubsub_check_timeout)
+                fanout.abandon()
+            except (ConnectionError, RedisConnectionError, OSError):
+                fanout.probes.pop(token, None)  # Redis is down: _on_redis_lost is already at work
+
     async def _reconnect_pubsub(self) -> None:
         failures = 0
         while self._ws is not None:
@@ -181,6 +215,8 @@ class RealtimeServer:
 
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
+        if self.static.handles(url.path):  # the board page: plain GETs, no token, no Origin rule
+            return self.static.respond(connection, url.path)
         if url.path != WS_PATH:
             return connection.respond(HTTPStatus.NOT_FOUND, f"no endpoint at {url.path}; use {WS_PATH}\n")
         query = parse_qs(url.query)
@@ -201,12 +237,18 @@ class RealtimeServer:
                 raise HandshakeError.forbidden(f"origin {origin!r} is not allowed")
         except HandshakeError as exc:
             return connection.respond(exc.status, exc.message + "\n")
-        connection.rtlib = (claims.user_id, workspace, claims.expires_at)  # type: ignore[attr-defined]
+        resume = None
+        if "offset" in query or "epoch" in query:
+            offset, epoch = (query.get("offset") or [""])[0], (query.get("epoch") or [""])[0]
+            if not OFFSET_RE.fullmatch(offset) or not EPOCH_RE.fullmatch(epoch):
+                return connection.respond(HTTPStatus.BAD_REQUEST, "resume needs both offset=MS-SEQ and epoch=DIGITS\n")
+            resume = (offset, epoch)
+        connection.rtlib = (claims.user_id, workspace, claims.expires_at, resume)  # type: ignore[attr-defined]
         return None
 
     # --- one connection ------------------------------------------------------------------------------------------
     async def _handle(self, connection: ServerConnection) -> None:
-        user_id, workspace, expires_at = connection.rtlib  # type: ignore[attr-defined]
+        user_id, workspace, expires_at, resume = connection.rtlib  # type: ignore[attr-defined]
         conn_id = f"{self.server_id}-{next(self._ids)}"
         # A token is checked at the handshake only; the connection must not outlive it.
         expiry = asyncio.get_running_loop().call_later(
@@ -221,8 +263,7 @@ class RealtimeServer:
                 # Handshakes racing each other can all pass the 429 check before any handler runs.
                 await connection.close(CloseCode.POLICY_VIOLATION, "too many connections")
                 return
-            await self.fanout.add(peer)
-            self.fanout.send(peer, session.welcome(time.time()))
+            await self._subscribe(session, peer, resume)
             async for frame in connection:
                 try:
                     outcome = session.receive(frame, time.time())
@@ -256,6 +297,36 @@ class RealtimeServer:
             await self.fanout.remove(peer)
             await self._drop_presence(session)
 
+    async def _subscribe(self, session: Session, peer: Peer, resume: tuple[str, str] | None) -> None:
+        """Join the workspace room and send ``session.welcome``; when resuming, catch up from history in
+        between. Room events are held while the history is read, then those after the replay are released:
+        no gap, no duplicate."""
+        history = self.config.history
+        if not history.length:
+            await self.fanout.add(peer)
+            self.fanout.send(peer, session.welcome(time.time()))
+            return
+        assert self.store is not None
+        peer.held = []
+        try:
+            await self.fanout.add(peer)
+            epoch, first, last, entries = await self.store.history_since(
+                session.workspace_id, resume[0] if resume else None, history.max_replay)
+            outcome = decide_resume(resume[0], resume[1], epoch, first, last, len(entries), history.max_replay
+                                    ) if resume else None
+            self.fanout.send(peer, session.welcome(time.time(), epoch, last or "0-0",
+                                                   outcome.recovered if outcome else None))
+            seen = offset_key(last or "0-0")
+            if outcome is not None and outcome.recovered:
+                for entry_id, event in entries:
+                    self.fanout.send(peer, with_offset(event, entry_id, epoch))
+            for event in peer.held:  # published after the history was read: not in the replay
+                offset = offset_of(event)
+                if offset is None or offset_key(offset) > seen:
+                    self.fanout.send(peer, event)
+        finally:
+            peer.held = None
+
     async def _carry_out(self, session: Session, peer: Peer, request: ClientRequest) -> None:
         store, fanout, ws = self.store, self.fanout, session.workspace_id
         assert store is not None
@@ -264,13 +335,17 @@ class RealtimeServer:
         if isinstance(payload, TaskUpdate):
             prefix, suffix = events.task_updated_parts(ws, session.user_id, payload.taskId, payload.changes, now)
             atomic = self.config.publish_mode == "atomic"
-            version = await store.update_task(ws, payload.taskId, payload.changes, prefix, suffix, publish=atomic)
-            if not atomic:  # the study mode: a second round trip, so publishes can overtake each other
+            version, retry = await store.update_task(ws, payload.taskId, payload.changes, prefix, suffix,
+                                                     publish=atomic, user=session.user_id, ref=payload.ref)
+            if not atomic and not retry:  # the study mode: a second round trip, so publishes can overtake each other
                 await store.publish(ws, prefix + str(version).encode() + suffix)
             fanout.send(peer, session.ack(payload, version, now))
         elif isinstance(payload, TaskGet):
             version, fields = await store.get_task(ws, payload.taskId)
             fanout.send(peer, session.snapshot(payload, version, fields, now))
+        elif isinstance(payload, TaskList):
+            tasks, next_cursor = await store.list_tasks(ws, payload.cursor, payload.limit)
+            fanout.send(peer, session.task_page(payload, tasks, next_cursor, now))
         elif isinstance(payload, PresenceRequest):
             op = self.presence.request(session, request.type, payload.taskId, now)
             if isinstance(op, Remove):
@@ -299,6 +374,12 @@ class RealtimeServer:
                 await self.sweep(time.time())
             except Exception:
                 log.exception("%s: presence sweep failed", self.server_id)
+            # redis-py can swallow a CancelledError that lands mid-command (it disconnects and carries on), so
+            # a cancel from stop() may never surface here: honour a pending cancel explicitly, or stop() waits for
+            # this loop forever (seen as 120 s test-teardown hangs, about one full run in two).
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
 
     async def sweep(self, now: float) -> list[PresenceChange]:
         """Pop the entries expired at ``now``; the store publishes their ``presence.left`` (reason ``timeout``).

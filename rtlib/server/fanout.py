@@ -43,7 +43,7 @@ def text_frame(payload: bytes) -> bytes:
 class Peer:
     """The outbound side of one local WebSocket connection: a queue of frames flushed in batches."""
 
-    __slots__ = ("conn_id", "connection", "on_slow", "queue", "workspace_id")
+    __slots__ = ("conn_id", "connection", "held", "on_slow", "queue", "workspace_id")
 
     def __init__(self, conn_id: str, workspace_id: str, connection: Any,
                  on_slow: Callable[[Peer], None] | None = None) -> None:
@@ -52,6 +52,9 @@ class Peer:
         self.connection = connection  # a websockets ServerConnection
         self.queue: list[bytes] = []
         self.on_slow = on_slow
+        # While not None, room events are kept here (as event JSON) instead of being sent: a resuming
+        # connection is subscribed first, caught up from history, then released (no gap, no duplicate).
+        self.held: list[bytes] | None = None
 
 
 class Fanout:
@@ -61,18 +64,26 @@ class Fanout:
         self.max_write_buffer = max_write_buffer
         self.rooms: dict[str, dict[str, Peer]] = {}
         self._dirty: list[Peer] = []
+        self._flush_soon = False  # a flush is scheduled (call_soon)
         self._protocol: RespProtocol | None = None
         self._pending: dict[bytes, list[asyncio.Future[None]]] = {}
         self._closing = False
         self.on_lost: Callable[[Exception | None], None] | None = None
         self.events_in = 0  # pub/sub messages received (one per event per instance)
+        # End-to-end check of the subscriber: the instance publishes probes to this channel of its own and
+        # waits for them here (see RealtimeServer._watch_pubsub); a connection that is up but delivers
+        # nothing (Redis paused, a proxy in between) is caught by the missing probe.
+        self.probe_channel: bytes | None = None
+        self.probes: dict[bytes, asyncio.Future[None]] = {}
 
     async def connect(self, redis_url: str) -> None:
         """Open the pub/sub connection (any URL :func:`~rtlib.server.resp.parse_redis_url` reads)."""
         protocol = await open_connection(parse_redis_url(redis_url), resp3=True)
-        protocol.subscribe_mode(self._on_reply, self.flush)
+        protocol.subscribe_mode(self._on_reply, self.flush_soon)
         protocol.on_lost = self._connection_lost
         self._protocol = protocol
+        if self.probe_channel is not None:
+            await self._command(b"SUBSCRIBE", self.probe_channel)
 
     @property
     def connected(self) -> bool:
@@ -99,6 +110,11 @@ class Fanout:
         if not self.connected:
             raise ConnectionError("redis pub/sub connection is down")
         self._protocol.write(data)  # type: ignore[union-attr]
+
+    def abandon(self) -> None:
+        """Drop a pub/sub connection that stopped delivering: ``on_lost`` then replaces it."""
+        if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.abort()  # connection_lost -> _on_lost -> on_lost
 
     async def close(self) -> None:
         self._closing = True
@@ -143,7 +159,10 @@ class Fanout:
             log.error("redis pub/sub error: %s", reply)
             return
         kind = reply[0]
-        if kind == b"message":
+        if kind == b"message" and reply[1] == self.probe_channel:
+            if (fut := self.probes.pop(reply[2], None)) is not None and not fut.done():
+                fut.set_result(None)
+        elif kind == b"message":
             self.events_in += 1
             self.deliver(reply[1][len(b"rt:chan:"):].decode(), reply[2])
         elif kind == b"subscribe":
@@ -178,6 +197,9 @@ class Fanout:
         for conn_id, peer in room.items():
             if conn_id == skip:
                 continue
+            if peer.held is not None:
+                peer.held.append(event)
+                continue
             if not peer.queue:
                 dirty.append(peer)
             peer.queue.append(frame)
@@ -187,13 +209,21 @@ class Fanout:
         """Queue a direct reply to one peer, in order with its room events; written at the next flush."""
         if not peer.queue:
             self._dirty.append(peer)
-            if len(self._dirty) == 1:
-                asyncio.get_running_loop().call_soon(self.flush)
+            self.flush_soon()
         peer.queue.append(text_frame(event))
+
+    def flush_soon(self) -> None:
+        """Flush after the callbacks already scheduled: a read from Redis that resolves a ``task.update``'s
+        script call also holds its event (RESP3, one connection), and the handler it resumes queues the ack
+        before this flush, so the sender gets event and ack in one write."""
+        if self._dirty and not self._flush_soon:
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
         """Write each dirty peer's queued frames in one ``transport.write`` (one syscall when it drains)."""
         dirty, self._dirty = self._dirty, []
+        self._flush_soon = False
         for peer in dirty:
             frames, peer.queue = peer.queue, []
             if not frames:

@@ -141,7 +141,7 @@ class RespProtocol(asyncio.Protocol):
                 self.after_read()
             return
         while (reply := self.reader.gets()) is not False:
-            if type(reply) is hiredis.PushNotification:  # RESP3: pub/sub messages beside command replies
+            if type(reply) is hiredis.PushNotification or not self.waiters:  # RESP3: pub/sub beside replies
                 if self.on_message is not None:
                     self.on_message(reply)
                 continue
@@ -184,26 +184,52 @@ class RespProtocol(asyncio.Protocol):
             self.transport.close()
 
 
-async def open_connection(address: RedisAddress, resp3: bool = False) -> RespProtocol:
-    """Connect (TCP, TLS or unix socket), then AUTH and SELECT as the address says; raises ``OSError``
-    (``ConnectionError``) if Redis cannot be reached and :class:`RespError` if it refuses the login.
-
-    ``resp3``: then try ``HELLO 3`` (Redis >= 6), so that the connection can subscribe *and* run commands;
-    ``protocol.resp3`` says whether it took (an older Redis leaves it a RESP2 connection)."""
+async def _connect(address: RedisAddress) -> RespProtocol:
     loop = asyncio.get_running_loop()
     if address.path is not None:
         _, protocol = await loop.create_unix_connection(RespProtocol, address.path)
     else:
         _, protocol = await loop.create_connection(RespProtocol, address.host, address.port, ssl=address.ssl)
+    return protocol
+
+
+_PROBE = "rt:resp3-probe"
+
+
+async def _resp3_pushes(protocol: RespProtocol, timeout: float = 2.0) -> bool:
+    """Negotiate RESP3 and check that subscribe confirmations really arrive as push notifications beside normal
+    replies (Redis >= 6 does; an imitation such as fakeredis may accept HELLO 3 and still answer with arrays)."""
+    try:
+        await asyncio.wait_for(protocol.send(pack_command("HELLO", "3")), timeout)
+    except RespError:  # Redis 5 has no HELLO
+        return False
+    pushes: list[Any] = []
+    protocol.resp3, protocol.on_message = True, pushes.append
+    try:
+        protocol.write(pack_command("SUBSCRIBE", _PROBE))
+        await asyncio.wait_for(protocol.send(pack_command("PING")), timeout)
+        protocol.write(pack_command("UNSUBSCRIBE", _PROBE))
+        await asyncio.wait_for(protocol.send(pack_command("PING")), timeout)
+    except (RespError, TimeoutError, ConnectionError):
+        return False
+    finally:
+        protocol.on_message = None
+    return [p[0] for p in pushes] == [b"subscribe", b"unsubscribe"]
+
+
+async def open_connection(address: RedisAddress, resp3: bool = False) -> RespProtocol:
+    """Connect (TCP, TLS or unix socket), then AUTH and SELECT as the address says; raises ``OSError``
+    (``ConnectionError``) if Redis cannot be reached and :class:`RespError` if it refuses the login.
+
+    ``resp3``: then switch to RESP3 (Redis >= 6), so that the connection can subscribe *and* run commands;
+    ``protocol.resp3`` says whether it took (elsewhere a plain RESP2 connection is returned)."""
+    protocol = await _connect(address)
     try:
         for command in address.handshake():  # AUTH first: HELLO before it is refused on a protected Redis
             await protocol.send(command)
-        if resp3:
-            try:
-                await protocol.send(pack_command("HELLO", "3"))
-                protocol.resp3 = True
-            except RespError:  # Redis 5 has no HELLO: stay RESP2
-                pass
+        if resp3 and not await _resp3_pushes(protocol):
+            protocol.close()
+            return await open_connection(address)
     except BaseException:
         protocol.close()
         raise

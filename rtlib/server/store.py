@@ -6,6 +6,9 @@ script's single ``INCR``; presence facts go back to :mod:`rtlib.protocol.presenc
 Keys (ids never contain ``:``; see :data:`rtlib.protocol.schema.Id`):
 
 * ``rt:{ws}:ver:{task}`` (string) the task's version; ``rt:{ws}:task:{task}`` (hash) field -> JSON value
+* ``rt:{ws}:tasks`` (sorted set, every score 0) the workspace's task ids, for ``task.list`` (see below). Only
+  tasks created since the index exists are in it: a Redis that kept tasks from an older rtlib (the embedded one
+  keeps nothing) needs them added once, e.g. ``ZADD rt:{ws}:tasks 0 {task}`` per ``rt:{ws}:ver:*`` key.
 * ``rt:{ws}:pres:{task}`` (sorted set) member ``conn:user``, score = last heartbeat (Unix seconds)
 * ``rt:{ws}:pres:{task}:n`` (hash) user -> number of that user's entries on the task
 * ``rt:presence:due`` (sorted set) member ``ws:task``, score = oldest heartbeat on that task (sweep index)
@@ -14,11 +17,13 @@ Keys (ids never contain ``:``; see :data:`rtlib.protocol.schema.Id`):
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
 
+from rtlib.protocol.config import HistoryConfig
 from rtlib.protocol.presence import EntryFact, member
 from rtlib.protocol.presence_protocol import Expire, Remove, Upsert
 from rtlib.server.resp import RespConnection, script_sha
@@ -37,17 +42,97 @@ def _task_keys(ws: str, task: str) -> list[str]:
     return [f"rt:{ws}:ver:{task}", f"rt:{ws}:task:{task}"]
 
 
+def _index_key(ws: str) -> str:
+    return f"rt:{ws}:tasks"
+
+
 def _presence_keys(ws: str, task: str) -> list[str]:
     zset = f"rt:{ws}:pres:{task}"
     return [zset, zset + ":n", DUE_KEY]
 
 
-# KEYS: ver, fields. ARGV: channel, message prefix, message suffix, publish (1/0), field, value, ...
-_UPDATE = """
+# Every workspace event goes out through emit(): appended to the workspace's history stream (trimmed by length
+# and age) and published with its offset (the entry id) and the history's epoch, in the calling script, so
+# history order is publish order and a resuming client can be caught up without a gap or a duplicate
+# (rtlib.protocol.history). HIST_LEN 0 turns history off: events are published as they are.
+_EMIT = """
+local function emit(ws, exclude, event)
+  if HIST_LEN == 0 then
+    redis.call('PUBLISH', 'rt:chan:' .. ws, exclude .. '\\n' .. event)
+    return
+  end
+  local ekey = 'rt:' .. ws .. ':epoch'
+  local epoch = redis.call('GET', ekey)
+  if not epoch then
+    local t = redis.call('TIME')
+    epoch = t[1] .. string.format('%06d', tonumber(t[2]))
+    redis.call('SET', ekey, epoch)
+  end
+  local stream = 'rt:' .. ws .. ':hist'
+  local id = redis.call('XADD', stream, 'MAXLEN', '~', HIST_LEN, '*', 'e', event)
+  if HIST_AGE_MS > 0 then
+    local ms = tonumber(string.match(id, '^(%d+)'))
+    redis.call('XTRIM', stream, 'MINID', '~', string.format('%d', ms - HIST_AGE_MS))
+  end
+  redis.call('PUBLISH', 'rt:chan:' .. ws,
+             exclude .. '\\n' .. string.sub(event, 1, -2) .. ',"offset":"' .. id .. '","epoch":"' .. epoch .. '"}')
+end
+"""
+
+# KEYS: ver, fields, ref key (or ''), index. ARGV: workspace, event prefix, event suffix, publish (1/0), ref TTL
+# (s), task id, field, value, ... With a ref key, the update is idempotent per (user, ref) for the TTL: a retry
+# (after a dropped connection, say) gets the version of the first attempt and bumps nothing. The task index is
+# written by the same script that creates the task (version 0 -> 1), so a task is listed exactly when it
+# exists, on every instance, with one ZADD per task lifetime rather than per update. Returns {version, retry}.
+_UPDATE = _EMIT + """
+if KEYS[3] ~= '' then
+  local prior = redis.call('GET', KEYS[3])
+  if prior then return {tonumber(prior), 1} end
+end
 local v = redis.call('INCR', KEYS[1])
-if #ARGV > 4 then redis.call('HSET', KEYS[2], unpack(ARGV, 5)) end
-if ARGV[4] == '1' then redis.call('PUBLISH', ARGV[1], ARGV[2] .. v .. ARGV[3]) end
-return v
+if v == 1 then redis.call('ZADD', KEYS[4], 0, ARGV[6]) end
+if #ARGV > 6 then redis.call('HSET', KEYS[2], unpack(ARGV, 7)) end
+if KEYS[3] ~= '' then redis.call('SET', KEYS[3], v, 'EX', ARGV[5]) end
+if ARGV[4] == '1' then emit(ARGV[1], '', ARGV[2] .. v .. ARGV[3]) end
+return {v, 0}
+"""
+
+# KEYS: epoch, stream. ARGV: offset ('' for none), count. The epoch (created here if missing, so a client
+# always has one), the oldest and newest entry ids, and up to count entries after the offset.
+_HISTORY = """
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  local t = redis.call('TIME')
+  epoch = t[1] .. string.format('%06d', tonumber(t[2]))
+  redis.call('SET', KEYS[1], epoch)
+end
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+local after = {}
+if ARGV[1] ~= '' then after = redis.call('XRANGE', KEYS[2], '(' .. ARGV[1], '+', 'COUNT', tonumber(ARGV[2])) end
+return {epoch, first[1] and first[1][1] or false, last[1] and last[1][1] or false, after}
+"""
+
+# KEYS: index. ARGV: key prefix 'rt:{ws}:', cursor ('' = from the start), limit.
+# Why a sorted set of ids (all scores 0, so ZRANGEBYLEX orders them by id) and not SCAN over 'rt:{ws}:ver:*':
+# SCAN walks the whole keyspace of every workspace, may return a key twice and pages by hash slot, so a cursor
+# would be neither stable nor cheap. Lexicographic paging after the last id seen is stable while tasks are
+# created concurrently (a new id lands either before the cursor, and was never promised, or after it, and is
+# listed). Each task's (version, fields) is read in the same script, so every entry is a consistent snapshot.
+_LIST = """
+local from = '-'
+if ARGV[2] ~= '' then from = '(' .. ARGV[2] end
+local limit = tonumber(ARGV[3])
+local ids = redis.call('ZRANGEBYLEX', KEYS[1], from, '+', 'LIMIT', 0, limit + 1)
+local more = 0
+if #ids > limit then more = 1; table.remove(ids) end
+local out = {more}
+for _, id in ipairs(ids) do
+  table.insert(out, id)
+  table.insert(out, redis.call('GET', ARGV[1] .. 'ver:' .. id) or '0')
+  table.insert(out, redis.call('HGETALL', ARGV[1] .. 'task:' .. id))
+end
+return out
 """
 
 # KEYS: ver, fields.
@@ -66,21 +151,21 @@ end
 # Presence scripts publish their own event (rtlib.protocol.presence_protocol): the change and its announcement
 # are one atomic step, so observers see a user's joins and leaves of a task in the order the store made them.
 
-# KEYS: zset, counts, due. ARGV: member, user, now, due member, channel, message. Join and heartbeat are one
-# upsert; the message (presence.joined) goes out when the user's first entry on the task was added.
-_UPSERT = _REINDEX + """
+# KEYS: zset, counts, due. ARGV: member, user, now, due member, workspace, exclude conn, event. Join and
+# heartbeat are one upsert; the event (presence.joined) goes out when the user's first entry was added.
+_UPSERT = _EMIT + _REINDEX + """
 local added = redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 local n
 if added == 1 then n = redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
 else n = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0') end
 reindex(KEYS[1], KEYS[3], ARGV[4])
-if added == 1 and n == 1 then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
+if added == 1 and n == 1 then emit(ARGV[5], ARGV[6], ARGV[7]) end
 return {added, n, redis.call('HKEYS', KEYS[2])}
 """
 
-# KEYS: zset, counts, due. ARGV: member, user, due member, channel, message. ZREM's result is the arbiter:
+# KEYS: zset, counts, due. ARGV: member, user, due member, workspace, event. ZREM's result is the arbiter:
 # one remover wins; the message (presence.left) goes out when the user's last entry was removed.
-_REMOVE = _REINDEX + """
+_REMOVE = _EMIT + _REINDEX + """
 local removed = redis.call('ZREM', KEYS[1], ARGV[1])
 local n
 if removed == 1 then
@@ -88,14 +173,14 @@ if removed == 1 then
   if n <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]); n = 0 end
 else n = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0') end
 reindex(KEYS[1], KEYS[3], ARGV[3])
-if removed == 1 and n == 0 then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
+if removed == 1 and n == 0 then emit(ARGV[4], '', ARGV[5]) end
 return {removed, n}
 """
 
 # KEYS: due. ARGV: cutoff, max tasks, event template. Pops every entry with score <= cutoff on up to N due
 # tasks; the keys of those tasks are derived from the index (single-node Redis: the workbench does not target
 # Cluster). A user whose last entry expired gets the template's presence.left, {ws}/{task}/{user} filled in.
-_EXPIRE = _REINDEX + """
+_EXPIRE = _EMIT + _REINDEX + """
 local out = {}
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, dm in ipairs(due) do
@@ -110,7 +195,7 @@ for _, dm in ipairs(due) do
     if n <= 0 then
       redis.call('HDEL', counts, user); n = 0
       local event = string.gsub(ARGV[3], '{(%a+)}', {ws = ws, task = task, user = user})
-      redis.call('PUBLISH', 'rt:chan:' .. ws, '\\n' .. event)
+      emit(ws, '', event)
     end
     table.insert(out, ws); table.insert(out, task); table.insert(out, m); table.insert(out, n)
   end
@@ -137,28 +222,64 @@ def _utf8(value: bytes) -> bytes:
 class RedisStore:
     """Atomic task and presence operations on one Redis database (shared by every server instance)."""
 
-    def __init__(self, redis: Redis, fast: RespConnection | None = None) -> None:
+    def __init__(self, redis: Redis, fast: RespConnection | None = None, history: HistoryConfig | None = None,
+                 idempotency_ttl: float = 300.0) -> None:
         self.redis = redis
         # The hot path (update + publish) goes through the lean connection when there is one.
         self.fast = fast
-        self._update_sha = script_sha(_UPDATE)
-        self._update = redis.register_script(_UPDATE)
+        self.history = history or HistoryConfig()
+        self.idempotency_ttl = idempotency_ttl
+        # The history bounds are constants of the scripts (every instance of a cluster should use the same).
+        sized = {name: text.replace("HIST_LEN", str(self.history.length)).replace(
+            "HIST_AGE_MS", str(int(self.history.max_age * 1000))) for name, text in
+            {"update": _UPDATE, "upsert": _UPSERT, "remove": _REMOVE, "expire": _EXPIRE}.items()}
+        self._update_text = sized["update"].encode()
+        self._update_sha = script_sha(sized["update"])
+        self._update = redis.register_script(sized["update"])
         self._get = redis.register_script(_GET)
-        self._upsert = redis.register_script(_UPSERT)
-        self._remove = redis.register_script(_REMOVE)
-        self._expire = redis.register_script(_EXPIRE)
+        self._list = redis.register_script(_LIST)
+        self._upsert = redis.register_script(sized["upsert"])
+        self._remove = redis.register_script(sized["remove"])
+        self._expire = redis.register_script(sized["expire"])
+        self._history = redis.register_script(_HISTORY)
 
     # --- tasks --------------------------------------------------------------------------------------------
     async def update_task(self, ws: str, task: str, changes: dict[str, msgspec.Raw], prefix: bytes,
-                          suffix: bytes, publish: bool = True) -> int:
+                          suffix: bytes, publish: bool = True, user: str = "", ref: str | None = None
+                          ) -> tuple[int, bool]:
         """Bump the task's version by one, write the changed fields and (if ``publish``) publish
-        ``prefix + version + suffix`` to the workspace channel, atomically. Returns the new version."""
-        args: list[Any] = [channel(ws), b"\n" + prefix, suffix, b"1" if publish else b"0"]
+        ``prefix + version + suffix`` to the workspace (and its history), atomically.
+
+        With a ``ref``, the update is idempotent per ``(user, ref)`` for ``idempotency_ttl`` seconds: a retry
+        (the same task and changes again) changes nothing and returns the first attempt's version.
+        Returns ``(version, was_a_retry)``.
+        """
+        ref_key = ""
+        if ref is not None and self.idempotency_ttl > 0:
+            # Only a true retry (same user, ref, task and changes) is deduplicated: a client that reuses a ref
+            # for another update (a counter restarted by a page reload, say) must not have it dropped.
+            digest = hashlib.blake2b(task.encode(), digest_size=8)
+            for name, value in changes.items():
+                digest.update(b"\0" + name.encode() + b"\0" + bytes(value))
+            ref_key = f"rt:{ws}:ref:{user}:{digest.hexdigest()}:{ref}"
+        args: list[Any] = [ws, prefix, suffix, b"1" if publish else b"0", max(1, round(self.idempotency_ttl)), task]
         for name, value in changes.items():
             args += [name, bytes(value)]
+        keys = [*_task_keys(ws, task), ref_key, _index_key(ws)]
         if self.fast is not None:
-            return int(await self.fast.evalsha(_UPDATE.encode(), self._update_sha, _task_keys(ws, task), args))
-        return int(await self._update(keys=_task_keys(ws, task), args=args))
+            version, retry = await self.fast.evalsha(self._update_text, self._update_sha, keys, args)
+        else:
+            version, retry = await self._update(keys=keys, args=args)
+        return int(version), bool(retry)
+
+    async def history_since(self, ws: str, offset: str | None, max_replay: int
+                            ) -> tuple[str, str | None, str | None, list[tuple[str, bytes]]]:
+        """The workspace history's epoch (created if missing), oldest and newest entry ids, and up to
+        ``max_replay + 1`` entries after ``offset`` (none if ``offset`` is None): ``(id, stored event)``."""
+        epoch, first, last, flat = await self._history(
+            keys=[f"rt:{ws}:epoch", f"rt:{ws}:hist"], args=[offset or "", max_replay + 1])
+        entries = [(_text(entry[0]), entry[1][1]) for entry in flat]
+        return _text(epoch), _text(first) if first else None, _text(last) if last else None, entries
 
     async def publish(self, ws: str, event: bytes, exclude_conn: str = "") -> None:
         """Publish one event to every instance serving the workspace (``exclude_conn`` skips one connection)."""
@@ -178,6 +299,20 @@ class RedisStore:
         version, flat = await self._get(keys=_task_keys(ws, task))
         fields = {_text(flat[i], "replace"): msgspec.Raw(_utf8(flat[i + 1])) for i in range(0, len(flat), 2)}
         return int(version), fields
+
+    async def list_tasks(self, ws: str, cursor: str | None, limit: int
+                         ) -> tuple[list[tuple[str, int, dict[str, msgspec.Raw]]], str | None]:
+        """Up to ``limit`` tasks after ``cursor`` (exclusive) in task id order, each ``(id, version, fields)``,
+        and the cursor of the next page (``None`` on the last page). Works on any instance: the index is in Redis.
+        Values are repaired on the way out exactly as in :meth:`get_task`: one poisoned task must not break a
+        whole page for every reader."""
+        flat = await self._list(keys=[_index_key(ws)], args=[f"rt:{ws}:", cursor or "", limit])
+        tasks = []
+        for i in range(1, len(flat), 3):
+            pairs = flat[i + 2]
+            fields = {_text(pairs[j], "replace"): msgspec.Raw(_utf8(pairs[j + 1])) for j in range(0, len(pairs), 2)}
+            tasks.append((_text(flat[i]), int(flat[i + 1]), fields))
+        return tasks, (tasks[-1][0] if int(flat[0]) and tasks else None)
 
     # --- presence: each operation is one script that also publishes its event ---------------------------------
     async def presence_upsert(self, op: Upsert) -> tuple[EntryFact, list[str]]:
@@ -218,12 +353,12 @@ class RedisStore:
     @staticmethod
     def _upsert_args(op: Upsert) -> list[Any]:
         return [member(op.conn_id, op.user_id), op.user_id, repr(op.now), f"{op.workspace_id}:{op.task_id}",
-                channel(op.workspace_id), op.conn_id.encode() + b"\n" + op.announce]
+                op.workspace_id, op.conn_id, op.announce]
 
     @staticmethod
     def _remove_args(op: Remove) -> list[Any]:
         return [member(op.conn_id, op.user_id), op.user_id, f"{op.workspace_id}:{op.task_id}",
-                channel(op.workspace_id), b"\n" + op.announce]
+                op.workspace_id, op.announce]
 
     @staticmethod
     def _facts(flat: list[Any]) -> list[EntryFact]:

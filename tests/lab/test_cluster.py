@@ -118,3 +118,15 @@ def test_worker_processes_give_the_same_clean_run(lab: Cluster) -> None:
     assert results.meta["workers"] == 2
     assert summary["lost"] == 0 and summary["converged"] is True
     assert results.deliveries["receiver"].nunique() == sc.clients  # every client, from both shards, reported
+
+
+def test_clients_that_resume_lose_nothing_through_churn_and_an_instance_kill() -> None:
+    """Churning clients and the clients of a killed instance reconnect with their last offset: the history
+    replays what they missed, so every one of them that recovered has every accepted update."""
+    sc = Scenario(clients=40, workspaces=2, tasks=4, duration=30, update_rate=10, viewers=0.3, churn=0.3,
+                  time_scale=0.1, seed=21, drain=1.0)
+    with Cluster(instances=2) as cluster:
+        summary = cluster.run(sc, failures=[("kill", 1, 12.0)], progress=False).summary()
+    assert summary["reconnects_recovered"] > 10  # churn, and every client of instance 1
+    assert summary["lost_by_resumers"] == 0 and summary["lost"] == 0
+    assert summary["converged"] is True

@@ -90,6 +90,8 @@ VALID_CLIENT_FRAMES = [
     _client("task.update", {"taskId": "T-42", "changes": {"a": 1}}, userId="ignored", timestamp=123),
     _client("task.get", {"taskId": "T-42", "ref": "g-1"}),
     _client("task.get", {"taskId": "T-42"}),
+    _client("task.list", {}),
+    _client("task.list", {"cursor": "T-42", "limit": 200, "ref": "l-1"}),
     _client("presence.join", {"taskId": "T-42"}),
     _client("presence.heartbeat", {"taskId": "T-42", "ref": "h"}),
     _client("presence.leave", {"taskId": "T-42"}),
@@ -117,6 +119,10 @@ INVALID_CLIENT_FRAMES = {
     "payload not an object": _client("task.get", ["T-42"]),
     "missing payload": {"type": "task.get", "workspaceId": "acme"},
     "missing workspaceId": {"type": "task.get", "payload": {"taskId": "T-42"}},
+    "task.list limit 0": _client("task.list", {"limit": 0}),
+    "task.list limit 201": _client("task.list", {"limit": 201}),
+    "task.list bad cursor": _client("task.list", {"cursor": "a:b"}),
+    "task.list unknown key": _client("task.list", {"taskId": "T-42"}),
     "unknown type": _client("presence.list", {"taskId": "T-42"}),
     "server type sent by a client": _client("task.updated", {"taskId": "T-42", "version": 1, "changes": {}}),
 }
@@ -155,6 +161,8 @@ def _built_events() -> dict[str, bytes]:
         "snapshot": events.snapshot("acme", "alice", "T-42", 3, raw, NOW),
         "snapshot (ref)": events.snapshot("acme", "alice", "T-42", 3, raw, NOW, ref="g-1"),
         "snapshot (unknown task)": events.snapshot("acme", "alice", "never", 0, {}, NOW),
+        "task_page": events.task_page("acme", "alice", [("T-1", 2, raw), ("T-2", 1, {})], "T-2", NOW),
+        "task_page (last, ref)": events.task_page("acme", "alice", [], None, NOW, ref="l-1"),
         "error": events.error("acme", "bob", ErrorCode.INVALID_PAYLOAD, "bad", "r-1", NOW),
         "error (no ref)": events.error("acme", "bob", ErrorCode.RATE_LIMITED, "slow down", None, NOW),
         "error_from": events.error_from("acme", "bob", ProtocolError(ErrorCode.FORBIDDEN_WORKSPACE, "no", "r"), NOW),
@@ -307,7 +315,11 @@ def test_no_message_type_offers_a_workspace_online_list(schema: dict[str, Any]) 
             assert word not in type_.lower(), f"{type_!r} looks like a workspace-wide presence list"
 
 
-@pytest.mark.parametrize("type_", list(CLIENT_TYPES))
+#: The one request that names no task: it pages the workspace's tasks (fields and versions, no user list).
+TASK_LISTING = {"task.list": "task.page"}
+
+
+@pytest.mark.parametrize("type_", [t for t in CLIENT_TYPES if t not in TASK_LISTING])
 def test_every_client_payload_requires_a_task_id(schema: dict[str, Any], type_: str) -> None:
     struct = CLIENT_TYPES[type_]
     fields = {f.name: f for f in msgspec.structs.fields(struct)}
@@ -319,9 +331,22 @@ def test_every_client_payload_requires_a_task_id(schema: dict[str, Any], type_: 
 def test_presence_events_are_per_task(schema: dict[str, Any]) -> None:
     """Every server payload that carries a list (of viewers) is about one task."""
     for type_, struct in SERVER_PAYLOADS.items():
+        if type_ in TASK_LISTING.values():
+            continue
         props = schema["$defs"][struct.__name__]["properties"]
         has_list = any(p.get("type") == "array" for p in props.values())
         if has_list or type_.startswith("presence."):
             assert "taskId" in schema["$defs"][struct.__name__]["required"], type_
     welcome = schema["$defs"][SERVER_PAYLOADS["session.welcome"].__name__]["properties"]
     assert not any(p.get("type") == "array" for p in welcome.values()), "welcome must not list users"
+
+
+def test_task_listing_carries_tasks_and_no_users(schema: dict[str, Any]) -> None:
+    """``task.page`` lists tasks (id, version, fields): no user ids, viewers or connection state."""
+    for type_, reply in TASK_LISTING.items():
+        assert set(schema["$defs"][CLIENT_TYPES[type_].__name__]["properties"]) == {"cursor", "limit", "ref"}
+        props = schema["$defs"][SERVER_PAYLOADS[reply].__name__]["properties"]
+        assert set(props) == {"tasks", "nextCursor", "ref"}
+        entry = schema["$defs"]["TaskEntry"]
+        assert set(entry["properties"]) == {"taskId", "version", "fields"} and set(entry["required"]) == set(
+            entry["properties"])

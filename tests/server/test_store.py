@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from rtlib.protocol.config import ServerConfig
+from rtlib.protocol.history import offset_of, without_offset
 from rtlib.protocol.presence_protocol import BookStore, Expire, PresenceProtocol, Published, Remove, Upsert
 from rtlib.protocol.session import Session
 from rtlib.server.store import RedisStore
@@ -43,7 +44,8 @@ async def test_one_protocol_two_stores_same_facts_and_events(store: RedisStore, 
     async def drain() -> None:
         while (msg := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05)) is not None:
             exclude, _, event = msg["data"].partition(b"\n")
-            live.append(Published(msg["channel"].decode().removeprefix("rt:chan:"), exclude.decode(), event))
+            live.append(Published(msg["channel"].decode().removeprefix("rt:chan:"), exclude.decode(),
+                                  without_offset(event)))  # the book keeps no history
 
     now = 1_000.0
     for _ in range(300):
@@ -101,7 +103,7 @@ async def test_concurrent_expiry_pops_each_entry_once(store: RedisStore, redis_u
 async def test_versions_are_gapless_under_concurrency(store: RedisStore) -> None:
     changes = {"a": msgspec.Raw(b"1")}
     versions = await asyncio.gather(*(store.update_task("w", "t", changes, b"", b"") for _ in range(100)))
-    assert sorted(versions) == list(range(1, 101))
+    assert sorted(v for v, _ in versions) == list(range(1, 101))
     version, fields = await store.get_task("w", "t")
     assert version == 100 and bytes(fields["a"]) == b"1"
 
@@ -112,7 +114,7 @@ async def test_update_publishes_the_assembled_event(store: RedisStore) -> None:
     await pubsub.get_message(timeout=1)
     await store.update_task("w", "t", {"a": msgspec.Raw(b'"x"')}, b'{"v":', b"}")
     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
-    assert msg["data"] == b'\n{"v":1}'
+    assert without_offset(msg["data"]) == b'\n{"v":1}' and offset_of(msg["data"]) is not None
     await store.update_task("w", "t", {"a": msgspec.Raw(b'"y"')}, b"", b"", publish=False)
     assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2) is None
     await pubsub.aclose()
@@ -125,3 +127,43 @@ async def test_a_stored_value_with_invalid_utf8_is_repaired_on_read(store: Redis
     version, fields = await store.get_task("w1", "t1")
     assert version == 3 and bytes(fields["ok"]) == b'"fine"'
     assert msgspec.json.decode(bytes(fields["note"])) == "x\ufffd\ufffd"
+
+
+async def test_update_with_a_ref_is_idempotent_per_user(store: RedisStore) -> None:
+    pubsub = store.redis.pubsub()
+    await pubsub.subscribe("rt:chan:w")
+    await pubsub.get_message(timeout=1.0)
+    change = {"a": msgspec.Raw(b"1")}
+    first = await store.update_task("w", "t", change, b'{"v":', b"}", user="alice", ref="r1")
+    again = await store.update_task("w", "t", change, b'{"v":', b"}", user="alice", ref="r1")  # a retry
+    other = await store.update_task("w", "t", change, b'{"v":', b"}", user="bob", ref="r1")
+    plain = [await store.update_task("w", "t", change, b'{"v":', b"}", user="alice") for _ in range(2)]
+    assert first == (1, False) and again == (1, True) and other == (2, False)
+    assert plain == [(3, False), (4, False)]  # no ref: never deduplicated
+    # A reused ref with other changes (a client whose counter restarted) is a new update, not a retry.
+    reused = await store.update_task("w", "t", {"a": msgspec.Raw(b"2")}, b'{"v":', b"}", user="alice", ref="r1")
+    assert reused == (5, False) and (await store.get_task("w", "t"))[1]["a"] == msgspec.Raw(b"2")
+    published = []
+    while (m := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)) is not None:
+        published.append(msgspec.json.decode(m["data"].partition(b"\n")[2])["v"])
+    await pubsub.aclose()
+    assert published == [1, 2, 3, 4, 5]
+
+
+async def test_every_published_event_is_in_the_history_with_its_offset(store: RedisStore) -> None:
+    pubsub = store.redis.pubsub()
+    await pubsub.subscribe("rt:chan:w")
+    await pubsub.get_message(timeout=1.0)
+    for _ in range(3):
+        await store.update_task("w", "t", {"a": msgspec.Raw(b"1")}, b'{"v":', b"}")
+    await store.presence_upsert(Upsert("w", "t", "c1", "alice", 1.0, b'{"type":"presence.joined"}'))
+    live = []
+    while (m := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)) is not None:
+        live.append(msgspec.json.decode(m["data"].partition(b"\n")[2]))
+    await pubsub.aclose()
+    epoch, first, last, entries = await store.history_since("w", "0-0", 10)
+    assert [e["offset"] for e in live] == [i for i, _ in entries]
+    assert first == entries[0][0] and last == live[-1]["offset"]
+    assert {e["epoch"] for e in live} == {epoch}
+    assert [msgspec.json.decode(event) for _, event in entries] == [
+        {k: v for k, v in e.items() if k not in ("offset", "epoch")} for e in live]

@@ -1,0 +1,141 @@
+"""The floor for ``bench/server_cost.py``: a bare server that only writes the same frames to the same sockets.
+
+No Redis, no websockets library, no JSON: an asyncio ``Protocol`` per connection does the RFC 6455 upgrade,
+unmasks client text frames and, for each one, frames it **once** (unmasked, as a server frame) and writes that
+frame to every connection of the sender's workspace (the sender included, like the toy), one
+``transport.write`` per receiving socket. What is left is what any Python server on this event loop must pay
+per delivery: the event loop's wake-ups and the write syscalls (on loopback the kernel's receive path runs
+inside them). rtlib's and the toy's CPU per delivery are compared against this, in the same run.
+
+Run: ``python bench/floor_server.py --port 8765 [--loop asyncio|uvloop]`` (``--redis`` is accepted and ignored,
+so the harness can start it like the other targets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import signal
+from urllib.parse import parse_qs, urlsplit
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def server_frame(opcode: int, payload: bytes) -> bytes:
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x80 | opcode, n))
+    elif n < 1 << 16:
+        header = bytes((0x80 | opcode, 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((0x80 | opcode, 127)) + n.to_bytes(8, "big")
+    return header + payload
+
+
+def unmask(payload: bytes, key: bytes) -> bytes:
+    n = len(payload)
+    stream = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(stream, "big")).to_bytes(n, "big")
+
+
+class Floor(asyncio.Protocol):
+    rooms: dict[str, set[Floor]] = {}
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+        self.upgraded = False
+        self.workspace = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.rooms.get(self.workspace, set()).discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if not self.upgraded:
+            head, sep, rest = self.buf.partition(b"\r\n\r\n")
+            if not sep:
+                return
+            self.buf = rest
+            self.handshake(head)
+        self.frames()
+
+    def handshake(self, head: bytes) -> None:
+        lines = head.decode("latin-1").split("\r\n")
+        path = lines[0].split(" ")[1]
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        accept = base64.b64encode(hashlib.sha1(headers["sec-websocket-key"].encode() + _GUID).digest())
+        assert self.transport is not None
+        self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                             b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        self.upgraded = True
+        self.workspace = parse_qs(urlsplit(path).query).get("workspace", [""])[0]
+        self.rooms.setdefault(self.workspace, set()).add(self)
+
+    def frames(self) -> None:
+        buf = self.buf
+        while len(buf) >= 2:
+            opcode, n = buf[0] & 0x0F, buf[1] & 0x7F
+            i = 2
+            if n == 126:
+                if len(buf) < 4:
+                    break
+                n, i = int.from_bytes(buf[2:4], "big"), 4
+            elif n == 127:
+                if len(buf) < 10:
+                    break
+                n, i = int.from_bytes(buf[2:10], "big"), 10
+            if len(buf) < i + 4 + n:
+                break
+            payload = unmask(buf[i + 4:i + 4 + n], buf[i:i + 4])
+            buf = buf[i + 4 + n:]
+            self.on_frame(opcode, payload)
+        self.buf = buf
+
+    def on_frame(self, opcode: int, payload: bytes) -> None:
+        assert self.transport is not None
+        if opcode == 0x1:
+            frame = server_frame(0x1, payload)
+            for peer in self.rooms.get(self.workspace, ()):
+                if peer.transport is not None and not peer.transport.is_closing():
+                    peer.transport.write(frame)
+        elif opcode == 0x9:
+            self.transport.write(server_frame(0xA, payload))
+        elif opcode == 0x8:
+            self.transport.write(server_frame(0x8, payload[:2]))
+            self.transport.close()
+
+
+async def main(host: str, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    stop = loop.create_future()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+    server = await loop.create_server(Floor, host, port, backlog=4096)
+    print(f"floor server listening on ws://{host}:{port}/ws ({type(loop).__module__})", flush=True)
+    await stop
+    server.close()
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--redis", default="", help="ignored (the floor has no Redis)")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main(args.host, args.port))
+    else:
+        asyncio.run(main(args.host, args.port))

@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test jstest lint schema bench serve clean
+.PHONY: install test jstest lint schema bench bench-socketio serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,11 +16,11 @@ install: $(STAMP)
 
 ## make test: the whole suite against a real redis-server the fixtures start on a free port (the browser
 ## tests drive Debian's chromium), node --test over the browser client, then nbval over the notebooks
-## (CI-sized parameters).
+## (CI-sized parameters; a cell may take 300 s: notebook 06 runs five servers in one cell).
 test: $(STAMP)
 	$(PY) -m pytest -q
 	$(MAKE) --no-print-directory jstest
-	$(PY) -m pytest -q --nbval-lax --nbval-current-env notebooks/
+	$(PY) -m pytest -q --nbval-lax --nbval-current-env --timeout 300 notebooks/
 
 ## make jstest: node's built-in test runner over rtlib/web/rtlib-client.js (ordering, backoff, protocol).
 ## Without node it is skipped with a message, except in CI (CI=true), where that is a failure.
@@ -40,14 +40,22 @@ schema: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/server_cost.py
 
+## make bench-socketio: notebook 06's measurements at full size (rtlib vs Socket.IO on Node and Python, and two
+## plain forwarders); installs the Node peers with npm into ~/.cache/rtlib/node-peers; writes bench/results/.
+bench-socketio: $(STAMP)
+	$(PY) bench/compare.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
 
 .PHONY: demo lab nbtest websize
 
-## make demo: execute every notebook at full size (hundreds to 1,000 clients, ~10 min) into reports/*.html.
+## make demo: execute every notebook at full size (hundreds to 1,000 clients, ~11 min; a second run re-runs only
+## what changed) into reports/*.html + reports/index.html, then check them in headless Chromium (if installed).
 demo: $(STAMP)
 	$(PY) scripts/make_reports.py
+	@if command -v chromium >/dev/null 2>&1; then $(PY) scripts/check_reports.py; \
+	else echo "(no chromium: the reports were not checked in a browser; apt-get install -y chromium)"; fi
 
 ## make lab: JupyterLab on notebooks/ (the notebooks run at their CI-sized defaults; see notebooks/README.md).
 lab: $(STAMP)
@@ -55,7 +63,7 @@ lab: $(STAMP)
 
 ## make nbtest: run the notebooks and compare the cells marked NBVAL_CHECK_OUTPUT with their saved outputs.
 nbtest: $(STAMP)
-	$(PY) -m pytest -q --nbval-lax --nbval-current-env notebooks/
+	$(PY) -m pytest -q --nbval-lax --nbval-current-env --timeout 300 notebooks/
 
 ## make websize: the browser client's size minified + gzipped vs socket.io-client's (npm packages in a cache dir).
 websize: $(STAMP)

@@ -90,7 +90,8 @@ def welcomed(holders: list[WorkerHandle]) -> int:
 def hold(stack: ExitStack, target: Target, urls: list[str], tag: str, timeout: float = 120.0
          ) -> tuple[list[WorkerHandle], float]:
     """Open ``urls`` from ``ceil(len / PER_PROCESS)`` worker processes in parallel; wait until rtlib has
-    welcomed every one (the toy sends nothing). Returns the holders (kept open by ``stack``) and the seconds."""
+    welcomed every one (``target.welcome``: rtlib's session.welcome, Socket.IO's namespace connect; the
+    forwarders send nothing). Returns the holders (kept open by ``stack``) and the seconds."""
     procs = max(1, -(-len(urls) // PER_PROCESS))
     holders = [stack.enter_context(WorkerHandle(f"{tag}-{i}", "receiver", (urls[i::procs], target.delivery_type)))
                for i in range(procs)]
@@ -101,7 +102,7 @@ def hold(stack: ExitStack, target: Target, urls: list[str], tag: str, timeout: f
     failed = sum(r["failed"] for r in replies)
     if failed:
         raise RuntimeError(f"{failed}/{len(urls)} connections failed, e.g. {replies[0]['errors'] or replies}")
-    if target.name == "rtlib":
+    if target.welcome:
         deadline = time.monotonic() + timeout
         while (got := welcomed(holders)) < len(urls):
             if time.monotonic() > deadline:

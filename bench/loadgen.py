@@ -44,16 +44,46 @@ class _Payload(msgspec.Struct):
     changes: _Changes | None = None
 
 
+#: ``delivery_type`` prefix of a Socket.IO target: frames are Engine.IO v4 / Socket.IO v5 packets.
+SOCKETIO = "socketio:"
+
+
+def socketio_control(conn: WsConn, frame: bytes) -> bool:
+    """Answer Engine.IO/Socket.IO control packets; True if ``frame`` was one (not an event).
+
+    ``0{...}`` (Engine.IO open) -> ``40`` (connect to the main namespace); ``2`` (ping) -> ``3`` (pong): the
+    server closes a client that misses a pong. ``40{...}`` (namespace connected) is left to the caller.
+    """
+    if frame[:1] == b"0":
+        conn.send_text(b"40")
+        return True
+    if frame == b"2":
+        conn.send_text(b"3")
+        return True
+    return False
+
+
+def socketio_sender_text(conn: WsConn, frame: bytes, now: int) -> None:
+    """A Socket.IO sender's handler: keep the session alive, ignore the rest (broadcast copies)."""
+    socketio_control(conn, frame)
+
+
 class DeliveryRecorder:
     """Recognises deliveries (frames of ``delivery_type`` carrying ``payload.changes.sentAt``) and times them.
 
     Only the envelope's ``type`` is decoded for every frame (the payload stays raw); other frame types
     (``session.welcome``, ``ack``, ...) are skipped. Latencies are kept only for updates scheduled inside the
     measurement window, so warm-up traffic and stragglers from it never count.
+
+    ``delivery_type`` ``"socketio:EVENT"``: frames are Socket.IO packets; a delivery is ``42["EVENT",
+    envelope]`` (the envelope the sender emitted, echoed), and the namespace connection ``40{...}`` counts as
+    the welcome (an "other" frame).
     """
 
     def __init__(self, delivery_type: str) -> None:
-        self.delivery_type = delivery_type
+        self.socketio = delivery_type.startswith(SOCKETIO)
+        self.delivery_type = delivery_type.removeprefix(SOCKETIO)
+        self._event_prefix = b'42["' + self.delivery_type.encode() + b'",'
         self._envelope = msgspec.json.Decoder(_Envelope)
         self._payload = msgspec.json.Decoder(_Payload)
         self.window = (0, 0)  # [start, end) of scheduled send times that count
@@ -67,9 +97,16 @@ class DeliveryRecorder:
         self.latencies = array("q")
 
     def on_text(self, conn: WsConn, frame: bytes, now: int) -> None:
+        if self.socketio:
+            if not frame.startswith(self._event_prefix):
+                if not socketio_control(conn, frame):
+                    self.other_frames += 1
+                return
+            frame = frame[len(self._event_prefix):-1]  # the envelope: 42["EVENT",<envelope>]
         try:
             envelope = self._envelope.decode(frame)
-            if envelope.type != self.delivery_type:
+            # Socket.IO: the event name was the check; the envelope is the sender's, echoed.
+            if envelope.type != self.delivery_type and not self.socketio:
                 self.other_frames += 1
                 return
             changes = self._payload.decode(envelope.payload).changes
@@ -150,9 +187,10 @@ class ReceiverWorker(Worker):
 class SenderWorker(Worker):
     """Holds sender connections and sends ``task.update`` frames open-loop on a fixed schedule."""
 
-    def __init__(self, urls_by_workspace: dict[str, list[str]]) -> None:
+    def __init__(self, urls_by_workspace: dict[str, list[str]], protocol: str = "ws") -> None:
         super().__init__()
         self.urls_by_workspace = urls_by_workspace
+        self.socketio = protocol == "socketio"
         self.by_workspace: dict[str, list[WsConn]] = {}
 
     def cmd_connect(self) -> dict[str, Any]:
@@ -160,7 +198,7 @@ class SenderWorker(Worker):
         for workspace, urls in self.urls_by_workspace.items():
             before = len(self.conns)
             # Senders drain what they receive (their own echoes, acks) without looking at it.
-            replies.append(self._open(urls, None))
+            replies.append(self._open(urls, socketio_sender_text if self.socketio else None))
             self.by_workspace[workspace] = self.conns[before:]
         return {
             "connected": sum(r["connected"] for r in replies),
@@ -183,8 +221,10 @@ class SenderWorker(Worker):
         """Send ``count`` updates at ``rate``/s from ``start_ns``, round-robin over workspaces, then over the
         senders of each workspace; report what was sent where and how far the loop ran behind schedule."""
         workspaces = list(self.by_workspace)
+        # Socket.IO: the same envelope as the event's argument, 42["task.update",<envelope>].
+        head, tail = (b'42["task.update",', b"]") if self.socketio else (b"", b"")
         prefixes = {
-            ws: f'{{"type":"task.update","workspaceId":"{ws}","payload":{{"taskId":"t1",'
+            ws: head + f'{{"type":"task.update","workspaceId":"{ws}","payload":{{"taskId":"t1",'
             f'"changes":{{"title":"x","sentAt":'.encode()
             for ws in workspaces
         }
@@ -199,7 +239,7 @@ class SenderWorker(Worker):
             ws = workspaces[i % len(workspaces)]
             senders = self.by_workspace[ws]
             conn = senders[(i // len(workspaces)) % len(senders)]
-            if conn.send_text(prefixes[ws] + b"%d}}}" % scheduled):
+            if conn.send_text(prefixes[ws] + b"%d}}}" % scheduled + tail):
                 per_workspace[ws] += 1
             else:
                 dropped += 1

@@ -117,7 +117,8 @@ def start_workers(stack: ExitStack, target: Target, port: int, scenario: Scenari
         stack.enter_context(WorkerHandle(f"receiver-{i}", "receiver", (urls[i::procs], target.delivery_type)))
         for i in range(procs)
     ]
-    sender = stack.enter_context(WorkerHandle("sender", "sender", (sender_urls(target, port, scenario),)))
+    sender_args = (sender_urls(target, port, scenario), target.protocol)
+    sender = stack.enter_context(WorkerHandle("sender", "sender", sender_args))
     return receivers, sender
 
 

@@ -27,7 +27,9 @@ class Target:
     name: str
     command: Callable[[int, str], list[str]]  # (port, redis_url) -> argv
     url: Callable[[int, str, str], str]  # (port, workspace, user) -> ws:// URL
-    delivery_type: str  # the envelope type of a frame that delivers an update
+    delivery_type: str  # the envelope type of a frame that delivers an update ("socketio:EVENT": Socket.IO)
+    protocol: str = "ws"  # "socketio": Engine.IO/Socket.IO packets inside the WebSocket frames
+    welcome: bool = False  # the server sends a frame once a connection is set up (idle_memory waits for it)
 
 
 def toy_target() -> Target:
@@ -90,7 +92,18 @@ def rtlib_target(secret: str = "bench-secret-not-for-production", extra_args: tu
             f"ws://127.0.0.1:{port}/ws?token={issue(user, workspace)}&workspace={workspace}"
         ),
         delivery_type="task.updated",
+        welcome=True,
     )
+
+
+def _peer(name: str) -> Callable[[], Target]:
+    """A target of ``peers.py`` (Node and python-socketio), imported only when asked for."""
+    def make() -> Target:
+        import peers
+
+        return peers.PEERS[name]()
+
+    return make
 
 
 def floor_target(loop: str = "asyncio") -> Target:
@@ -127,6 +140,7 @@ TARGETS: dict[str, Callable[[], Target]] = {
     "rtlib-asyncio": lambda: replace(rtlib_target(extra_args=("--loop", "asyncio")), name="rtlib-asyncio"),
     "floor": floor_target,
     "floor-uvloop": lambda: floor_target("uvloop"),
+    **{name: _peer(name) for name in ("socketio-node", "ws-node", "python-socketio")},
 }
 if os.environ.get("RTLIB_BASE_DIR"):  # a "before" tree for same-run comparisons (see bench/README.md)
     TARGETS["rtlib-base"] = lambda: rtlib_code_target("rtlib-base", os.environ["RTLIB_BASE_DIR"])

@@ -25,6 +25,7 @@ import redis
 from tqdm.auto import tqdm
 
 from rtlib.lab.loopthread import LoopThread
+from rtlib.lab.progress import step as progress_step
 from rtlib.lab.results import Results
 from rtlib.lab.scenario import Scenario
 from rtlib.lab.sim import Recorder, plan_clients
@@ -152,6 +153,7 @@ class Cluster:
             self.start(scenario)
         self._configure(scenario.server_options())
         assert self._loop is not None
+        progress_step(f"{scenario.clients} clients, {scenario.duration:g} design s")
         bar = tqdm(total=round(scenario.duration), unit="s", desc=f"{scenario.clients} clients",
                    disable=not progress, leave=False)
         try:

@@ -55,19 +55,27 @@ def _presence_keys(ws: str, task: str) -> list[str]:
 # and age) and published with its offset (the entry id) and the history's epoch, in the calling script, so
 # history order is publish order and a resuming client can be caught up without a gap or a duplicate
 # (rtlib.protocol.history). HIST_LEN 0 turns history off: events are published as they are.
-_EMIT = """
+# The history's epoch, created from the server clock the first time it is needed (after Redis lost it, a new
+# one: no old offset can then be resumed). One definition for emit() and the history read.
+_EPOCH = """
+local function epoch_of(key)
+  local epoch = redis.call('GET', key)
+  if not epoch then
+    local t = redis.call('TIME')
+    epoch = t[1] .. string.format('%06d', tonumber(t[2]))
+    redis.call('SET', key, epoch)
+  end
+  return epoch
+end
+"""
+
+_EMIT = _EPOCH + """
 local function emit(ws, exclude, event)
   if HIST_LEN == 0 then
     redis.call('PUBLISH', 'rt:chan:' .. ws, exclude .. '\\n' .. event)
     return
   end
-  local ekey = 'rt:' .. ws .. ':epoch'
-  local epoch = redis.call('GET', ekey)
-  if not epoch then
-    local t = redis.call('TIME')
-    epoch = t[1] .. string.format('%06d', tonumber(t[2]))
-    redis.call('SET', ekey, epoch)
-  end
+  local epoch = epoch_of('rt:' .. ws .. ':epoch')
   local stream = 'rt:' .. ws .. ':hist'
   local id = redis.call('XADD', stream, 'MAXLEN', '~', HIST_LEN, '*', 'e', event)
   if HIST_AGE_MS > 0 then
@@ -99,13 +107,8 @@ return {v, 0}
 
 # KEYS: epoch, stream. ARGV: offset ('' for none), count. The epoch (created here if missing, so a client
 # always has one), the oldest and newest entry ids, and up to count entries after the offset.
-_HISTORY = """
-local epoch = redis.call('GET', KEYS[1])
-if not epoch then
-  local t = redis.call('TIME')
-  epoch = t[1] .. string.format('%06d', tonumber(t[2]))
-  redis.call('SET', KEYS[1], epoch)
-end
+_HISTORY = _EPOCH + """
+local epoch = epoch_of(KEYS[1])
 local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 local after = {}

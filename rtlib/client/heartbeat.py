@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from rtlib.client.chromium import CHROMIUM, interval_fires
 from rtlib.protocol.presence import PresenceConfig, next_multiple
 
 __all__ = [
@@ -221,34 +222,28 @@ class ChromeHiddenTab:
     visible_mean: float = 600.0
     hidden_mean: float = 300.0
     align: float = 60.0
+    phase: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("interval", "visible_mean", "hidden_mean", "align"):
             _positive(name, getattr(self, name))
         if not (math.isfinite(self.grace) and self.grace >= 0):
             raise ValueError(f"grace must be a non-negative number of seconds, got {self.grace!r}")
+        if not math.isfinite(self.phase):
+            raise ValueError(f"phase must be a finite number of seconds, got {self.phase!r}")
 
     def beats(self, start: float, end: float, rng: random.Random) -> Iterator[Beat]:
         hides = _episodes(start, end, rng, self.visible_mean, self.hidden_mean)
-        due, chain, i = start + self.interval, 0, 0
-        while True:
-            while i < len(hides) and hides[i][1] <= due:
-                i += 1
-            fire = due
-            if i < len(hides) and hides[i][0] <= due:
-                h0, h1 = hides[i]
-                intensive = chain >= 5 and due >= h0 + self.grace
-                fire = min(next_multiple(due, self.align if intensive else 1.0), h1)
-            if fire > end:
-                return
-            yield Beat(fire)
-            chain += 1
-            due = fire + self.interval
+        # The one rule, shared with the replay of recorded browser traces (rtlib.client.chromium).
+        throttling = dataclasses.replace(CHROMIUM, grace=self.grace, align=self.align)
+        for t in interval_fires(start, end, self.interval, hides, mono_offset=self.phase, throttling=throttling):
+            yield Beat(t)
 
     @property
     def spec(self) -> str:
+        phase = f":{_num(self.phase)}" if self.phase else ""
         return (f"chrome:{_num(self.interval)}:{_num(self.grace)}:{_num(self.visible_mean)}:"
-                f"{_num(self.hidden_mean)}:{_num(self.align)}")
+                f"{_num(self.hidden_mean)}:{_num(self.align)}{phase}")
 
 
 @dataclass(frozen=True)
@@ -320,7 +315,7 @@ def _suspended(start: float, end: float, interval: float, offs: list[tuple[float
 
 
 _USAGE = ("expected interval:SECONDS, jitter:SECONDS:JITTER, lossy:LOSS:<model>, "
-          "background:SECONDS:HIDDEN_AFTER[:ALIGN], chrome:SECONDS[:GRACE[:VISIBLE_MEAN[:HIDDEN_MEAN[:ALIGN]]]], "
+          "background:SECONDS:HIDDEN_AFTER[:ALIGN], chrome:SECONDS[:GRACE[:VISIBLE_MEAN[:HIDDEN_MEAN[:ALIGN[:PHASE]]]]], "
           "ios:SECONDS[:FOREGROUND_MEAN[:BACKGROUND_MEAN[:SUSPEND_AFTER]]] or "
           "sleep:SECONDS[:PER_HOUR[:SLEEP_MEAN[:WAKE_DELAY]]]")
 
@@ -335,7 +330,7 @@ def parse_model(spec: str) -> HeartbeatModel:
         if not base:
             raise ValueError(f"bad heartbeat model {spec!r}: lossy needs a loss and a base model; {_USAGE}")
         return _build(spec, Lossy, parse_model(base), _float(spec, loss))
-    arity = {"interval": (1, 1), "jitter": (2, 2), "background": (2, 3), "chrome": (1, 5), "ios": (1, 4),
+    arity = {"interval": (1, 1), "jitter": (2, 2), "background": (2, 3), "chrome": (1, 6), "ios": (1, 4),
              "sleep": (1, 4)}
     if kind not in arity:
         raise ValueError(f"bad heartbeat model {spec!r}: unknown kind {kind!r}; {_USAGE}")

@@ -1,0 +1,149 @@
+"""Chromium's timer throttling, deterministic and trace-driven: when a page's heartbeat actually fires, for a
+GIVEN hide/show schedule and a GIVEN phase of Chromium's monotonic clock against the wall clock.
+
+One rule for every user of it: :class:`rtlib.client.heartbeat.ChromeHiddenTab` draws random hide/show
+episodes and asks :func:`interval_fires` when its ``setInterval`` fires; ``tests/client/test_chromium_traces.py``
+replays the schedules recorded by ``bench/chromium_presence.py`` (``notebooks/data/chromium_*.json``) through the
+same functions and compares the beats with what the server received.
+
+What the model encodes (Blink's ``TimerBase``/``DOMTimer`` and the scheduler's wake-up budget pools, and the
+recordings with Debian's Chromium 156 headless on Linux, whose numbers are in :data:`CHROMIUM`):
+
+* a ``setInterval`` is drift-free: its due times stay on the grid ``origin + k * interval`` however late a
+  throttled run was; after a run at ``t`` the next due time is the first grid point after ``t``;
+* a hidden page's timers run at whole seconds of the monotonic clock (``CLOCK_MONOTONIC``, Chromium's
+  ``TimeTicks``), i.e. the first whole second at or after the due time;
+* *intensive* throttling: once the page has been hidden ``grace`` seconds, a timer whose nesting level is
+  high (a ``setInterval`` that already ran ``chain`` times) runs only at whole minutes of the monotonic clock;
+* showing the page runs an overdue timer at once (the visibility change lifts the throttling);
+* restarting the timer (``clearInterval`` + ``setInterval``) starts a new grid and resets its nesting level,
+  so a restarted timer is only second-aligned until it has run ``chain`` times again;
+* message handlers (``WebSocket.onmessage``) are not timers: a reply sent from one is never throttled.
+
+Times are Unix seconds (the server's clock, which also schedules the sweeps); ``mono_offset`` is
+``monotonic - wall`` (what ``time.monotonic() - time.time()`` gives on the same machine), so alignment to
+whole seconds or minutes of the monotonic clock happens at wall times ``w`` with ``(w + mono_offset) % step == 0``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+__all__ = ["CHROMIUM", "Throttling", "aligned", "interval_fires", "probe_beats", "server_view", "visibility_beats"]
+
+# A run lands within this of a grid point it was due on (floating point, not a model parameter).
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Throttling:
+    """The parameters of Chromium's timer throttling of a hidden page (see the module docstring)."""
+
+    grace: float = 60.0  # hidden this long before intensive (once-a-minute) throttling applies
+    align: float = 60.0  # intensive wake-ups: multiples of this on the monotonic clock
+    second: float = 1.0  # ordinary hidden-page wake-ups: multiples of this
+    chain: int = 4  # a timer that already ran this many times is intensively throttled (nesting level 5)
+
+    def __post_init__(self) -> None:
+        for name in ("align", "second"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not (math.isfinite(self.grace) and self.grace >= 0 and self.chain >= 0):
+            raise ValueError(f"grace and chain must be non-negative, got {self.grace!r}, {self.chain!r}")
+
+
+#: Calibrated on the recordings in ``notebooks/data/chromium_*.json`` (Chromium 156, headless, Linux).
+CHROMIUM = Throttling()
+
+
+def aligned(t: float, step: float, mono_offset: float) -> float:
+    """The first wall time ``>= t`` that is a whole multiple of ``step`` on the monotonic clock."""
+    m = t + mono_offset
+    k = math.ceil(m / step - 1e-9)  # a run due exactly on a boundary runs on it, not a step later
+    return k * step - mono_offset
+
+
+def _hidden_at(t: float, hidden: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
+    for h0, h1 in hidden:
+        if h0 <= t < h1:
+            return h0, h1
+    return None
+
+
+def interval_fires(origin: float, end: float, interval: float, hidden: Sequence[tuple[float, float]], *,
+                   mono_offset: float = 0.0, throttling: Throttling = CHROMIUM,
+                   restarts: Iterable[float] = ()) -> list[float]:
+    """When a ``setInterval(interval)`` started at ``origin`` runs, up to ``end``, in a page that is hidden
+    during each ``(begin, end)`` of ``hidden`` (sorted, disjoint). ``restarts``: times at which the page
+    clears and sets the interval again (a new grid from there, nesting level reset); a restart at the very
+    moment a throttled run was due replaces that run."""
+    if not interval > 0:
+        raise ValueError(f"interval must be positive, got {interval!r}")
+    pending = sorted(r for r in restarts if r > origin)
+    fires: list[float] = []
+    runs, due = 0, origin + interval
+    while True:
+        fire = due
+        period = _hidden_at(due, hidden)
+        if period is not None:
+            h0, h1 = period
+            intensive = runs >= throttling.chain and due >= h0 + throttling.grace
+            step = throttling.align if intensive else throttling.second
+            fire = min(aligned(due, step, mono_offset), h1)  # shown again: the overdue run happens at once
+        if pending and pending[0] <= fire:
+            origin = pending.pop(0)
+            runs, due = 0, origin + interval
+            continue
+        if fire > end:
+            return fires
+        fires.append(fire)
+        runs += 1
+        # Drift-free (Blink's TimerBase): the next grid point strictly after this run.
+        due = origin + interval * (math.floor((fire - origin) / interval + _EPS) + 1)
+
+
+def visibility_beats(origin: float, end: float, interval: float, hidden: Sequence[tuple[float, float]], *,
+                     mono_offset: float = 0.0, throttling: Throttling = CHROMIUM) -> list[float]:
+    """The ``--visibility-beat`` client: a beat from the ``visibilitychange`` handler at every hide and show
+    (handlers are not throttled), and the heartbeat interval restarted there, so its grid and its nesting level
+    start again at every change."""
+    changes = sorted({t for period in hidden for t in period if origin < t <= end})
+    fires = interval_fires(origin, end, interval, hidden, mono_offset=mono_offset, throttling=throttling,
+                           restarts=changes)
+    return sorted(fires + changes)
+
+
+def probe_beats(probes: Iterable[float], delay: float = 0.003) -> list[float]:
+    """The ``--presence-mode probe`` client: it answers each server probe from its message handler, which a
+    hidden page runs within milliseconds, so its beats are the probe times plus ``delay`` whatever the timers."""
+    return sorted(p + delay for p in probes)
+
+
+def server_view(attempts: Iterable[float], join: float, end: float, *, timeout: float = 60.0,
+                sweep_interval: float = 5.0, grace: float = 0.0, rejoin_delay: float = 0.005
+                ) -> tuple[list[float], list[float]]:
+    """What the server makes of a viewer who joined at ``join`` and then beat at ``attempts``, up to ``end``:
+    ``(beats received, flaps)``, with the live rules: sweeps at the absolute multiples of ``sweep_interval``
+    pop an entry ``timeout`` old or older (a sweep at the very instant of a beat pops it first: the beat still
+    needs network time to land); with a ``grace`` the ``presence.left`` is announced ``grace`` later, and not at
+    all if a beat lands by then. rtlib-client.js answers its own timeout ``presence.left`` with a
+    ``presence.join`` from its message handler, ``rejoin_delay`` later: that is a beat too."""
+    from rtlib.protocol.presence import PresenceConfig  # the live sweeper's schedule, one definition
+
+    schedule = PresenceConfig(timeout=timeout, sweep_interval=sweep_interval)
+    queue = sorted(a for a in attempts if join < a <= end)
+    beats, flaps, last, i = [join], [], join, 0
+    while True:
+        nxt = queue[i] if i < len(queue) else math.inf
+        sweep = schedule.sweep_at_or_after(last + timeout)
+        if sweep <= nxt and sweep + grace <= end and not (grace and nxt <= sweep + grace):
+            flaps.append(sweep + grace)
+            last = sweep + grace + rejoin_delay  # the page's re-join
+            beats.append(last)
+            continue
+        if nxt > end:
+            return beats, flaps
+        beats.append(nxt)
+        last, i = nxt, i + 1

@@ -32,9 +32,10 @@ from rtlib.protocol.config import ServerConfig
 from rtlib.protocol.errors import CloseCode, ConnectionMustClose, HandshakeError
 from rtlib.protocol.history import EPOCH_RE, OFFSET_RE, decide_resume, offset_key, offset_of, with_offset
 from rtlib.protocol.presence import PresenceChange, left_change
-from rtlib.protocol.presence_protocol import PresenceProtocol, Remove
+from rtlib.protocol.presence_protocol import Hold, PresenceProtocol, Remove
+from rtlib.protocol.probes import Prober
 from rtlib.protocol.ratelimit import Pacer
-from rtlib.protocol.schema import PresenceRequest, TaskGet, TaskList, TaskUpdate
+from rtlib.protocol.schema import PresencePong, PresenceRequest, TaskGet, TaskList, TaskUpdate
 from rtlib.protocol.session import Request as ClientRequest
 from rtlib.protocol.session import Session
 from rtlib.server.auth import verify_token
@@ -72,6 +73,9 @@ class RealtimeServer:
         self.sessions: dict[str, Session] = {}
         self._user_conns: Counter[str] = Counter()  # open connections per user on this instance
         self.presence = PresenceProtocol(config.presence)
+        # Presence mode "probe": this instance's probe schedule (None in the default "timer" mode).
+        self.prober = Prober(config.heartbeat_interval) if config.presence_mode == "probe" else None
+        self._probing: asyncio.Task[None] | None = None
         self._handshakes = Pacer(config.handshake_rate, config.handshake_burst, config.handshake_max_wait)
         self._ids = itertools.count(1)
         self._ws: WsServer | None = None
@@ -105,6 +109,8 @@ class RealtimeServer:
         )
         self._sweeper = asyncio.create_task(self._sweep_forever(), name=f"{self.server_id}-sweeper")
         self._watchdog = asyncio.create_task(self._watch_pubsub(), name=f"{self.server_id}-pubsub-check")
+        if self.prober is not None:
+            self._probing = asyncio.create_task(self._probe_forever(), name=f"{self.server_id}-prober")
         log.info("%s listening on %s", self.server_id, self.url)
         return self
 
@@ -114,6 +120,8 @@ class RealtimeServer:
             self._reconnect.cancel()
         if self._watchdog is not None:
             self._watchdog.cancel()
+        if self._probing is not None:
+            self._probing.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -295,7 +303,9 @@ class RealtimeServer:
             if not self._user_conns[user_id]:
                 del self._user_conns[user_id]
             await self.fanout.remove(peer)
-            await self._drop_presence(session)
+            # Clean = the client sent a close frame (it left, or answered our close); otherwise the connection
+            # was lost, which a leave grace holds instead of announcing at once.
+            await self._drop_presence(session, clean=connection.protocol.close_rcvd is not None)
 
     async def _subscribe(self, session: Session, peer: Peer, resume: tuple[str, str] | None) -> None:
         """Join the workspace room and send ``session.welcome``; when resuming, catch up from history in
@@ -348,21 +358,42 @@ class RealtimeServer:
             fanout.send(peer, session.task_page(payload, tasks, next_cursor, now))
         elif isinstance(payload, PresenceRequest):
             op = self.presence.request(session, request.type, payload.taskId, now)
+            if self.prober is not None:
+                self.prober.watch(session, now)
             if isinstance(op, Remove):
                 await store.presence_remove(op)
             else:
                 fact, viewers = await store.presence_upsert(op)
                 for frame in self.presence.replies(session, request.type, fact, viewers, now):
                     fanout.send(peer, frame)
+        elif isinstance(payload, PresencePong):
+            for upsert in self.presence.pong(session, now):
+                fact, viewers = await store.presence_upsert(upsert)
+                for frame in self.presence.replies(session, "presence.heartbeat", fact, viewers, now):
+                    fanout.send(peer, frame)
 
-    async def _drop_presence(self, session: Session) -> None:
+    async def _drop_presence(self, session: Session, clean: bool = True) -> None:
         if not session.tasks or self.store is None:
             return
-        ops = self.presence.disconnect(session, time.time())
+        ops = self.presence.disconnect(session, time.time(), clean)
         try:
-            await self.store.presence_remove_many(ops)
+            if ops and isinstance(ops[0], Hold):
+                await self.store.presence_hold_many(ops)  # type: ignore[arg-type]
+            else:
+                await self.store.presence_remove_many(ops)  # type: ignore[arg-type]
         except Exception:  # Redis gone: the entries expire by timeout on another instance instead
             log.exception("%s: could not remove presence of %s", self.server_id, session.conn_id)
+
+    # --- presence probes (presence mode "probe") ----------------------------------------------------------------
+    async def _probe_forever(self) -> None:
+        prober = self.prober
+        assert prober is not None
+        while True:
+            await asyncio.sleep(max(0.0, prober.next_tick(time.time()) - time.time()))
+            for session, frame in prober.due(time.time(), self.sessions):
+                peer = self.fanout.rooms.get(session.workspace_id, {}).get(session.conn_id)
+                if peer is not None:
+                    self.fanout.send(peer, frame)
 
     # --- presence sweeper ------------------------------------------------------------------------------------------
     async def _sweep_forever(self) -> None:
@@ -386,7 +417,6 @@ class RealtimeServer:
         Returns those departures."""
         assert self.store is not None
         facts = await self.store.presence_expire(self.presence.sweep(now))
-        self.presence.expired(facts, self.sessions)
         return [change for fact in facts if (change := left_change(fact, "timeout")) is not None]
 
 

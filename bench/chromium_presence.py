@@ -190,6 +190,8 @@ async def record(alternative: str, schedule: str, binary: str) -> dict[str, Any]
 
     steps = parse_schedule(schedule)
     version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
+                            text=True).stdout.strip()
     clock = {"monotonic": time.monotonic(), "wall": time.time()}
     clock["offset"] = clock["monotonic"] - clock["wall"]  # monotonic = wall + offset
     serve_args = [*PRODUCTION, *ALTERNATIVES[alternative]]
@@ -240,7 +242,7 @@ async def record(alternative: str, schedule: str, binary: str) -> dict[str, Any]
     return {
         "what": "a board page (rtlib-client.js) in headless Chromium viewing a task, hidden and shown on a "
                 "schedule, against rtlib serve at production presence timing",
-        "alternative": alternative, "browser": version, "browser_cdp": cdp.get("Browser"),
+        "alternative": alternative, "rtlib_commit": commit, "browser": version, "browser_cdp": cdp.get("Browser"),
         "user_agent": cdp.get("User-Agent"), "server_args": serve_args,
         "presence": {"heartbeat_interval": 30.0, "timeout": 60.0, "sweep_interval": 5.0,
                      "leave_grace": GRACE if alternative == "grace" else 0.0},

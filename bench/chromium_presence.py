@@ -10,7 +10,7 @@ again, on a ``--schedule``. Recorded:
 * ``beats``: the server's receive time of every beat of A (the score of A's entry in the Redis presence
   sorted set, polled every 100 ms: the score is the receiving instance's clock);
 * ``page_log``: what page A itself did: every presence frame it sent or got and every visibility change,
-  with ``Date.now()`` and ``performance.now()`` (logged from a ``WebSocket.prototype.send`` wrapper, so it
+  with ``Date.now()`` and ``performance.now()`` (logged from a ``WebSocket`` subclass, so it
   adds no timer of its own to the page);
 * ``observer``: every ``presence.*`` event an observer (user ``obs``, a Python client viewing the same task,
   beating from an unthrottled asyncio timer) received, with the server's timestamp;
@@ -68,19 +68,22 @@ DEFAULT_SCHEDULE = "show:20,hide:150,show:10,hide:150,show:10,hide:150,show:10,h
 PAGE_LOG = """(() => {
   const log = (kind, extra) => console.log("rtlib-rec " + JSON.stringify({kind, wall: Date.now() / 1000,
       perf: performance.now() / 1000, visibility: document.visibilityState, ...extra}));
-  const send = WebSocket.prototype.send;
-  const watched = new WeakSet();
-  WebSocket.prototype.send = function (data) {
-    if (!watched.has(this)) {
-      watched.add(this);
+  // A subclass, so the listener is on before the first frame (session.welcome, where rtlib-client.js sets
+  // its heartbeat interval up) and runs before the client's own onmessage.
+  const Native = WebSocket;
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
       this.addEventListener("message", (m) => {
         const f = JSON.parse(m.data);
         if (f.type.startsWith("presence.") || f.type === "session.welcome") log("recv", {type: f.type,
             userId: f.payload.userId ?? f.userId ?? null, reason: f.payload.reason ?? null});
       });
     }
-    try { const f = JSON.parse(data); if (f.type.startsWith("presence.")) log("send", {type: f.type}); } catch {}
-    return send.call(this, data);
+    send(data) {
+      try { const f = JSON.parse(data); if (f.type.startsWith("presence.")) log("send", {type: f.type}); } catch {}
+      return super.send(data);
+    }
   };
   document.addEventListener("visibilitychange", () => log("visibility", {}));
 })();"""

@@ -31,7 +31,19 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["CHROMIUM", "Throttling", "aligned", "interval_fires", "probe_beats", "server_view", "visibility_beats"]
+from rtlib.protocol.presence import PresenceConfig, next_multiple
+from rtlib.protocol.probes import TICKS_PER_INTERVAL
+
+__all__ = [
+    "CHROMIUM",
+    "Throttling",
+    "aligned",
+    "interval_fires",
+    "probe_beats",
+    "probe_times",
+    "server_view",
+    "visibility_beats",
+]
 
 # A run lands within this of a grid point it was due on (floating point, not a model parameter).
 _EPS = 1e-6
@@ -44,7 +56,7 @@ class Throttling:
     grace: float = 60.0  # hidden this long before intensive (once-a-minute) throttling applies
     align: float = 60.0  # intensive wake-ups: multiples of this on the monotonic clock
     second: float = 1.0  # ordinary hidden-page wake-ups: multiples of this
-    chain: int = 4  # a timer that already ran this many times is intensively throttled (nesting level 5)
+    chain: int = 5  # a timer that already ran this many times is intensively throttled
 
     def __post_init__(self) -> None:
         for name in ("align", "second"):
@@ -115,6 +127,18 @@ def visibility_beats(origin: float, end: float, interval: float, hidden: Sequenc
     return sorted(fires + changes)
 
 
+def probe_times(join: float, end: float, interval: float) -> list[float]:
+    """When a server in presence mode ``probe`` probes a connection whose first join was at ``join``
+    (:class:`rtlib.protocol.probes.Prober`): due every ``interval`` from one interval after the join, sent on
+    the first of the prober's ticks (multiples of ``interval / TICKS_PER_INTERVAL`` of Unix time) at or after."""
+    tick = interval / TICKS_PER_INTERVAL
+    out, k = [], 1
+    while (t := next_multiple(join + k * interval, tick)) <= end:
+        out.append(t)
+        k += 1
+    return out
+
+
 def probe_beats(probes: Iterable[float], delay: float = 0.003) -> list[float]:
     """The ``--presence-mode probe`` client: it answers each server probe from its message handler, which a
     hidden page runs within milliseconds, so its beats are the probe times plus ``delay`` whatever the timers."""
@@ -125,22 +149,21 @@ def server_view(attempts: Iterable[float], join: float, end: float, *, timeout: 
                 sweep_interval: float = 5.0, grace: float = 0.0, rejoin_delay: float = 0.005
                 ) -> tuple[list[float], list[float]]:
     """What the server makes of a viewer who joined at ``join`` and then beat at ``attempts``, up to ``end``:
-    ``(beats received, flaps)``, with the live rules: sweeps at the absolute multiples of ``sweep_interval``
-    pop an entry ``timeout`` old or older (a sweep at the very instant of a beat pops it first: the beat still
-    needs network time to land); with a ``grace`` the ``presence.left`` is announced ``grace`` later, and not at
-    all if a beat lands by then. rtlib-client.js answers its own timeout ``presence.left`` with a
-    ``presence.join`` from its message handler, ``rejoin_delay`` later: that is a beat too."""
-    from rtlib.protocol.presence import PresenceConfig  # the live sweeper's schedule, one definition
-
-    schedule = PresenceConfig(timeout=timeout, sweep_interval=sweep_interval)
+    ``(beats received, flaps)``. The live rule (:meth:`PresenceConfig.sweep_at_or_after` and
+    :attr:`PresenceConfig.expiry`): sweeps at the absolute multiples of ``sweep_interval`` pop an entry
+    ``timeout + grace`` old or older, and announce ``presence.left`` (a sweep at the very instant of a beat pops
+    it first: the beat still needs network time to land). rtlib-client.js answers its own timeout
+    ``presence.left`` with a ``presence.join`` from its message handler, ``rejoin_delay`` later: that is a beat
+    too (and the page's timer grid goes on unchanged)."""
+    schedule = PresenceConfig(timeout=timeout, sweep_interval=sweep_interval, leave_grace=grace)
     queue = sorted(a for a in attempts if join < a <= end)
     beats, flaps, last, i = [join], [], join, 0
     while True:
         nxt = queue[i] if i < len(queue) else math.inf
-        sweep = schedule.sweep_at_or_after(last + timeout)
-        if sweep <= nxt and sweep + grace <= end and not (grace and nxt <= sweep + grace):
-            flaps.append(sweep + grace)
-            last = sweep + grace + rejoin_delay  # the page's re-join
+        sweep = schedule.sweep_at_or_after(last + schedule.expiry)
+        if sweep <= nxt and sweep <= end:
+            flaps.append(sweep)
+            last = sweep + rejoin_delay  # the page's re-join
             beats.append(last)
             continue
         if nxt > end:

@@ -206,15 +206,21 @@ class ChromeHiddenTab:
     """A ``setInterval`` heartbeat in a Chrome tab that the user hides and shows again.
 
     Visible and hidden periods alternate, exponentially distributed with means ``visible_mean`` and
-    ``hidden_mean`` (assumptions to vary, not measurements). Sources: Chrome 57+ wakes timers of a hidden page
-    at most once a second (aligned to whole seconds); from Chrome 88, *intensive* throttling once the page has
-    been hidden ``grace`` seconds and the timer chain is 5 deep or more (a ``setInterval`` after 5 runs):
-    wake-ups aligned to whole minutes (developer.chrome.com/blog/timer-throttling-in-chrome-88, 5 min grace;
-    chromestatus.com/feature/4718288976216064). On this machine, Debian's Chromium 156 throttled after about
-    60 s hidden: a 30 s heartbeat showed one 61 s gap per 150 s hide (see "Presence that survives hidden
-    tabs"), so ``chrome:30:60`` models it. A timer overdue when the tab is shown again fires at once; the next
-    is due ``interval`` after a timer fires. A hidden tab is still open on the task, so being shown gone
-    meanwhile counts as a mistake.
+    ``hidden_mean`` (assumptions to vary, not measurements). When the timer fires in them is
+    :func:`rtlib.client.chromium.interval_fires`, the rule that reproduces the recorded Chromium traces
+    (``notebooks/data/chromium_*.json``, Debian's Chromium 156 headless; ``tests/client/test_chromium_traces.py``):
+    the interval stays on its grid (``start + k * interval``); hidden, it runs at the first whole second of
+    the monotonic clock; once the page has been hidden ``grace`` seconds, a timer that has already run 5 times
+    runs only at whole minutes (recorded: the grace is between 60 and 75 s, so ``chrome:30:60`` models this
+    machine; Chrome's documentation says 5 minutes, ``chrome:30:300``); shown again, an overdue run happens at
+    once (then a gap shorter than the interval can follow, to the next grid point). Recorded at 30 s, a hide
+    of 150 s gives one gap of 40-70 s (the first minute-aligned run), a long hide 60.00 s gaps on the minute.
+
+    ``phase``: seconds that the monotonic clock is ahead of this model's clock (modulo ``align``); with 0,
+    whole minutes coincide with sweeps (multiples of 5 s), and a 60 s gap expires exactly at a sweep, which
+    counts as a flap (the pessimistic phase); on the recording machine whole minutes fell 1.21 s before a
+    sweep, which gave the recorded 60 s gaps 1.21 s of margin. A hidden tab is still
+    open on the task, so being shown gone meanwhile counts as a mistake.
     """
 
     interval: float = 30.0
@@ -315,7 +321,8 @@ def _suspended(start: float, end: float, interval: float, offs: list[tuple[float
 
 
 _USAGE = ("expected interval:SECONDS, jitter:SECONDS:JITTER, lossy:LOSS:<model>, "
-          "background:SECONDS:HIDDEN_AFTER[:ALIGN], chrome:SECONDS[:GRACE[:VISIBLE_MEAN[:HIDDEN_MEAN[:ALIGN[:PHASE]]]]], "
+          "background:SECONDS:HIDDEN_AFTER[:ALIGN], "
+          "chrome:SECONDS[:GRACE[:VISIBLE_MEAN[:HIDDEN_MEAN[:ALIGN[:PHASE]]]]], "
           "ios:SECONDS[:FOREGROUND_MEAN[:BACKGROUND_MEAN[:SUSPEND_AFTER]]] or "
           "sleep:SECONDS[:PER_HOUR[:SLEEP_MEAN[:WAKE_DELAY]]]")
 

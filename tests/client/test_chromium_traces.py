@@ -4,8 +4,8 @@ Each committed trace (``notebooks/data/chromium_*.json``) is a board page in Deb
 and shown on a schedule, against ``rtlib serve`` at 30 s / 60 s / 5 s. The model (:mod:`rtlib.client.chromium`)
 gets only what the page was given, never what the server saw: the hide/show times (the page's own
 ``visibilitychange`` log), the time its heartbeat interval was set up (the welcome), the monotonic-vs-wall clock
-offset, and for ``probe`` the server's probes. It must give the beats the server received, one for one, each
-within :data:`TOLERANCE` (the network and the handler take milliseconds; a model with a wrong rule is off by
+offset, and for ``probe`` the server's probe schedule (from its receipt of the join). It must give the beats
+the server received, one for one, each within :data:`TOLERANCE` (the network and the handler take milliseconds; a model with a wrong rule is off by
 seconds: a 1 s vs 60 s alignment, a grid point, a missing beat), and the flaps the observer saw.
 """
 
@@ -24,6 +24,7 @@ from rtlib.client.chromium import (
     Throttling,
     interval_fires,
     probe_beats,
+    probe_times,
     server_view,
     visibility_beats,
 )
@@ -60,15 +61,24 @@ def _page(trace: dict[str, Any], kind: str, type_: str) -> list[float]:
     return [e["wall"] for e in trace["page_log"] if e["kind"] == kind and e.get("type") == type_]
 
 
+def timer_origin(trace: dict[str, Any]) -> float:
+    """When the page set its heartbeat interval up: at its receipt of session.welcome (rtlib-client.js does it
+    in that handler). Recordings made before the page logged the welcome: the join, which the page sent
+    right after (Playwright's round trip: ~40 ms later)."""
+    welcome = _page(trace, "recv", "session.welcome")
+    return welcome[0] if welcome else _page(trace, "send", "presence.join")[0] - 0.04
+
+
 def model_view(trace: dict[str, Any], throttling: Throttling = CHROMIUM) -> tuple[list[float], list[float]]:
     """The model's ``(beats received, flaps)`` for the trace's schedule and clock phase."""
     alt, end = trace["alternative"], trace["end"]
     interval = float(trace["welcome"]["heartbeatInterval"])
-    origin = _page(trace, "recv", "session.welcome")[0]  # rtlib-client.js sets its interval up right there
+    origin = timer_origin(trace)
     join = _page(trace, "send", "presence.join")[0]
     hidden, offset = hidden_periods(trace), trace["clock"]["offset"]
     if alt == "probe":
-        attempts = probe_beats(_page(trace, "recv", "presence.probe"))
+        # The server's probe schedule starts at its receipt of the join (the first recorded score).
+        attempts = probe_beats(probe_times(trace["beats"][0], end, interval))
     elif alt == "visibility":
         attempts = visibility_beats(origin, end, interval, hidden, mono_offset=offset, throttling=throttling)
     else:

@@ -5,8 +5,9 @@ and shown on a schedule, against ``rtlib serve`` at 30 s / 60 s / 5 s. The model
 gets only what the page was given, never what the server saw: the hide/show times (the page's own
 ``visibilitychange`` log), the time its heartbeat interval was set up (the welcome), the monotonic-vs-wall clock
 offset, and for ``probe`` the server's probe schedule (from its receipt of the join). It must give the beats
-the server received, one for one, each within :data:`TOLERANCE` (the network and the handler take milliseconds; a model with a wrong rule is off by
-seconds: a 1 s vs 60 s alignment, a grid point, a missing beat), and the flaps the observer saw.
+the server received, one for one, each within :data:`TOLERANCE` (the network and the handler take
+milliseconds; a model with a wrong rule is off by seconds: a 1 s vs 60 s alignment, a grid point, a missing
+beat), and the flaps the observer saw.
 """
 
 from __future__ import annotations

@@ -135,3 +135,29 @@ def test_a_wrong_rule_does_not_reproduce_the_timer_recording(wrong: Throttling) 
     """The comparison can fail: each of these plausible rules misses the recording by seconds somewhere."""
     traces = [_load(p) for p in TRACES if _load(p)["alternative"] in ("timer", "grace")]
     assert any(_mismatch(model_view(t, wrong)[0], t["beats"]) for t in traces)
+
+
+def test_interval_fires_rules_by_hand() -> None:
+    """Grid at 30 k (origin 0.5); hidden from 100 to 400; monotonic = wall + 7 (whole seconds at .0 wall)."""
+    fires = interval_fires(0.5, 420, 30, [(100.0, 400.0)], mono_offset=7.0)
+    # 30.5..90.5 visible; 120.5, 150.5 hidden < 60 s: next whole second; from 180.5 (hidden 80 s, 6th run) the
+    # next whole minute of the monotonic clock (wall 173, 233, ...); shown at 400: the overdue run at once,
+    # then the grid again (420.5 > 420: not in).
+    assert fires == [30.5, 60.5, 90.5, 121.0, 151.0, 233.0, 293.0, 353.0, 400.0]
+    # A restart at 200 (a new grid, and the chain starts again: 5 runs at whole seconds before whole minutes).
+    again = interval_fires(0.5, 420, 30, [(100.0, 400.0)], mono_offset=7.0, restarts=[200.0])
+    assert again == [30.5, 60.5, 90.5, 121.0, 151.0, 230.0, 260.0, 290.0, 320.0, 350.0, 400.0, 410.0]
+
+
+def test_visibility_beats_at_each_change_and_probes_ignore_throttling() -> None:
+    beats = visibility_beats(0.5, 420, 30, [(100.0, 400.0)], mono_offset=7.0)
+    assert beats == [30.5, 60.5, 90.5, 100.0, 130.0, 160.0, 190.0, 220.0, 250.0, 293.0, 353.0, 400.0]
+    assert probe_beats(probe_times(10.2, 100, 30), delay=0.002) == [41.002, 71.002]
+
+
+def test_server_view_flaps_and_rejoins() -> None:
+    # A 70 s gap: popped by the sweep at 40 + 60, then the page re-joins at once (its grid goes on).
+    beats, flaps = server_view([40.0, 110.0, 140.0], 10.0, 150.0)
+    assert flaps == [100.0] and beats == pytest.approx([10.0, 40.0, 100.005, 110.0, 140.0])
+    # A 15 s leave grace absorbs it.
+    assert server_view([40.0, 110.0, 140.0], 10.0, 150.0, grace=15.0) == ([10.0, 40.0, 110.0, 140.0], [])

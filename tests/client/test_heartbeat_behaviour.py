@@ -15,8 +15,8 @@ def _beats(model, end=36000.0, seed=1):  # noqa: ANN001, ANN202
 
 
 @pytest.mark.parametrize("spec", ["chrome:30", "chrome:30:60", "chrome:20:300:900:120:60",
-                                  "chrome:30:60:600:300:60:1.25", "ios:30", "ios:30:300:60:5", "sleep:30",
-                                  "sleep:15:2:300:3", "lossy:0.1:chrome:30:60"])
+                                  "chrome:30:60:600:300:60:1.25", "chromevis:30:60", "ios:30", "ios:30:300:60:5",
+                                  "sleep:30", "sleep:15:2:300:3", "lossy:0.1:chrome:30:60"])
 def test_specs_round_trip_and_are_seeded(spec: str) -> None:
     model = parse_model(spec)
     assert parse_model(model.spec) == model

@@ -6,19 +6,26 @@ episodes and asks :func:`interval_fires` when its ``setInterval`` fires; ``tests
 replays the schedules recorded by ``bench/chromium_presence.py`` (``notebooks/data/chromium_*.json``) through the
 same functions and compares the beats with what the server received.
 
-What the model encodes (Blink's ``TimerBase``/``DOMTimer`` and the scheduler's wake-up budget pools, and the
-recordings with Debian's Chromium 156 headless on Linux, whose numbers are in :data:`CHROMIUM`):
+What the model encodes, each rule measured in the recordings (Debian's Chromium 156, headless, Linux; the
+numbers are in :data:`CHROMIUM`; every recorded beat is reproduced within a few ms):
 
-* a ``setInterval`` is drift-free: its due times stay on the grid ``origin + k * interval`` however late a
-  throttled run was; after a run at ``t`` the next due time is the first grid point after ``t``;
-* a hidden page's timers run at whole seconds of the monotonic clock (``CLOCK_MONOTONIC``, Chromium's
-  ``TimeTicks``), i.e. the first whole second at or after the due time;
-* *intensive* throttling: once the page has been hidden ``grace`` seconds, a timer whose nesting level is
-  high (a ``setInterval`` that already ran ``chain`` times) runs only at whole minutes of the monotonic clock;
-* showing the page runs an overdue timer at once (the visibility change lifts the throttling);
-* restarting the timer (``clearInterval`` + ``setInterval``) starts a new grid and resets its nesting level,
-  so a restarted timer is only second-aligned until it has run ``chain`` times again;
-* message handlers (``WebSocket.onmessage``) are not timers: a reply sent from one is never throttled.
+* a ``setInterval`` is drift-free (Blink's ``TimerBase``): its due times stay on the grid
+  ``origin + k * interval`` however late a throttled run was; after a run at ``t`` the next one is due at the
+  first grid point after ``t``;
+* a hidden page's timers run at the first whole second of the monotonic clock (``CLOCK_MONOTONIC``,
+  Chromium's ``TimeTicks``, the same clock as Python's ``time.monotonic()``) at or after the due time;
+* *intensive* throttling: once the page has been hidden ``grace`` seconds (recorded: more than 59.9 and at
+  most 75 s; Chrome's documentation says 5 minutes), a timer that has already run ``chain`` times (recorded:
+  the 6th run of an interval is never intensively throttled, the 7th is) runs only at whole minutes of the
+  monotonic clock. So a 30 s heartbeat hidden for 150 s shows one gap of 30-90 s (the first minute-aligned
+  run; 40, 50, 70 and 78 s were recorded) and a long hide 60.00 s gaps; an open WebSocket does not exempt
+  the page;
+* showing the page runs an overdue timer at once (the visibility change lifts the throttling), so a gap
+  shorter than the interval can follow, to the next grid point;
+* restarting the timer (``clearInterval`` + ``setInterval``, as the visibility beat does) starts a new grid and
+  a new chain: it is second-aligned again for its first ``chain`` runs (3 minutes at 30 s);
+* message handlers (``WebSocket.onmessage``, ``visibilitychange``) are not timers: a probe answered from one,
+  or a beat sent from one, leaves within milliseconds of the event, hidden or not.
 
 Times are Unix seconds (the server's clock, which also schedules the sweeps); ``mono_offset`` is
 ``monotonic - wall`` (what ``time.monotonic() - time.time()`` gives on the same machine), so alignment to
@@ -56,7 +63,7 @@ class Throttling:
     grace: float = 60.0  # hidden this long before intensive (once-a-minute) throttling applies
     align: float = 60.0  # intensive wake-ups: multiples of this on the monotonic clock
     second: float = 1.0  # ordinary hidden-page wake-ups: multiples of this
-    chain: int = 5  # a timer that already ran this many times is intensively throttled
+    chain: int = 6  # an interval that already ran this many times is intensively throttled
 
     def __post_init__(self) -> None:
         for name in ("align", "second"):

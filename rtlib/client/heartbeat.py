@@ -217,11 +217,11 @@ class ChromeHiddenTab:
     :func:`rtlib.client.chromium.interval_fires`, the rule that reproduces the recorded Chromium traces
     (``notebooks/data/chromium_*.json``, Debian's Chromium 156 headless; ``tests/client/test_chromium_traces.py``):
     the interval stays on its grid (``start + k * interval``); hidden, it runs at the first whole second of
-    the monotonic clock; once the page has been hidden ``grace`` seconds, a timer that has already run 5 times
+    the monotonic clock; once the page has been hidden ``grace`` seconds, a timer that has already run 6 times
     runs only at whole minutes (recorded: the grace is between 60 and 75 s, so ``chrome:30:60`` models this
     machine; Chrome's documentation says 5 minutes, ``chrome:30:300``); shown again, an overdue run happens at
-    once (then a gap shorter than the interval can follow, to the next grid point). Recorded at 30 s, a hide
-    of 150 s gives one gap of 40-70 s (the first minute-aligned run), a long hide 60.00 s gaps on the minute.
+    once (then a gap shorter than the interval can follow, to the next grid point). At 30 s, a hide of 150 s
+    gives one gap of 30-90 s (the first minute-aligned run; 40-78 s recorded), a long hide 60.00 s gaps.
 
     ``phase``: seconds that the monotonic clock is ahead of this model's clock (modulo ``align``); with 0,
     whole minutes coincide with sweeps (multiples of 5 s), and a 60 s gap expires exactly at a sweep, which

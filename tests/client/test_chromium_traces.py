@@ -1,22 +1,16 @@
 """The Chromium client model reproduces real browser recordings (``bench/chromium_presence.py``).
 
-Each committed trace (``notebooks/data/chromium_*.json``) is a board page in Debian's headless Chromium, hidden
-and shown on a schedule, against ``rtlib serve`` at 30 s / 60 s / 5 s. The model (:mod:`rtlib.client.chromium`)
-gets only what the page was given, never what the server saw: the hide/show times (the page's own
-``visibilitychange`` log), the time its heartbeat interval was set up (the welcome), the monotonic-vs-wall clock
-offset, and for ``probe`` the server's probe schedule (from its receipt of the join). It must give the beats
-the server received, one for one, each within :data:`TOLERANCE` (the network and the handler take
-milliseconds; a model with a wrong rule is off by seconds: a 1 s vs 60 s alignment, a grid point, a missing
-beat), and the flaps the observer saw.
+Each committed trace (``notebooks/data/chromium_*.json``) is replayed by :func:`rtlib.client.chromium_trace.replay`
+from what the page was given (hide/show times, its welcome, the clock phase, the server's settings). The model must
+give the beats the server received, one for one, each within :data:`TOLERANCE` (the network and the handler take
+milliseconds; a wrong rule is off by seconds: a 1 s vs 60 s alignment, a grid point, a missing beat), and the
+flaps the observer saw.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -29,75 +23,14 @@ from rtlib.client.chromium import (
     server_view,
     visibility_beats,
 )
+from rtlib.client.chromium_trace import as_polled, load_trace, recorded_flaps, replay, traces
 
-DATA = Path(__file__).resolve().parents[2] / "notebooks" / "data"
-TRACES = sorted(DATA.glob("chromium_*.json"))
+TRACES = traces()
 #: Seconds: each model beat against the server's receive time of the matching recorded beat (so each gap is
-#: within twice this). Recorded: page send -> server receive is 1-5 ms; the page's Date.now() has 1 ms steps.
+#: within twice this). Recorded: page send -> server receive is 1-5 ms, the page's Date.now() has 1 ms steps;
+#: the first recordings did not log the welcome, which puts visible runs up to 50 ms off.
 TOLERANCE = 0.1
-FLAP_TOLERANCE = 0.5
-#: The recorder polls the score of the page's entry every 100 ms: beats closer than that show as one (the later).
-POLL = 0.1  # a flap is announced by a sweep a few ms after its nominal multiple of 5 s
-
-
-def _load(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
-
-
-def hidden_periods(trace: dict[str, Any]) -> list[tuple[float, float]]:
-    """Page A's hidden spells, from its own visibilitychange log (an unfinished one ends with the recording)."""
-    out, since = [], None
-    for e in trace["page_log"]:
-        if e["kind"] != "visibility":
-            continue
-        if e["visibility"] == "hidden" and since is None:
-            since = e["wall"]
-        elif e["visibility"] == "visible" and since is not None:
-            out.append((since, e["wall"]))
-            since = None
-    if since is not None:
-        out.append((since, trace["end"]))
-    return out
-
-
-def _page(trace: dict[str, Any], kind: str, type_: str) -> list[float]:
-    return [e["wall"] for e in trace["page_log"] if e["kind"] == kind and e.get("type") == type_]
-
-
-def timer_origin(trace: dict[str, Any]) -> float:
-    """When the page set its heartbeat interval up: at its receipt of session.welcome (rtlib-client.js does it
-    in that handler). Recordings made before the page logged the welcome: the join, which the page sent
-    right after (Playwright's round trip: ~40 ms later)."""
-    welcome = _page(trace, "recv", "session.welcome")
-    return welcome[0] if welcome else _page(trace, "send", "presence.join")[0] - 0.04
-
-
-def model_view(trace: dict[str, Any], throttling: Throttling = CHROMIUM) -> tuple[list[float], list[float]]:
-    """The model's ``(beats received, flaps)`` for the trace's schedule and clock phase."""
-    alt, end = trace["alternative"], trace["end"]
-    interval = float(trace["welcome"]["heartbeatInterval"])
-    origin = timer_origin(trace)
-    join = _page(trace, "send", "presence.join")[0]
-    hidden, offset = hidden_periods(trace), trace["clock"]["offset"]
-    if alt == "probe":
-        # The server's probe schedule starts at its receipt of the join (the first recorded score).
-        attempts = probe_beats(probe_times(trace["beats"][0], end, interval))
-    elif alt == "visibility":
-        attempts = visibility_beats(origin, end, interval, hidden, mono_offset=offset, throttling=throttling)
-    else:
-        attempts = interval_fires(origin, end, interval, hidden, mono_offset=offset, throttling=throttling)
-    p = trace["presence"]
-    return server_view(attempts, join, end, timeout=p["timeout"], sweep_interval=p["sweep_interval"],
-                       grace=p["leave_grace"])
-
-
-def recorded_flaps(trace: dict[str, Any]) -> list[float]:
-    return [datetime.fromisoformat(f["timestamp"].replace("Z", "+00:00")).timestamp() for f in trace["flaps"]]
-
-
-def as_polled(beats: list[float]) -> list[float]:
-    """The beats as the recorder saw them: of beats less than :data:`POLL` apart, only the last."""
-    return [b for b, nxt in zip(beats, [*beats[1:], float("inf")], strict=True) if nxt - b >= POLL]
+FLAP_TOLERANCE = 0.5  # a flap is announced by a sweep a few ms after its nominal multiple of 5 s
 
 
 def _mismatch(model: list[float], recorded: list[float]) -> str | None:
@@ -114,7 +47,7 @@ def test_there_are_recordings() -> None:
 
 @pytest.mark.parametrize("path", TRACES, ids=[p.stem for p in TRACES])
 def test_the_recording_is_what_it_says(path: Path) -> None:
-    trace = _load(path)
+    trace = load_trace(path)
     assert trace["browser"].startswith("Chromium ")
     assert trace["presence"]["heartbeat_interval"] == 30 and trace["presence"]["timeout"] == 60
     hides = [s for s in trace["schedule"] if s["state"] == "hide"]
@@ -125,8 +58,8 @@ def test_the_recording_is_what_it_says(path: Path) -> None:
 
 @pytest.mark.parametrize("path", TRACES, ids=[p.stem for p in TRACES])
 def test_model_reproduces_the_recorded_beats_and_flaps(path: Path) -> None:
-    trace = _load(path)
-    beats, flaps = model_view(trace)
+    trace = load_trace(path)
+    beats, flaps = replay(trace)
     recorded = trace["beats"]
     gaps = [round(b - a, 3) for a, b in zip(recorded, recorded[1:], strict=False)]
     assert _mismatch(beats, recorded) is None, (_mismatch(beats, recorded), gaps)
@@ -141,8 +74,8 @@ def test_model_reproduces_the_recorded_beats_and_flaps(path: Path) -> None:
 ], ids=["grace-300", "no-intensive", "no-nesting"])
 def test_a_wrong_rule_does_not_reproduce_the_timer_recording(wrong: Throttling) -> None:
     """The comparison can fail: each of these plausible rules misses the recording by seconds somewhere."""
-    traces = [_load(p) for p in TRACES if _load(p)["alternative"] in ("timer", "grace")]
-    assert any(_mismatch(model_view(t, wrong)[0], t["beats"]) for t in traces)
+    traces = [load_trace(p) for p in TRACES if load_trace(p)["alternative"] in ("timer", "grace")]
+    assert any(_mismatch(replay(t, wrong)[0], t["beats"]) for t in traces)
 
 
 def test_interval_fires_rules_by_hand() -> None:

@@ -20,6 +20,8 @@ again, on a ``--schedule``. Recorded:
 
     python bench/chromium_presence.py --alternative timer          # ~17 min, notebooks/data/chromium_timer.json
     python bench/chromium_presence.py --schedule show:5,hide:120,show:5 --out /tmp/x.json   # a quick look
+
+``record()`` also takes shorter presence timing, for the CI-sized ``tests/web/test_hidden_tab_browser.py``.
 """
 
 from __future__ import annotations

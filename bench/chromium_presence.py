@@ -202,6 +202,8 @@ def wait_cdp(cdp_port: int, timeout: float = 30.0) -> dict[str, Any]:
 
 async def record(alternative: str, schedule: str, binary: str,
                  timing: tuple[float, float, float] = PRODUCTION) -> dict[str, Any]:
+    """One recording: page A on the board through ``alternative``'s server, hidden and shown on ``schedule``
+    (see :func:`parse_schedule`); returns the trace (the module docstring lists what it holds)."""
     from playwright.async_api import async_playwright
 
     steps = parse_schedule(schedule)
@@ -218,7 +220,7 @@ async def record(alternative: str, schedule: str, binary: str,
         stop, beats, page_log = asyncio.Event(), [], []
         observer = Observer(port)
         try:
-            cdp = wait_cdp(cdp_port)
+            cdp = await asyncio.to_thread(wait_cdp, cdp_port)  # other recordings may share this loop
             async with async_playwright() as pw:
                 browser = await pw.chromium.connect_over_cdp(f"http://127.0.0.1:{cdp_port}", no_defaults=True)
                 context = browser.contexts[0]

@@ -218,7 +218,7 @@ class ChromeHiddenTab:
     (``notebooks/data/chromium_*.json``, Debian's Chromium 156 headless; ``tests/client/test_chromium_traces.py``):
     the interval stays on its grid (``start + k * interval``); hidden, it runs at the first whole second of
     the monotonic clock; once the page has been hidden ``grace`` seconds, a timer that has already run 6 times
-    runs only at whole minutes (recorded: the grace is 60 s, to within 1.7 s, so ``chrome:30:60`` models this
+    runs only at whole minutes (recorded: 60 s, judged at the next whole-second wake-up, so ``chrome:30:60`` models this
     machine; Chrome's documentation says 5 minutes, ``chrome:30:300``); shown again, an overdue run happens at
     once (then a gap shorter than the interval can follow, to the next grid point). At 30 s, a hide of 150 s
     gives one gap of 30-90 s (the first minute-aligned run; 40-78 s recorded), a long hide 60.00 s gaps.

@@ -27,9 +27,10 @@ from rtlib.client.chromium_trace import as_polled, load_trace, recorded_flaps, r
 
 TRACES = traces()
 #: Seconds: each model beat against the server's receive time of the matching recorded beat (so each gap is
-#: within twice this). Recorded: page send -> server receive is 1-5 ms, the page's Date.now() has 1 ms steps;
-#: the first recordings did not log the welcome, which puts visible runs up to 50 ms off.
-TOLERANCE = 0.1
+#: within twice this). Recorded: almost all within 5 ms (page send -> server receive, Date.now()'s 1 ms steps);
+#: visible runs up to 50 ms off in the first recordings, which did not log the welcome; one whole-minute wake-up
+#: ran 170 ms late on the loaded 2-core machine. A wrong rule is off by seconds (a grid point, an alignment).
+TOLERANCE = 0.5
 FLAP_TOLERANCE = 0.5  # a flap is announced by a sweep a few ms after its nominal multiple of 5 s
 
 

@@ -42,7 +42,7 @@ async def test_hidden_tab_flaps_with_a_timer_not_with_probes_as_the_model_says()
         beats, flaps = replay(trace)
         model = as_polled(beats)
         assert len(model) == len(trace["beats"]), (trace["alternative"], model, trace["beats"])
-        assert max(abs(m - r) for m, r in zip(model, trace["beats"], strict=True)) < 0.1
+        assert max(abs(m - r) for m, r in zip(model, trace["beats"], strict=True)) < 0.5
         assert len(flaps) == len(trace["flaps"])
         assert all(abs(m - r) < 0.5 for m, r in zip(flaps, recorded_flaps(trace), strict=True))
     assert timer["flaps"], "a throttled hidden page's timer heartbeat must flap at a 6 s timeout"

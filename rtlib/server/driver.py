@@ -99,6 +99,7 @@ class RealtimeServer:
         # The hot path's commands share the pub/sub connection when it speaks RESP3 (Fanout.command_connection).
         fast = RespConnection(self.redis_url, shared=lambda: self.fanout.command_connection)
         self.store = RedisStore(self.redis, fast, self.config.history, self.config.idempotency_ttl)
+        await self.store.load_scripts()
         self.fanout.on_lost = self._on_redis_lost
         self.fanout.probe_channel = f"rt:probe:{self.server_id}".encode()
         await self.fanout.connect(self.redis_url)

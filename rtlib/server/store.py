@@ -256,6 +256,13 @@ class RedisStore:
         self._history = redis.register_script(_HISTORY)
         self._history_text, self._history_sha = _HISTORY.encode(), script_sha(_HISTORY)
 
+    async def load_scripts(self) -> None:
+        """Load every script into Redis up front, so no first call pays a ``NOSCRIPT`` round trip (and the
+        fakeredis fallback, whose TCP server drops the connection on ``NOSCRIPT``, works)."""
+        for script in (self._update, self._get, self._list, self._upsert, self._remove, self._expire, self._hold,
+                       self._history):
+            await self.redis.script_load(script.script)
+
     # --- tasks --------------------------------------------------------------------------------------------
     async def update_task(self, ws: str, task: str, changes: dict[str, msgspec.Raw], prefix: bytes,
                           suffix: bytes, publish: bool = True, user: str = "", ref: str | None = None

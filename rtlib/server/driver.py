@@ -84,6 +84,7 @@ class RealtimeServer:
         self._sweeper: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._reconnect: asyncio.Future[None] | None = None
+        self._probe_redis: Redis | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------------------
     async def start(self) -> RealtimeServer:
@@ -96,6 +97,10 @@ class RealtimeServer:
                                                retry_on_error=[RedisConnectionError])
         self.redis = Redis(connection_pool=pool)
         await self.redis.ping()
+        # The pub/sub check publishes on a connection of its own: behind the request pool, a burst of requests
+        # (2,000 joins at once) made its probe wait for a pool connection past the timeout, and a healthy
+        # subscriber was dropped, closing every client.
+        self._probe_redis = Redis.from_url(self.redis_url, retry=RETRY, retry_on_error=[RedisConnectionError])
         # The hot path's commands share the pub/sub connection when it speaks RESP3 (Fanout.command_connection).
         fast = RespConnection(self.redis_url, shared=lambda: self.fanout.command_connection)
         self.store = RedisStore(self.redis, fast, self.config.history, self.config.idempotency_ttl)
@@ -140,6 +145,9 @@ class RealtimeServer:
         await self.fanout.close()
         if self.store is not None and self.store.fast is not None:
             self.store.fast.close()
+        if self._probe_redis is not None:
+            await self._probe_redis.aclose()
+            self._probe_redis = None
         if self.redis is not None:
             await self.redis.aclose()
             self.redis = None
@@ -175,7 +183,7 @@ class RealtimeServer:
     async def _watch_pubsub(self) -> None:
         """Publish a probe to this instance's own channel and expect it back in time; a subscriber that is
         connected but delivers nothing is dropped, so _on_redis_lost replaces it and the clients resume."""
-        assert self.redis is not None
+        assert self._probe_redis is not None
         cfg, fanout, n = self.config, self.fanout, 0
         while True:
             await asyncio.sleep(cfg.pubsub_check_interval)
@@ -188,10 +196,15 @@ class RealtimeServer:
                 async with asyncio.timeout(cfg.pubsub_check_timeout):
                     # redis-py, not the lean connection: cancelling a publish stuck on a paused Redis is
                     # safe there (the connection is discarded), and the hot path's pipeline is untouched.
-                    await self.redis.publish(fanout.probe_channel, token)
+                    await self._probe_redis.publish(fanout.probe_channel, token)
                     await back
             except TimeoutError:
                 fanout.probes.pop(token, None)
+                if time.monotonic() - fanout.last_message_at < cfg.pubsub_check_timeout:
+                    # Not deaf: it delivered workspace events meanwhile; this process is just too busy to have
+                    # read the probe yet. Dropping it now would close every client at the worst moment.
+                    log.info("%s: pub/sub probe late, but events are arriving; subscriber kept", self.server_id)
+                    continue
                 log.warning("%s: redis pub/sub delivered no probe within %.1fs; replacing the subscriber",
                             self.server_id, cfg.pubsub_check_timeout)
                 fanout.abandon()

@@ -32,7 +32,8 @@ def run_engine(tl: Timelines, config: PresenceConfig, sc: ModelScenario) -> Outc
     protocol = PresenceProtocol(config)
     store = BookStore()
     server = ServerConfig(heartbeat_interval=config.heartbeat_interval, presence_timeout=config.timeout,
-                          sweep_interval=config.sweep_interval)
+                          sweep_interval=config.sweep_interval,
+                          leave_grace=config.leave_grace)
     fr = frames(tl, sc)
     end = run_end(sc, config)
     half_rtt = sc.redis_rtt / 2

@@ -37,6 +37,7 @@ class ModelScenario:
     jitter: float = 0.01  # + U(0, jitter) per frame (TCP keeps a connection's frames in order)
     loss: float = 0.0  # network loss of heartbeat frames, on top of the client model's own
     redis_rtt: float = 0.0005  # an operation reaches Redis rtt/2 after the instance stamps it
+    sweep_lag: float = 0.0  # each sweep reads its clock U(0, sweep_lag) after its grid time (must be < sweep)
     workspace_size: int = 50  # connections per workspace: fan-out of presence events (cost only)
     seed: int = 0
     # Presence alternatives (docs/protocol.md §9, rtlib.model.alternatives). "probe": the server's probes
@@ -55,7 +56,7 @@ class ModelScenario:
         if self.tasks_per_viewer < 1:
             raise ValueError("tasks_per_viewer must be at least 1")
         for name in ("hours", "join_spread", "skew", "delay", "jitter", "redis_rtt", "sweep_phase",
-                     "handler_delay"):
+                     "handler_delay", "sweep_lag"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")

@@ -120,8 +120,9 @@ ALTERNATIVE_SCENARIOS = [
                          f"{f['client'].split(':')[-5] if 'chrome' in f['client'] else f['client'][:10]}")
 @pytest.mark.parametrize("grace", [0.0, 15.0])
 def test_fast_equals_engine_for_every_alternative(fields: dict, grace: float) -> None:
-    sc = ModelScenario(viewers=25, hours=0.5, instances=3, skew=6.5, sweep_phase=0.37, delay=0.05, jitter=2.0,
-                       redis_rtt=0.01, departures=0.5, seed=7, **fields)
+    sc = ModelScenario(viewers=25, hours=0.5, instances=3, skew=6.5 if grace else 0.0, sweep_phase=0.37,
+                       delay=0.05, jitter=2.0, redis_rtt=0.01, departures=0.5, seed=7,
+                       sweep_lag=0.0 if grace else 0.8, **fields)
     cfg = PresenceConfig(30, 60, 5, grace)
     tl = generate(sc, cfg)
     fast, plain = run_fast(tl, cfg, sc), run_engine(tl, cfg, sc)

@@ -175,7 +175,8 @@ def compare_run(results: Any, plans: Sequence[Any], instances: int, *, latency: 
     # Crash by crash: the same crash's detection, live and modelled.
     paired = np.array([abs(model_by_user[u] - t) for u, t in zip(d["subject"], live_td, strict=True)
                        if u in model_by_user])
-    row: dict[str, Any] = {"heartbeat": sc.heartbeat, "viewers": len(users), "crashes": len(crashed),
+    row: dict[str, Any] = {"heartbeat": sc.heartbeat, "presence_mode": mode, "leave_grace": config.leave_grace,
+                           "viewers": len(users), "viewer_hours": m["viewer_hours"], "crashes": len(crashed),
                            "sweep_offset": offset, "jitter": jitter, "live_detected": len(live_td),
                            "model_detected": len(model_td)}
     for q in quantiles:

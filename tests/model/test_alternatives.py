@@ -160,3 +160,12 @@ def test_probe_removes_the_hidden_tab_flaps_that_the_timer_has() -> None:
     timer, probe = simulate(cfg, sc), simulate(cfg, sc.replace(presence_mode="probe"))
     assert timer["mistakes"] > 0 and probe["mistakes"] == 0
     assert probe["detected"] == probe["departures"] > 0
+
+
+def test_rtlib_tune_searches_graces_and_presence_modes(capsys: pytest.CaptureFixture[str]) -> None:
+    from rtlib.cli import main
+
+    main(["tune", "--client-model", "chrome:{hb}:60", "--presence-mode", "probe", "--graces", "0,15",
+          "--heartbeats", "30", "--timeouts", "60", "--viewers", "50", "--hours", "1", "--max-detection", "90"])
+    out = capsys.readouterr().out
+    assert "presence mode probe" in out and "grace s" in out and "recommended:" in out

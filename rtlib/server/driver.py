@@ -3,7 +3,8 @@
 Per connection: the handshake check (:func:`rtlib.server.auth.verify_token`, workspace, Origin), a
 :class:`~rtlib.protocol.session.Session` that turns frames into requests, and this module carrying requests
 out on :class:`~rtlib.server.store.RedisStore` and writing the results through
-:class:`~rtlib.server.fanout.Fanout`. Per instance: one presence sweeper.
+:class:`~rtlib.server.fanout.Fanout`. Per instance: one presence sweeper, and in presence mode ``probe`` one
+prober (:mod:`rtlib.server.loops`).
 Several instances sharing one Redis form one cluster.
 """
 
@@ -40,6 +41,7 @@ from rtlib.protocol.session import Request as ClientRequest
 from rtlib.protocol.session import Session
 from rtlib.server.auth import verify_token
 from rtlib.server.fanout import Fanout, Peer, slow_consumer_closer
+from rtlib.server.loops import probe_forever, sweep_forever
 from rtlib.server.resp import RETRY, RespConnection, backoff
 from rtlib.server.static import StaticFiles
 from rtlib.server.store import RedisStore
@@ -97,6 +99,7 @@ class RealtimeServer:
         # The hot path's commands share the pub/sub connection when it speaks RESP3 (Fanout.command_connection).
         fast = RespConnection(self.redis_url, shared=lambda: self.fanout.command_connection)
         self.store = RedisStore(self.redis, fast, self.config.history, self.config.idempotency_ttl)
+        await self.store.load_scripts()
         self.fanout.on_lost = self._on_redis_lost
         self.fanout.probe_channel = f"rt:probe:{self.server_id}".encode()
         await self.fanout.connect(self.redis_url)
@@ -107,10 +110,12 @@ class RealtimeServer:
             compression=None,  # frames must be byte-identical per receiver to be encoded once
             server_header="rtlib",
         )
-        self._sweeper = asyncio.create_task(self._sweep_forever(), name=f"{self.server_id}-sweeper")
+        self._sweeper = asyncio.create_task(sweep_forever(self.presence, self.sweep, self.server_id),
+                                            name=f"{self.server_id}-sweeper")
         self._watchdog = asyncio.create_task(self._watch_pubsub(), name=f"{self.server_id}-pubsub-check")
         if self.prober is not None:
-            self._probing = asyncio.create_task(self._probe_forever(), name=f"{self.server_id}-prober")
+            self._probing = asyncio.create_task(probe_forever(self.prober, self.sessions, self.fanout),
+                                                name=f"{self.server_id}-prober")
         log.info("%s listening on %s", self.server_id, self.url)
         return self
 
@@ -384,34 +389,7 @@ class RealtimeServer:
         except Exception:  # Redis gone: the entries expire by timeout on another instance instead
             log.exception("%s: could not remove presence of %s", self.server_id, session.conn_id)
 
-    # --- presence probes (presence mode "probe") ----------------------------------------------------------------
-    async def _probe_forever(self) -> None:
-        prober = self.prober
-        assert prober is not None
-        while True:
-            await asyncio.sleep(max(0.0, prober.next_tick(time.time()) - time.time()))
-            for session, frame in prober.due(time.time(), self.sessions):
-                peer = self.fanout.rooms.get(session.workspace_id, {}).get(session.conn_id)
-                if peer is not None:
-                    self.fanout.send(peer, frame)
-
-    # --- presence sweeper ------------------------------------------------------------------------------------------
-    async def _sweep_forever(self) -> None:
-        # The one sweep schedule (PresenceConfig.next_sweep): absolute multiples of the sweep interval, the same
-        # phase on every instance, so the analytic model and the virtual-time model agree with this sweeper.
-        while True:
-            await asyncio.sleep(max(0.0, self.presence.next_sweep(time.time()) - time.time()))
-            try:
-                await self.sweep(time.time())
-            except Exception:
-                log.exception("%s: presence sweep failed", self.server_id)
-            # redis-py can swallow a CancelledError that lands mid-command (it disconnects and carries on), so
-            # a cancel from stop() may never surface here: honour a pending cancel explicitly, or stop() waits for
-            # this loop forever (seen as 120 s test-teardown hangs, about one full run in two).
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise asyncio.CancelledError
-
+    # --- presence sweeps ---------------------------------------------------------------------------------------
     async def sweep(self, now: float) -> list[PresenceChange]:
         """Pop the entries expired at ``now``; the store publishes their ``presence.left`` (reason ``timeout``).
         Returns those departures."""

@@ -49,7 +49,7 @@ from rtlib.client.heartbeat import (
 from rtlib.model.scenario import ModelScenario, PresenceConfig
 from rtlib.model.timelines import Timelines, _beats, beats_end
 from rtlib.protocol.presence import next_multiple
-from rtlib.protocol.probes import TICKS_PER_INTERVAL
+from rtlib.protocol.probes import TICK_PHASE, TICKS_PER_INTERVAL
 
 __all__ = ["ALTERNATIVES", "VisibilityBeat", "client_loss", "generate_alternative", "probe_sends",
            "probe_timelines", "with_visibility"]
@@ -125,7 +125,7 @@ def probe_sends(join_clock: np.ndarray, stop_clock: np.ndarray, interval: float
                 ) -> tuple[np.ndarray, np.ndarray]:
     """:class:`~rtlib.protocol.probes.Prober`'s schedule in bulk: per viewer (joined at ``join_clock`` on its
     instance's clock), probe ``k`` is due at ``join + interval + interval + ...`` (added up the way the Prober
-    reschedules) and sent at the first tick (a multiple of ``interval / 30``) at or after it, while ``<=
+    reschedules) and sent at the first tick (``(m + 1/2) * interval / 30``) at or after it, while ``<=
     stop_clock``. Returns (viewer, instance-clock send time), grouped by viewer in time order."""
     tick = interval / TICKS_PER_INTERVAL
     counts = np.floor(np.maximum(stop_clock - join_clock, 0.0) / interval).astype(np.int64) + 1
@@ -137,8 +137,10 @@ def probe_sends(join_clock: np.ndarray, stop_clock: np.ndarray, interval: float
     for lo, n in zip(first.tolist(), counts.tolist(), strict=True):  # sequential float sums, per viewer
         if n > 1:
             np.cumsum(due[lo:lo + n], out=due[lo:lo + n])
-    k = np.ceil(due / tick)
-    send = np.where((k - 1) * tick >= due, (k - 1) * tick, k * tick)  # next_multiple, elementwise
+    off = TICK_PHASE * tick
+    m = np.ceil((due - off) / tick)  # probes.tick_index, elementwise
+    m = np.where((m - 1) * tick + off >= due, m - 1, np.where(m * tick + off >= due, m, m + 1))
+    send = m * tick + off
     keep = send <= stop_clock[viewer]
     return viewer[keep], send[keep]
 

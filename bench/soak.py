@@ -215,6 +215,18 @@ def markdown(r: dict[str, Any]) -> str:
         "incident) to the end", "", "| process | from | to | growth |", "|---|---|---|---|",
         *[f"| {p} | {g['from_mib']} | {g['to_mib']} | {g['growth_pct']:+.2f} % |" for p, g in r["rssGrowth"].items()],
         "", "![timeline](soak.png)", "",
+        "## Reading it", "",
+        "* Each churning client churns once (the lab plans one clean disconnect per churner, in 30–70 % of the run) "
+        "and each crashing viewer crashes once (30–60 %); viewers join in the first tenth and leave at the end.",
+        "* The RSS steps at the incidents are clients moving between instances (the kill sends i1's clients to i0; "
+        "the Redis restart makes every client reconnect), so the growth window starts after them.",
+        "* Redis runs with `appendonly yes` (fsync every second): Redis writes the append-only file before it "
+        "replies (written, fsynced within a second: safe against a process kill, not a power cut), so a SIGKILL "
+        "loses no acked write and the history's epoch survives; every resume can recover. Without "
+        "persistence a Redis restart is a new, empty Redis (new epoch: every client resyncs, acked data is gone).",
+        "* Latency counts from each update's *scheduled* send time, so updates scheduled while their sender was "
+        "reconnecting include that wait (the max).",
+        "",
     ]
     return "\n".join(lines)
 
@@ -230,7 +242,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="design s -> wall s for presence timing (1: the real 30 s heartbeat, 60 s timeout)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--rewrite", type=Path, metavar="SOAK_JSON",
+                    help="only redraw soak.md and soak.png from an existing soak.json (into --out)")
     args = ap.parse_args(argv)
+    if args.rewrite:
+        write(json.loads(args.rewrite.read_text()), args.out)
+        return 0
     _, report = run_soak(args.clients, args.minutes, args.instances, args.workspaces, args.rate, args.time_scale,
                          args.seed)
     for path in write(report, args.out):

@@ -40,7 +40,7 @@ def recovery_chart(results: Results, *, events: Mapping[str, float] | None = Non
     left.legend(loc="upper left")
     wall_ms = (rec["t_caught_up"] - rec["t_dropped"]) * sc.time_scale * 1000
     for kind, color in KIND_COLORS.items():
-        values = wall_ms[rec["kind"] == kind].to_numpy()
+        values = wall_ms[rec["kind"] == kind].dropna().to_numpy()  # NaN: dropped again before caught up
         if len(values):
             _cdf(right, np.maximum(values, 0.1), color=color,
                  label=f"{kind}: p50 {np.median(values):.0f} ms, p99 {np.percentile(values, 99):.0f} ms")

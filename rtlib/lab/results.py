@@ -150,9 +150,10 @@ class Results:
         return int(len(missing) - sum(held))
 
     def time_to_recover(self) -> pd.Series:
-        """Design seconds from a dropped connection to caught up (replay done, or every task re-fetched)."""
+        """Design seconds from a dropped connection to caught up (replay done, or every task re-fetched); resumes
+        interrupted by another drop before they caught up are left out (``t_caught_up`` is NaN)."""
         r = self.recoveries
-        return (r["t_caught_up"] - r["t_dropped"]).rename("time_to_recover")
+        return (r["t_caught_up"] - r["t_dropped"]).dropna().rename("time_to_recover")
 
     def detection_delays(self) -> pd.Series:
         """Design seconds from each real departure to its first observed ``presence.left``."""
@@ -186,6 +187,7 @@ class Results:
             "acked": len(self.acks),
             "lost_updates": self.lost_updates(),
             "cross_workspace": len(self.cross),
+            "resumes_interrupted": int(self.recoveries["t_caught_up"].isna().sum()),
             "time_to_recover_s": {kind: {"n": len(g), "p50": round(float(g.median()), 3),
                                          "p99": round(float(g.quantile(0.99)), 3)}
                                   for kind, g in self.time_to_recover().groupby(self.recoveries["kind"])},

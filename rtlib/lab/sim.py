@@ -291,6 +291,8 @@ class SimClient:
                 return
             # Unexpected close (instance stopped or killed) or churn: reconnect, then resync every task.
             self.connected.clear()
+            if self.catching is not None:  # dropped again before the last resume caught up
+                self._caught_up(interrupted=True)
             self.dropped_at = self.now()
             self.rec.connections.append((self.plan.user, self.plan.workspace, self.instance, "lost", self.dropped_at,
                                          self.conn_count))
@@ -354,11 +356,12 @@ class SimClient:
             self.rec.connections.append((self.plan.user, self.plan.workspace, self.instance, "error", self.now(),
                                          bytes(frame.payload).decode()))
 
-    def _caught_up(self) -> None:
+    def _caught_up(self, interrupted: bool = False) -> None:
+        """Record one resume: caught up now, or (``interrupted``) never, because the connection dropped again."""
         assert self.catching is not None
         recovered, dropped, welcomed, _ = self.catching
         self.rec.recoveries.append((self.plan.user, self.plan.workspace, "recovered" if recovered else "resynced",
-                                    dropped, welcomed, self.now()))
+                                    dropped, welcomed, float("nan") if interrupted else self.now()))
         self.catching = None
 
     def _applied(self, applies: list[Any], now: float) -> None:

@@ -28,8 +28,10 @@ def test_resuming_clients_lose_nothing_through_churn_an_instance_kill_and_a_redi
     assert s["acked"] > 200
     assert s["lost_updates"] == 0 and s["lost_by_resumers"] == 0 and s["lost"] == 0
     assert s["converged"] is True and s["cross_workspace"] == 0
-    # Every resume is followed by a caught-up record (replay done or every task re-fetched).
+    # Every resume is accounted for: caught up (replay done or every task re-fetched), or interrupted by
+    # another drop first (then its t_caught_up is NaN and the next resume picks up from there).
     assert len(results.recoveries) == s["reconnects_recovered"] + s["reconnects_resynced"]
+    assert len(results.time_to_recover()) + s["resumes_interrupted"] == len(results.recoveries)
     assert (results.time_to_recover() >= 0).all()
 
 

@@ -39,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--heartbeat-interval", type=float, default=d.heartbeat_interval, metavar="S")
     serve.add_argument("--presence-timeout", type=float, default=d.presence_timeout, metavar="S")
     serve.add_argument("--sweep-interval", type=float, default=d.sweep_interval, metavar="S")
+    serve.add_argument("--presence-mode", choices=["timer", "probe"], default=d.presence_mode,
+                       help="timer: clients beat from their own timer; probe: the server probes each viewing "
+                            "connection every heartbeat interval and the answer is the heartbeat")
+    serve.add_argument("--visibility-beat", action="store_true",
+                       help="tell clients to also beat when their page becomes hidden or visible")
+    serve.add_argument("--leave-grace", type=float, default=d.leave_grace, metavar="S",
+                       help="hold a timed-out viewer's presence.left back S seconds (dropped if it beats again)")
     serve.add_argument("--max-frame-bytes", type=int, default=d.max_frame_bytes)
     serve.add_argument("--rate-limit", type=float, default=d.rate_limit, help="frames/s sustained per connection")
     serve.add_argument("--rate-burst", type=int, default=d.rate_burst)
@@ -89,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--heartbeat-interval", type=float, default=30.0)
     sim.add_argument("--presence-timeout", type=float, default=60.0)
     sim.add_argument("--sweep-interval", type=float, default=5.0)
+    sim.add_argument("--presence-mode", default="timer", choices=["timer", "probe"])
+    sim.add_argument("--visibility-beat", action="store_true")
+    sim.add_argument("--leave-grace", type=float, default=0.0, metavar="S")
     sim.add_argument("--ordering", default="gap_resync", choices=["naive", "version_gate", "gap_resync"])
     sim.add_argument("--publish-mode", default="atomic", choices=["atomic", "split"])
     sim.add_argument("--delay", type=float, default=0.0, help="injected per-frame delay, real seconds")
@@ -143,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _config(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
         heartbeat_interval=args.heartbeat_interval, presence_timeout=args.presence_timeout,
-        sweep_interval=args.sweep_interval, max_frame_bytes=args.max_frame_bytes, rate_limit=args.rate_limit,
+        sweep_interval=args.sweep_interval, presence_mode=args.presence_mode, visibility_beat=args.visibility_beat,
+        leave_grace=args.leave_grace, max_frame_bytes=args.max_frame_bytes, rate_limit=args.rate_limit,
         rate_burst=args.rate_burst, rate_limit_strikes=args.rate_limit_strikes,
         handshake_rate=args.handshake_rate, handshake_burst=args.handshake_burst,
         byte_rate=args.byte_rate, byte_burst=args.byte_burst, max_connections_per_user=args.max_connections_per_user,
@@ -185,6 +196,7 @@ def _simulate(args: argparse.Namespace) -> None:
             update_rate=args.rate, editors=args.editors, viewers=args.viewers, crash=args.crash, churn=args.churn,
             heartbeat=args.heartbeat, heartbeat_interval=args.heartbeat_interval,
             presence_timeout=args.presence_timeout, sweep_interval=args.sweep_interval, ordering=args.ordering,
+            presence_mode=args.presence_mode, visibility_beat=args.visibility_beat, leave_grace=args.leave_grace,
             publish_mode=args.publish_mode, impairment=Impairment(args.delay, args.jitter, args.loss),
             time_scale=args.time_scale, seed=args.seed, hot_tasks=min(2, args.tasks))
         from rtlib.client.heartbeat import parse_model

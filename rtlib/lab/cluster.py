@@ -49,7 +49,10 @@ class _Instance:
         args = [sys.executable, "-m", "rtlib.cli", "serve", "--port", str(self.port), "--redis", redis_url,
                 "--server-id", f"i{index}", "--log-level", os.environ.get("RTLIB_LAB_LOG_LEVEL", "WARNING")]
         for name, value in options.items():
-            args += [f"--{name.replace('_', '-')}", str(value)]
+            if isinstance(value, bool):  # a store_true flag: present or absent
+                args += [f"--{name.replace('_', '-')}"] if value else []
+            else:
+                args += [f"--{name.replace('_', '-')}", str(value)]
         self.log = open(logdir / f"instance-{index}.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(args, env={**os.environ, "RTLIB_SECRET": secret}, stdout=subprocess.PIPE,
                                      stderr=self.log, text=True, preexec_fn=die_with_parent)

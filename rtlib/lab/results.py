@@ -167,7 +167,7 @@ class Results:
         return left.drop_duplicates(["subject", "task", "reason"])
 
     def summary(self) -> dict[str, Any]:
-        d = self.deliveries[~self.deliveries["dropped"]]
+        d = self.deliveries[~self.deliveries["dropped"].astype(bool)]  # (an empty column is object-typed)
         lat = d["latency_ms"].dropna()
         q = (lambda p: round(float(np.percentile(lat, p)), 3)) if len(lat) else (lambda p: float("nan"))
         outcomes = self.applies["outcome"].value_counts().to_dict()

@@ -59,6 +59,12 @@ class Scenario:
     heartbeat_interval: float = 30.0  # server settings, design seconds
     presence_timeout: float = 60.0
     sweep_interval: float = 5.0
+    # Presence alternatives (docs/protocol.md §9): "probe" = the server probes, the clients' answers are the
+    # beats (their heartbeat model then only says when they stop answering); visibility_beat is announced to
+    # clients; leave_grace holds a timeout's presence.left back (design seconds).
+    presence_mode: Literal["timer", "probe"] = "timer"
+    visibility_beat: bool = False
+    leave_grace: float = 0.0
     publish_mode: Literal["atomic", "split"] = "atomic"
     ordering: str = "gap_resync"
     impairment: Impairment = field(default_factory=Impairment)
@@ -83,6 +89,10 @@ class Scenario:
             raise ValueError(f"ordering must be one of {STRATEGIES}")
         if self.publish_mode not in ("atomic", "split"):
             raise ValueError("publish_mode must be 'atomic' or 'split'")
+        if self.presence_mode not in ("timer", "probe"):
+            raise ValueError("presence_mode must be 'timer' or 'probe'")
+        if not (math.isfinite(self.leave_grace) and self.leave_grace >= 0):
+            raise ValueError("leave_grace must be a non-negative number of seconds")
         if self.hot_tasks > self.tasks:
             raise ValueError("hot_tasks cannot exceed tasks")
 
@@ -94,7 +104,9 @@ class Scenario:
         """The server settings this scenario needs, in wall seconds."""
         return {"heartbeat_interval": self.wall(self.heartbeat_interval),
                 "presence_timeout": self.wall(self.presence_timeout),
-                "sweep_interval": self.wall(self.sweep_interval), "publish_mode": self.publish_mode}
+                "sweep_interval": self.wall(self.sweep_interval), "publish_mode": self.publish_mode,
+                "presence_mode": self.presence_mode, "visibility_beat": self.visibility_beat,
+                "leave_grace": self.wall(self.leave_grace)}
 
     def replace(self, **changes: object) -> Scenario:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

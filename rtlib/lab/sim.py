@@ -25,7 +25,7 @@ import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from rtlib.client.heartbeat import parse_model
+from rtlib.client.heartbeat import Lossy, parse_model
 from rtlib.client.ordering import make_cache
 from rtlib.lab.impair import Impairer
 from rtlib.lab.scenario import Scenario
@@ -129,6 +129,12 @@ class SimClient:
         self.viewing: str | None = None
         self.stopping = False
         self.conn_count = 0
+        # Presence mode "probe": probes are answered from the frame handler, as a hidden browser tab still does;
+        # a lossy heartbeat model loses that share of the answers. Its own generator, so when probes arrive
+        # does not shift the draws of the edit schedule (a seeded run must reproduce).
+        model = parse_model(scenario.heartbeat)
+        self.pong_loss = model.loss if isinstance(model, Lossy) else 0.0
+        self.pong_rng = random.Random(f"{scenario.seed}:{plan.index}:pong")
 
     # --- clock -------------------------------------------------------------------------------------
     def now(self) -> float:
@@ -258,6 +264,8 @@ class SimClient:
         await self.connected.wait()
         self.viewing = task
         await self.send("presence.join", {"taskId": task})
+        if self.sc.presence_mode == "probe":
+            return  # the server's probes drive the heartbeat (_on_frame answers them)
         model = parse_model(self.sc.heartbeat)
         for beat in model.beats(self.plan.view_at, stop_at, self.rng):
             await self.sleep_until(beat.t)
@@ -352,6 +360,10 @@ class SimClient:
             reason = ev.reason if isinstance(ev, PresenceLeft) else None
             self.rec.presence.append((self.plan.user, ev.userId, ev.taskId, kind.split(".")[1], reason,
                                       self.now()))
+        elif kind == "presence.probe":
+            if self.viewing and not self.stopping and self.pong_rng.random() >= self.pong_loss:
+                seq = _payloads[kind].decode(frame.payload).seq
+                spawn(self.send("presence.pong", {"seq": seq}))
         elif kind == "error":
             self.rec.connections.append((self.plan.user, self.plan.workspace, self.instance, "error", self.now(),
                                          bytes(frame.payload).decode()))

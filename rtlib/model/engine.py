@@ -41,9 +41,6 @@ def run_engine(tl: Timelines, config: PresenceConfig, sc: ModelScenario) -> Outc
     instance = tl.instance.tolist()
     sessions = [Session(conn_id=f"c{i}", user_id=f"u{i}", workspace_id=f"w{i % 7}", config=server)
                 for i in range(tl.n)]
-    local: list[dict[str, Session]] = [{} for _ in offsets]
-    for i, s in enumerate(sessions):
-        local[instance[i]][s.conn_id] = s
     heap: list[tuple[float, int, int, int, float]] = []
     first = set(fr.first.tolist())
     for seq, (v, r) in enumerate(zip(fr.viewer.tolist(), arrival, strict=True)):
@@ -71,8 +68,7 @@ def run_engine(tl: Timelines, config: PresenceConfig, sc: ModelScenario) -> Outc
             writes.append(t)
         else:
             m, c = seq, offsets[seq]
-            facts = store.expire(protocol.sweep(now))
-            protocol.expired(facts, local[m])
+            store.expire(protocol.sweep(now))
             sweeps += 1
             nxt = protocol.next_sweep(now)
             if nxt <= end + c:

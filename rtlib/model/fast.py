@@ -46,9 +46,9 @@ def run_fast(tl: Timelines, config: PresenceConfig, sc: ModelScenario) -> Outcom
         sweeps += len(clocks) * offsets.count(c)
         if not len(clocks):
             continue
-        cutoff = np.append(clocks - config.timeout, np.inf)  # PresenceConfig.cutoff, elementwise
+        cutoff = np.append(clocks - config.expiry, np.inf)  # PresenceConfig.cutoff, elementwise
         sweep_apply = np.append((clocks - c) + half_rtt, np.inf)
-        k = _first_at_least(cutoff, score, clocks[0] - config.timeout, config.sweep_interval)
+        k = _first_at_least(cutoff, score, clocks[0] - config.expiry, config.sweep_interval)
         late = sweep_apply[k] <= apply  # the sweep whose cutoff fits ran before the write reached Redis
         if late.any():
             k[late] = np.maximum(k[late], np.searchsorted(sweep_apply, apply[late], side="right"))

@@ -78,7 +78,7 @@ class Timelines:
 
 def run_end(sc: ModelScenario, config: PresenceConfig) -> float:
     """Sweeps run until here: past the horizon by a timeout and more, so every departure in it is announced."""
-    return sc.horizon + config.timeout + 2 * config.sweep_interval + sc.skew + 10 * (sc.delay + sc.jitter) + 1.0
+    return sc.horizon + config.expiry + 2 * config.sweep_interval + sc.skew + 10 * (sc.delay + sc.jitter) + 1.0
 
 
 def beats_end(sc: ModelScenario, config: PresenceConfig) -> float:

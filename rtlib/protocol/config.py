@@ -7,9 +7,12 @@ from typing import Literal
 
 from rtlib.protocol.presence import PresenceConfig
 
-__all__ = ["HistoryConfig", "PublishMode", "ServerConfig"]
+__all__ = ["HistoryConfig", "PresenceMode", "PublishMode", "ServerConfig"]
 
 PublishMode = Literal["atomic", "split"]
+#: "timer": clients beat from their own timer (the design review's); "probe": the server sends each viewing
+#: connection a ``presence.probe`` every heartbeat interval and the client's answer is the heartbeat.
+PresenceMode = Literal["timer", "probe"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,13 @@ class ServerConfig:
     heartbeat_interval: float = 30.0
     presence_timeout: float = 60.0
     sweep_interval: float = 5.0
+    # How presence is kept alive (docs/protocol.md §9): see PresenceMode. Browsers throttle a hidden tab's
+    # timers to once a minute, but still run its message handlers within milliseconds.
+    presence_mode: PresenceMode = "timer"
+    # Announced in session.welcome: clients also beat when their page becomes hidden or visible again.
+    visibility_beat: bool = False
+    # A timed-out viewer's presence.left is held back this long and dropped if it beats again (0: off).
+    leave_grace: float = 0.0
     max_frame_bytes: int = 64 * 1024
     rate_limit: float = 100.0  # frames per second, sustained
     rate_burst: int = 200
@@ -77,8 +87,11 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(
-            self, "presence", PresenceConfig(self.heartbeat_interval, self.presence_timeout, self.sweep_interval)
+            self, "presence", PresenceConfig(self.heartbeat_interval, self.presence_timeout, self.sweep_interval,
+                                             self.leave_grace)
         )
+        if self.presence_mode not in ("timer", "probe"):
+            raise ValueError(f"presence_mode must be 'timer' or 'probe', got {self.presence_mode!r}")
         object.__setattr__(self, "history", HistoryConfig(self.history_length, self.history_age, self.max_replay))
         if self.idempotency_ttl < 0:
             raise ValueError("idempotency_ttl must not be negative")

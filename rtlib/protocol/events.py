@@ -20,6 +20,7 @@ __all__ = [
     "error",
     "error_from",
     "presence_change",
+    "presence_probe",
     "presence_state",
     "snapshot",
     "task_page",
@@ -31,11 +32,13 @@ _encode = msgspec.json.encode
 
 
 def welcome(ws: str, user: str, conn_id: str, server_id: str, heartbeat: float, timeout: float, now: float,
-            epoch: str | None = None, offset: str | None = None, recovered: bool | None = None) -> bytes:
-    """``session.welcome``; with history on, the workspace's ``epoch`` and current ``offset`` (resume from
-    there), and ``recovered`` when the client asked to resume."""
+            epoch: str | None = None, offset: str | None = None, recovered: bool | None = None,
+            presence_mode: str = "timer", visibility_beat: bool = False, leave_grace: float = 0.0) -> bytes:
+    """``session.welcome``: the presence settings the client follows; with history on, the workspace's
+    ``epoch`` and current ``offset`` (resume from there), and ``recovered`` when the client asked to resume."""
     payload: dict[str, Any] = {"connectionId": conn_id, "serverId": server_id, "heartbeatInterval": heartbeat,
-                               "presenceTimeout": timeout}
+                               "presenceTimeout": timeout, "presenceMode": presence_mode,
+                               "visibilityBeat": visibility_beat, "leaveGrace": leave_grace}
     if epoch is not None:
         payload["epoch"], payload["offset"] = epoch, offset
     if recovered is not None:
@@ -74,6 +77,11 @@ def error(ws: str, user: str, code: ErrorCode, message: str, ref: str | None, no
 
 def error_from(ws: str, user: str, exc: ProtocolError, now: float) -> bytes:
     return error(ws, user, exc.code, exc.message, exc.ref, now)
+
+
+def presence_probe(ws: str, user: str, seq: int, now: float) -> bytes:
+    """``presence.probe``: "are you still viewing?"; the client answers ``presence.pong`` with the same ``seq``."""
+    return encode_event("presence.probe", ws, {"seq": seq}, user, now)
 
 
 def presence_state(ws: str, user: str, task_id: str, viewers: list[str], now: float) -> bytes:

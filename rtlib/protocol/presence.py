@@ -40,16 +40,32 @@ class PresenceConfig:
     heartbeat_interval: float = 30.0
     timeout: float = 60.0
     sweep_interval: float = 5.0
+    #: Seconds a timed-out viewer's ``presence.left`` is held back; a beat within them drops it (no flap).
+    #: 0 = off. A clean leave or disconnect is never delayed.
+    leave_grace: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("heartbeat_interval", "timeout", "sweep_interval"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        grace = self.leave_grace
+        if not (isinstance(grace, (int, float)) and math.isfinite(grace) and grace >= 0):
+            raise ValueError(f"leave_grace must be a non-negative number of seconds, got {grace!r}")
+
+    @property
+    def expiry(self) -> float:
+        """Seconds without a beat after which a sweep pops an entry: the timeout plus the leave grace.
+
+        Holding a timed-out entry's ``presence.left`` back for the grace and dropping it when the viewer beats
+        again is, for the observers, exactly an entry that is popped ``leave_grace`` later: during the grace
+        the user is still listed, and a beat refreshes the entry without any event. So the grace is applied
+        here, once, and every sweep (live, model, analytic) inherits it."""
+        return self.timeout + self.leave_grace
 
     def cutoff(self, now: float) -> float:
         """Entries whose last heartbeat is at or before this time have expired at ``now``."""
-        return now - self.timeout
+        return now - self.expiry
 
     def is_expired(self, last_heartbeat: float, now: float) -> bool:
         return last_heartbeat <= self.cutoff(now)
@@ -68,8 +84,8 @@ class PresenceConfig:
         return at if at > now else at + self.sweep_interval
 
     def worst_case_detection(self) -> float:
-        """Longest delay from a client's last heartbeat to its ``presence.left`` (timeout + one sweep period)."""
-        return self.timeout + self.sweep_interval
+        """Longest delay from a client's last heartbeat to its ``presence.left`` (timeout + grace + one sweep)."""
+        return self.expiry + self.sweep_interval
 
 
 def next_multiple(t: float, step: float) -> float:
@@ -157,6 +173,13 @@ class PresenceBook:
         removed = zset.pop(member(conn, user), None) is not None
         remaining = self._decrement(ws, task, user) if removed else counts.get(user, 0)
         return EntryFact(ws, task, conn, user, removed, remaining)
+
+    def hold(self, ws: str, task: str, conn: str, user: str, score: float) -> None:
+        """Lower an existing entry's score to ``score`` (Redis ``ZADD XX LT``); a missing entry stays missing."""
+        zset = self.entries.get((ws, task), {})
+        key = member(conn, user)
+        if key in zset:
+            zset[key] = min(zset[key], score)
 
     def expire(self, cutoff: float) -> list[EntryFact]:
         """Pop every entry whose score is ``<= cutoff``, in (workspace, task, score, member) order."""

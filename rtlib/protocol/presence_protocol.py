@@ -16,11 +16,15 @@ observers in the wrong order. Each operation carries its event: ``Upsert.announc
 user's *first* entry on the task was added, ``Remove.announce`` when their *last* was removed, and
 ``Expire.template`` (placeholders ``{ws}``, ``{task}``, ``{user}``, which no id can contain) once per user
 whose last entry expired.
+
+Two presence alternatives are rules here too (``docs/protocol.md`` §9): :meth:`PresenceProtocol.pong` turns
+the answer to a server probe (:mod:`rtlib.protocol.probes`) into heartbeats, and with a leave grace an
+unclean disconnect becomes a :class:`Hold` instead of a removal: the entry is left to expire ``leave_grace``
+seconds later, so a client that reconnects and re-joins within the grace never flaps.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from rtlib.protocol import events
@@ -38,6 +42,7 @@ from rtlib.protocol.session import Session
 __all__ = [
     "BookStore",
     "Expire",
+    "Hold",
     "PresenceProtocol",
     "Published",
     "Remove",
@@ -68,6 +73,18 @@ class Remove:
     conn_id: str
     user_id: str
     announce: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Back-date one connection's entry (if it is still there) to ``score`` unless it is older already: a
+    sweep then pops it after the leave grace, unless the user re-joined meanwhile. Publishes nothing."""
+
+    workspace_id: str
+    task_id: str
+    conn_id: str
+    user_id: str
+    score: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,22 +138,26 @@ class PresenceProtocol:
             return [session.presence_state(fact.task_id, viewers, now)]
         return []
 
-    def disconnect(self, session: Session, now: float) -> list[Remove]:
-        """Remove every entry of a closing connection at once (``reason: disconnect``)."""
+    def pong(self, session: Session, now: float) -> list[Upsert]:
+        """``presence.pong`` (the answer to a probe): a heartbeat of every task the connection views."""
+        return [self.request(session, "presence.heartbeat", t, now) for t in sorted(session.tasks)]
+
+    def disconnect(self, session: Session, now: float, clean: bool = True) -> list[Remove] | list[Hold]:
+        """The entries of a closing connection. A clean close (a close frame from either side) removes them
+        at once (``reason: disconnect``). An unclean one (the connection was lost) with a leave grace holds
+        them instead: back-dated so the sweep pops them ``leave_grace`` from ``now`` (``reason: timeout``)
+        unless the user has re-joined by then, the way Pusher and Ably hold a lost member for a few seconds."""
         tasks, session.tasks = sorted(session.tasks), set()
         ws, conn, user = session.workspace_id, session.conn_id, session.user_id
+        if not clean and self.config.leave_grace > 0:
+            # Popped at the first sweep with cutoff >= score, i.e. now - timeout - grace + grace: grace from now.
+            return [Hold(ws, t, conn, user, now - self.config.timeout) for t in tasks]
         return [Remove(ws, t, conn, user, self._left(ws, t, user, "disconnect", now)) for t in tasks]
 
     def sweep(self, now: float) -> Expire:
         """The sweep run at ``now``: pop what expired (``reason: timeout``)."""
         left = PresenceChange("{ws}", "{task}", "{user}", "left", reason="timeout")
         return Expire(self.config.cutoff(now), events.presence_change(left, now))
-
-    def expired(self, facts: list[EntryFact], sessions: Mapping[str, Session]) -> None:
-        """Forget expired entries of this instance's connections (a later heartbeat re-joins them)."""
-        for fact in facts:
-            if (local := sessions.get(fact.conn_id)) is not None:
-                local.tasks.discard(fact.task_id)
 
     def next_sweep(self, now: float) -> float:
         """When this instance sweeps next: :meth:`PresenceConfig.next_sweep`, the one schedule."""
@@ -165,6 +186,9 @@ class BookStore:
         if left_change(fact, "leave") is not None:
             self.published.append(Published(op.workspace_id, "", op.announce))
         return fact
+
+    def hold(self, op: Hold) -> None:
+        self.book.hold(op.workspace_id, op.task_id, op.conn_id, op.user_id, op.score)
 
     def expire(self, op: Expire) -> list[EntryFact]:
         facts = self.book.expire(op.cutoff)

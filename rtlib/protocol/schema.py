@@ -27,6 +27,8 @@ __all__ = [
     "Id",
     "LIST_DEFAULT_LIMIT",
     "LIST_MAX_LIMIT",
+    "PresencePong",
+    "PresenceProbe",
     "PresenceRequest",
     "TaskGet",
     "TaskList",
@@ -123,6 +125,13 @@ class PresenceRequest(msgspec.Struct, forbid_unknown_fields=True):
     ref: Ref | None = None
 
 
+class PresencePong(msgspec.Struct, forbid_unknown_fields=True):
+    """``presence.pong``: the answer to a ``presence.probe`` (presence mode ``probe``); it is the heartbeat of
+    every task this connection views. Any ``seq`` is accepted: a late answer is still proof of life."""
+
+    seq: Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)]
+
+
 CLIENT_TYPES: dict[str, type[msgspec.Struct]] = {
     "task.update": TaskUpdate,
     "task.get": TaskGet,
@@ -130,6 +139,7 @@ CLIENT_TYPES: dict[str, type[msgspec.Struct]] = {
     "presence.join": PresenceRequest,
     "presence.heartbeat": PresenceRequest,
     "presence.leave": PresenceRequest,
+    "presence.pong": PresencePong,
 }
 
 
@@ -139,6 +149,9 @@ class SessionWelcome(msgspec.Struct):
     serverId: str
     heartbeatInterval: float
     presenceTimeout: float
+    presenceMode: Annotated[str, msgspec.Meta(pattern="^(timer|probe)$")] = "timer"
+    visibilityBeat: bool = False  # also beat when the page becomes hidden or visible
+    leaveGrace: float = 0.0  # seconds a timeout's presence.left is held back
     epoch: str | None = None  # the workspace history's epoch (absent when history is off)
     offset: str | None = None  # the history's newest offset when this connection was subscribed
     recovered: bool | None = None  # only after a resume request: were the missed events replayed?
@@ -187,6 +200,10 @@ class PresenceState(msgspec.Struct):
     viewers: list[Id]
 
 
+class PresenceProbe(msgspec.Struct):
+    seq: int
+
+
 class PresenceLeft(msgspec.Struct):
     taskId: Id
     userId: Id
@@ -208,6 +225,7 @@ SERVER_PAYLOADS: dict[str, type[msgspec.Struct]] = {
     "presence.joined": PresenceJoined,
     "presence.state": PresenceState,
     "presence.left": PresenceLeft,
+    "presence.probe": PresenceProbe,
     "error": ErrorPayload,
 }
 

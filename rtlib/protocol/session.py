@@ -37,7 +37,8 @@ class Session:
     user_id: str
     workspace_id: str
     config: ServerConfig
-    #: Tasks this connection holds a presence entry on (removed at once when it disconnects).
+    #: Tasks this connection views: joined and not left. Kept when an entry expires, so a later heartbeat or
+    #: probe answer re-joins it; whatever is left is removed when the connection closes.
     tasks: set[str] = field(default_factory=set)
     bucket: TokenBucket = field(init=False)
     byte_bucket: TokenBucket = field(init=False)
@@ -52,7 +53,8 @@ class Session:
                 recovered: bool | None = None) -> bytes:
         cfg = self.config
         return events.welcome(self.workspace_id, self.user_id, self.conn_id, cfg.server_id,
-                              cfg.heartbeat_interval, cfg.presence_timeout, now, epoch, offset, recovered)
+                              cfg.heartbeat_interval, cfg.presence_timeout, now, epoch, offset, recovered,
+                              cfg.presence_mode, cfg.visibility_beat, cfg.leave_grace)
 
     def receive(self, data: str | bytes, now: float) -> Request | bytes:
         """Handle one frame at ``now`` (Unix seconds; also stamps the reply): a :class:`Request`, or an error frame."""

@@ -3,7 +3,8 @@
 Per connection: the handshake check (:func:`rtlib.server.auth.verify_token`, workspace, Origin), a
 :class:`~rtlib.protocol.session.Session` that turns frames into requests, and this module carrying requests
 out on :class:`~rtlib.server.store.RedisStore` and writing the results through
-:class:`~rtlib.server.fanout.Fanout`. Per instance: one presence sweeper.
+:class:`~rtlib.server.fanout.Fanout`. Per instance: one presence sweeper, and in presence mode ``probe`` one
+prober (:mod:`rtlib.server.loops`).
 Several instances sharing one Redis form one cluster.
 """
 
@@ -32,13 +33,15 @@ from rtlib.protocol.config import ServerConfig
 from rtlib.protocol.errors import CloseCode, ConnectionMustClose, HandshakeError
 from rtlib.protocol.history import EPOCH_RE, OFFSET_RE, decide_resume, offset_key, offset_of, with_offset
 from rtlib.protocol.presence import PresenceChange, left_change
-from rtlib.protocol.presence_protocol import PresenceProtocol, Remove
+from rtlib.protocol.presence_protocol import Hold, PresenceProtocol, Remove
+from rtlib.protocol.probes import Prober
 from rtlib.protocol.ratelimit import Pacer
-from rtlib.protocol.schema import PresenceRequest, TaskGet, TaskList, TaskUpdate
+from rtlib.protocol.schema import PresencePong, PresenceRequest, TaskGet, TaskList, TaskUpdate
 from rtlib.protocol.session import Request as ClientRequest
 from rtlib.protocol.session import Session
 from rtlib.server.auth import verify_token
 from rtlib.server.fanout import Fanout, Peer, slow_consumer_closer
+from rtlib.server.loops import probe_forever, sweep_forever
 from rtlib.server.resp import RETRY, RespConnection, backoff
 from rtlib.server.static import StaticFiles
 from rtlib.server.store import RedisStore
@@ -72,6 +75,9 @@ class RealtimeServer:
         self.sessions: dict[str, Session] = {}
         self._user_conns: Counter[str] = Counter()  # open connections per user on this instance
         self.presence = PresenceProtocol(config.presence)
+        # Presence mode "probe": this instance's probe schedule (None in the default "timer" mode).
+        self.prober = Prober(config.heartbeat_interval) if config.presence_mode == "probe" else None
+        self._probing: asyncio.Task[None] | None = None
         self._handshakes = Pacer(config.handshake_rate, config.handshake_burst, config.handshake_max_wait)
         self._ids = itertools.count(1)
         self._ws: WsServer | None = None
@@ -93,6 +99,7 @@ class RealtimeServer:
         # The hot path's commands share the pub/sub connection when it speaks RESP3 (Fanout.command_connection).
         fast = RespConnection(self.redis_url, shared=lambda: self.fanout.command_connection)
         self.store = RedisStore(self.redis, fast, self.config.history, self.config.idempotency_ttl)
+        await self.store.load_scripts()
         self.fanout.on_lost = self._on_redis_lost
         self.fanout.probe_channel = f"rt:probe:{self.server_id}".encode()
         await self.fanout.connect(self.redis_url)
@@ -103,8 +110,12 @@ class RealtimeServer:
             compression=None,  # frames must be byte-identical per receiver to be encoded once
             server_header="rtlib",
         )
-        self._sweeper = asyncio.create_task(self._sweep_forever(), name=f"{self.server_id}-sweeper")
+        self._sweeper = asyncio.create_task(sweep_forever(self.presence, self.sweep, self.server_id),
+                                            name=f"{self.server_id}-sweeper")
         self._watchdog = asyncio.create_task(self._watch_pubsub(), name=f"{self.server_id}-pubsub-check")
+        if self.prober is not None:
+            self._probing = asyncio.create_task(probe_forever(self.prober, self.sessions, self.fanout),
+                                                name=f"{self.server_id}-prober")
         log.info("%s listening on %s", self.server_id, self.url)
         return self
 
@@ -114,6 +125,8 @@ class RealtimeServer:
             self._reconnect.cancel()
         if self._watchdog is not None:
             self._watchdog.cancel()
+        if self._probing is not None:
+            self._probing.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -295,7 +308,9 @@ class RealtimeServer:
             if not self._user_conns[user_id]:
                 del self._user_conns[user_id]
             await self.fanout.remove(peer)
-            await self._drop_presence(session)
+            # Clean = the client sent a close frame (it left, or answered our close); otherwise the connection
+            # was lost, which a leave grace holds instead of announcing at once.
+            await self._drop_presence(session, clean=connection.protocol.close_rcvd is not None)
 
     async def _subscribe(self, session: Session, peer: Peer, resume: tuple[str, str] | None) -> None:
         """Join the workspace room and send ``session.welcome``; when resuming, catch up from history in
@@ -348,45 +363,38 @@ class RealtimeServer:
             fanout.send(peer, session.task_page(payload, tasks, next_cursor, now))
         elif isinstance(payload, PresenceRequest):
             op = self.presence.request(session, request.type, payload.taskId, now)
+            if self.prober is not None:
+                self.prober.watch(session, now)
             if isinstance(op, Remove):
                 await store.presence_remove(op)
             else:
                 fact, viewers = await store.presence_upsert(op)
                 for frame in self.presence.replies(session, request.type, fact, viewers, now):
                     fanout.send(peer, frame)
+        elif isinstance(payload, PresencePong):
+            for upsert in self.presence.pong(session, now):
+                fact, viewers = await store.presence_upsert(upsert)
+                for frame in self.presence.replies(session, "presence.heartbeat", fact, viewers, now):
+                    fanout.send(peer, frame)
 
-    async def _drop_presence(self, session: Session) -> None:
+    async def _drop_presence(self, session: Session, clean: bool = True) -> None:
         if not session.tasks or self.store is None:
             return
-        ops = self.presence.disconnect(session, time.time())
+        ops = self.presence.disconnect(session, time.time(), clean)
         try:
-            await self.store.presence_remove_many(ops)
+            if ops and isinstance(ops[0], Hold):
+                await self.store.presence_hold_many(ops)  # type: ignore[arg-type]
+            else:
+                await self.store.presence_remove_many(ops)  # type: ignore[arg-type]
         except Exception:  # Redis gone: the entries expire by timeout on another instance instead
             log.exception("%s: could not remove presence of %s", self.server_id, session.conn_id)
 
-    # --- presence sweeper ------------------------------------------------------------------------------------------
-    async def _sweep_forever(self) -> None:
-        # The one sweep schedule (PresenceConfig.next_sweep): absolute multiples of the sweep interval, the same
-        # phase on every instance, so the analytic model and the virtual-time model agree with this sweeper.
-        while True:
-            await asyncio.sleep(max(0.0, self.presence.next_sweep(time.time()) - time.time()))
-            try:
-                await self.sweep(time.time())
-            except Exception:
-                log.exception("%s: presence sweep failed", self.server_id)
-            # redis-py can swallow a CancelledError that lands mid-command (it disconnects and carries on), so
-            # a cancel from stop() may never surface here: honour a pending cancel explicitly, or stop() waits for
-            # this loop forever (seen as 120 s test-teardown hangs, about one full run in two).
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise asyncio.CancelledError
-
+    # --- presence sweeps ---------------------------------------------------------------------------------------
     async def sweep(self, now: float) -> list[PresenceChange]:
         """Pop the entries expired at ``now``; the store publishes their ``presence.left`` (reason ``timeout``).
         Returns those departures."""
         assert self.store is not None
         facts = await self.store.presence_expire(self.presence.sweep(now))
-        self.presence.expired(facts, self.sessions)
         return [change for fact in facts if (change := left_change(fact, "timeout")) is not None]
 
 

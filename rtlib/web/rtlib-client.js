@@ -155,9 +155,10 @@ export class RtlibClient extends EventTarget {
     this.#socket = null;
     this.#timers = {};
     this.#closed = true;
+    this.#onVisibility = () => this.#visibilityBeat();
   }
 
-  #refs; #refBase; #acks; #socket; #timers; #closed;
+  #refs; #refBase; #acks; #socket; #timers; #closed; #onVisibility;
 
   /** Every known task as {version, fields}, by id. */
   get tasks() {
@@ -169,6 +170,7 @@ export class RtlibClient extends EventTarget {
   connect() {
     this.#closed = false;
     this.#open();
+    globalThis.document?.addEventListener?.("visibilitychange", this.#onVisibility);
     // The browser says the network is back: retry now instead of waiting out the backoff.
     globalThis.addEventListener?.("online", () => {
       if (!this.#closed && !this.#socket) {
@@ -181,6 +183,7 @@ export class RtlibClient extends EventTarget {
 
   close() {
     this.#closed = true;
+    globalThis.document?.removeEventListener?.("visibilitychange", this.#onVisibility);
     this.#stopTimers();
     if (this.#socket) this.#socket.close(1000);
     this.#setStatus("offline");
@@ -280,6 +283,9 @@ export class RtlibClient extends EventTarget {
       case "presence.joined":
       case "presence.left":
         return this.#presenceChange(frame.type, p);
+      case "presence.probe": // presence mode "probe": answered from this handler, which a hidden tab still runs
+        if (this.viewing.size) this.#send("presence.pong", { seq: p.seq });
+        return;
       case "error":
         if (p.ref && this.#acks.has(p.ref)) this.#settle(p.ref, Object.assign(new Error(p.message), { code: p.code }));
         this.dispatchEvent(new CustomEvent("protocolerror", { detail: p }));
@@ -295,9 +301,7 @@ export class RtlibClient extends EventTarget {
     this.attempt = 0;
     this.#setStatus("connected");
     for (const taskId of this.viewing) this.#send("presence.join", { taskId });
-    this.#timers.heartbeat = setInterval(() => {
-      for (const taskId of this.viewing) this.#send("presence.heartbeat", { taskId });
-    }, frame.payload.heartbeatInterval * 1000);
+    this.#startHeartbeat();
     this.#timers.stall = setInterval(() => {
       for (const id of this.cache.stalled(Date.now())) this.#resync(id);
     }, Math.max(50, this.options.stallMs / 4));
@@ -311,6 +315,28 @@ export class RtlibClient extends EventTarget {
     // Events were missed while disconnected and cannot be replayed: reload every task (protocol.md §10).
     this.cache.beginListing();
     this.#send("task.list", { limit: this.options.pageLimit, ref: this.#ref("l") });
+  }
+
+  /** The client-timer heartbeat (protocol.md §9); none in presence mode "probe", where the server's probes
+   *  are answered instead. */
+  #startHeartbeat() {
+    clearInterval(this.#timers.heartbeat);
+    const w = this.welcome;
+    if (!w || w.presenceMode === "probe") return;
+    this.#timers.heartbeat = setInterval(() => this.#beat(), w.heartbeatInterval * 1000);
+  }
+
+  #beat() {
+    for (const taskId of this.viewing) this.#send("presence.heartbeat", { taskId });
+  }
+
+  /** visibilityBeat: beat when the page is hidden or shown, and restart the timer. A timer created from an
+   *  event handler starts a new chain: the browser throttles a hidden page's long timer chains hardest. */
+  #visibilityBeat() {
+    const w = this.welcome;
+    if (!w || !w.visibilityBeat || w.presenceMode === "probe" || !this.#socket) return;
+    this.#beat();
+    this.#startHeartbeat();
   }
 
   #page(p, now) {

@@ -156,6 +156,9 @@ def _built_events() -> dict[str, bytes]:
     prefix, suffix = events.task_updated_parts("acme", "bob", "T-42", raw, NOW)
     return {
         "welcome": events.welcome("acme", "alice", "srv-a-1", "srv-a", 30.0, 60.0, NOW),
+        "welcome (probe, grace)": events.welcome("acme", "alice", "srv-a-1", "srv-a", 30.0, 60.0, NOW,
+                                                 presence_mode="probe", visibility_beat=True, leave_grace=15.0),
+        "presence_probe": events.presence_probe("acme", "alice", 12, NOW),
         "ack": events.ack("acme", "bob", "u-1", "T-42", 7, NOW),
         "ack (no ref)": events.ack("acme", "bob", None, "T-42", 1, NOW),
         "snapshot": events.snapshot("acme", "alice", "T-42", 3, raw, NOW),
@@ -319,7 +322,18 @@ def test_no_message_type_offers_a_workspace_online_list(schema: dict[str, Any]) 
 TASK_LISTING = {"task.list": "task.page"}
 
 
-@pytest.mark.parametrize("type_", [t for t in CLIENT_TYPES if t not in TASK_LISTING])
+# presence.pong answers a per-connection probe: it is the heartbeat of every task the connection views.
+PER_CONNECTION = {"presence.pong"}
+
+
+def test_a_pong_requires_its_probe_seq(schema: dict[str, Any]) -> None:
+    assert not _is_valid(schema, _client("presence.pong", {}))
+    assert not _is_valid(schema, _client("presence.pong", {"seq": -1}))
+    assert not _is_valid(schema, _client("presence.pong", {"seq": 1, "taskId": "T-1"}))
+    assert _is_valid(schema, _client("presence.pong", {"seq": 3}))
+
+
+@pytest.mark.parametrize("type_", [t for t in CLIENT_TYPES if t not in TASK_LISTING and t not in PER_CONNECTION])
 def test_every_client_payload_requires_a_task_id(schema: dict[str, Any], type_: str) -> None:
     struct = CLIENT_TYPES[type_]
     fields = {f.name: f for f in msgspec.structs.fields(struct)}
@@ -335,7 +349,9 @@ def test_presence_events_are_per_task(schema: dict[str, Any]) -> None:
             continue
         props = schema["$defs"][struct.__name__]["properties"]
         has_list = any(p.get("type") == "array" for p in props.values())
-        if has_list or type_.startswith("presence."):
+        if type_ == "presence.probe":  # a question to one connection: no task, no users
+            assert set(props) == {"seq"}
+        elif has_list or type_.startswith("presence."):
             assert "taskId" in schema["$defs"][struct.__name__]["required"], type_
     welcome = schema["$defs"][SERVER_PAYLOADS["session.welcome"].__name__]["properties"]
     assert not any(p.get("type") == "array" for p in welcome.values()), "welcome must not list users"

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from rtlib.protocol.config import ServerConfig
 from rtlib.protocol.history import offset_of, without_offset
-from rtlib.protocol.presence_protocol import BookStore, Expire, PresenceProtocol, Published, Remove, Upsert
+from rtlib.protocol.presence_protocol import BookStore, Expire, Hold, PresenceProtocol, Published, Remove, Upsert
 from rtlib.protocol.session import Session
 from rtlib.server.store import RedisStore
 
@@ -23,19 +23,19 @@ async def store(redis_url: str):
     await redis.aclose()
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-async def test_one_protocol_two_stores_same_facts_and_events(store: RedisStore, seed: int) -> None:
-    """One random sequence of joins, heartbeats, leaves, disconnects and sweeps goes through the presence
-    protocol and then through both stores (the Redis scripts and the in-memory book): the same facts, the same
-    viewers, the same replies, and every published event the same, byte for byte, in the same order per task."""
+@pytest.mark.parametrize(("seed", "grace"), [(1, 0.0), (2, 0.0), (3, 0.0), (4, 4.0), (5, 2.5)])
+async def test_one_protocol_two_stores_same_facts_and_events(store: RedisStore, seed: int, grace: float) -> None:
+    """One random sequence of joins, heartbeats, probe answers, leaves, clean and lost disconnects and sweeps
+    goes through the presence protocol and then through both stores (the Redis scripts and the in-memory book):
+    the same facts, the same viewers, the same replies, and every published event the same, byte for byte, in
+    the same order per task. With a leave grace, lost connections are held (back-dated) instead of removed."""
     rng = random.Random(seed)
-    config = ServerConfig(heartbeat_interval=3, presence_timeout=10, sweep_interval=1)
+    config = ServerConfig(heartbeat_interval=3, presence_timeout=10, sweep_interval=1, leave_grace=grace)
     protocol, book = PresenceProtocol(config.presence), BookStore()
     users = [("c1", "alice"), ("c2", "alice"), ("c3", "bob"), ("c4", "carol")]
     # Each store gets its own sessions (the protocol mutates their task sets), driven identically.
     sessions = {name: {(ws, conn): Session(f"{conn}-{ws}", user, ws, config) for ws in ("w1", "w2")
                        for conn, user in users} for name in ("redis", "book")}
-    by_conn = {name: {s.conn_id: s for s in sessions[name].values()} for name in sessions}
     pubsub = store.redis.pubsub()
     await pubsub.psubscribe("rt:chan:*")
     await pubsub.get_message(timeout=1.0)
@@ -52,19 +52,30 @@ async def test_one_protocol_two_stores_same_facts_and_events(store: RedisStore, 
         now += rng.choice([0.0, 0.5, 1.0, 3.0])
         ws, task = rng.choice(["w1", "w2"]), rng.choice(["t1", "t2", "t3"])
         conn, _user = rng.choice(users)
-        kind = rng.choices(["presence.join", "presence.heartbeat", "presence.leave", "disconnect", "sweep"],
-                           [3, 3, 2, 1, 2])[0]
+        kind = rng.choices(["presence.join", "presence.heartbeat", "presence.leave", "disconnect", "lost", "pong",
+                            "sweep"], [3, 3, 2, 1, 1, 1, 2])[0]
         a, b = sessions["redis"][ws, conn], sessions["book"][ws, conn]
         if kind == "sweep":
             got = await store.presence_expire(protocol.sweep(now))
             want = book.expire(protocol.sweep(now))
             assert sorted(got, key=repr) == sorted(want, key=repr)
-            protocol.expired(got, by_conn["redis"])
-            protocol.expired(want, by_conn["book"])
         elif kind == "disconnect":
             got = await store.presence_remove_many(protocol.disconnect(a, now))
             want = [book.remove(op) for op in protocol.disconnect(b, now)]
             assert got == want
+        elif kind == "lost":  # no close frame: with a grace the entries are held, else removed
+            ops_a, ops_b = protocol.disconnect(a, now, clean=False), protocol.disconnect(b, now, clean=False)
+            assert ops_a == ops_b
+            if ops_a and isinstance(ops_a[0], Hold):
+                await store.presence_hold_many(ops_a)
+                for op in ops_b:
+                    book.hold(op)
+            else:
+                assert await store.presence_remove_many(ops_a) == [book.remove(op) for op in ops_b]
+        elif kind == "pong":
+            for op_a, op_b in zip(protocol.pong(a, now), protocol.pong(b, now), strict=True):
+                (fact, viewers), want = await store.presence_upsert(op_a), book.upsert(op_b)
+                assert (fact, viewers) == want
         else:
             op_a, op_b = protocol.request(a, kind, task, now), protocol.request(b, kind, task, now)
             assert op_a == op_b
@@ -87,6 +98,10 @@ async def test_one_protocol_two_stores_same_facts_and_events(store: RedisStore, 
     assert live and per_task(live) == per_task(book.published)
     kinds = {msgspec.json.decode(p.event)["payload"].get("reason", "joined") for p in live}
     assert kinds == {"joined", "leave", "disconnect", "timeout"}  # the sequence exercised every event
+    # Same entries and scores left in both stores (held entries included).
+    for (ws, task), zset in book.book.entries.items():
+        got = await store.redis.zrange(f"rt:{ws}:pres:{task}", 0, -1, withscores=True)
+        assert {m.decode(): score for m, score in got} == zset
 
 
 async def test_concurrent_expiry_pops_each_entry_once(store: RedisStore, redis_url: str) -> None:

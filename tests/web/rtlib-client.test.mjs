@@ -196,3 +196,54 @@ test("a reconnect resumes from the last offset: recovered skips the reload, not 
   assert.deepEqual(ws3.sent.map((f) => f.type), ["task.list"]); // history lost: reload the board
   c.close();
 });
+
+test("presence mode probe: no heartbeat timer; each presence.probe is answered with presence.pong", async () => {
+  const c = new RtlibClient({ url: "ws://x/ws", token: "t", workspaceId: "w", WebSocketImpl: FakeSocket });
+  c.connect();
+  const ws = FakeSocket.last;
+  ws.open();
+  ws.deliver("session.welcome", { heartbeatInterval: 0.01, presenceTimeout: 60, presenceMode: "probe" });
+  ws.deliver("presence.probe", { seq: 1 });
+  assert.ok(!ws.sent.some((f) => f.type === "presence.pong"), "a tab that views nothing does not answer");
+  c.view("T1");
+  await new Promise((r) => setTimeout(r, 40)); // four "intervals": a timer would have beaten by now
+  assert.ok(!ws.sent.some((f) => f.type === "presence.heartbeat"), "no timer heartbeats in probe mode");
+  ws.deliver("presence.probe", { seq: 7 });
+  assert.deepEqual(ws.sent.at(-1), { type: "presence.pong", workspaceId: "w", payload: { seq: 7 } });
+  c.close();
+});
+
+test("timer mode beats from its timer; visibilityBeat also beats on every visibility change", async () => {
+  const doc = new EventTarget();
+  globalThis.document = doc;
+  try {
+    for (const visibilityBeat of [false, true]) {
+      const c = new RtlibClient({ url: "ws://x/ws", token: "t", workspaceId: "w", WebSocketImpl: FakeSocket });
+      c.connect();
+      const ws = FakeSocket.last;
+      ws.open();
+      ws.deliver("session.welcome", { heartbeatInterval: 0.02, presenceTimeout: 60, presenceMode: "timer",
+        visibilityBeat });
+      c.view("T1");
+      await new Promise((r) => setTimeout(r, 50));
+      const timerBeats = ws.sent.filter((f) => f.type === "presence.heartbeat").length;
+      assert.ok(timerBeats >= 1, "the timer beats");
+      c.close(); // stops the timer; a visibility change after close sends nothing
+      const before = ws.sent.length;
+      doc.dispatchEvent(new Event("visibilitychange"));
+      assert.equal(ws.sent.length, before);
+      const c2 = new RtlibClient({ url: "ws://x/ws", token: "t", workspaceId: "w", WebSocketImpl: FakeSocket });
+      c2.connect();
+      const ws2 = FakeSocket.last;
+      ws2.open();
+      ws2.deliver("session.welcome", { heartbeatInterval: 60, presenceTimeout: 120, visibilityBeat });
+      c2.view("T1");
+      doc.dispatchEvent(new Event("visibilitychange"));
+      const beats = ws2.sent.filter((f) => f.type === "presence.heartbeat").length;
+      assert.equal(beats, visibilityBeat ? 1 : 0);
+      c2.close();
+    }
+  } finally {
+    delete globalThis.document;
+  }
+});

@@ -60,7 +60,9 @@ FULL: dict[str, dict[str, Any]] = {
     # 240 clients in the failure run: 80 fail over to one instance (the blocking Redis pool absorbs the burst).
     "04_scale_out_and_failures": {"SCALE_INSTANCES": [1, 3], "SCALE_CLIENTS": 500, "SCALE_DURATION": 20,
                                   "SCALE_TIME_SCALE": 0.5, "CLIENTS": 240, "UPDATES_PER_CLIENT": 0.01,
-                                  "DURATION": 240, "KILL_AT": 80, "TIME_SCALE": 0.05},
+                                  "DURATION": 240, "KILL_AT": 80, "TIME_SCALE": 0.05,
+                                  "RESUME_CLIENTS": 300, "RESUME_WORKSPACES": 5, "RESUME_UPDATES_PER_CLIENT": 0.05,
+                                  "RESUME_DURATION": 60},
     # No reruns of noisy cases here (each table shows the background load); `make bench-socketio` records with them.
     "06_websockets_vs_socketio": {"S1": [1000, 50, 100.0], "S2": [200, 1, 100.0], "DURATION": 3.0,
                                   "S3_RATES": [50, 100, 200, 400, 800, 1600], "S3_RECEIVERS": 200, "S3_STEP": 1.5,

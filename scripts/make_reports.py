@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import copy
 import hashlib
 import json
 import os
@@ -250,7 +251,14 @@ def run(path: Path, params: dict[str, Any], timeout: int, progress: Progress, lo
 
 
 def export_html(nb: nbformat.NotebookNode, name: str) -> str:
-    """The report: code hidden (still in ``reports/<name>.ipynb``), prompts hidden."""
+    """The report: code hidden (still in ``reports/<name>.ipynb``), prompts hidden, no live widgets."""
+    # Sliders need a kernel: the static page shows the notebook's precomputed grid instead, and the widget
+    # state would make the page fetch the widget manager from a CDN (a console error offline).
+    nb = copy.deepcopy(nb)
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            output.get("data", {}).pop("application/vnd.jupyter.widget-view+json", None)
     exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": name}})

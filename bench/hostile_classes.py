@@ -72,6 +72,10 @@ CLASSES: dict[str, tuple[str, str]] = {
     "heartbeat-not-joined": ("presence.state", "`presence.heartbeat` of a task not joined: re-joins"),
     "leave-not-joined": ("no reply", "`presence.leave` of a task not joined: a silent no-op"),
     "ping-pong": ("no reply", "a ping (answered by a pong) or an unsolicited pong"),
+    "presence-pong": ("no reply", "an unsolicited `presence.pong` (seq 0 to 2^53-1): refreshes what the "
+                      "connection views, replies nothing"),
+    "presence-pong-bad-seq": ("error invalid_payload", "`presence.pong` with `seq` missing, negative, over "
+                              "2^53-1, fractional, a string or null, or with an extra `taskId`"),
     # --- frames: the connection ends -------------------------------------------------------------------------
     "frame-over-size-limit": ("close 1009", "a frame of 65,537 bytes or more"),
     "protocol-violation": ("close 1002", "reserved opcode, RSV bits, an unmasked frame, a continuation first, "
@@ -120,7 +124,8 @@ WEIGHTS: dict[str, float] = {
     "valid-update": 250, "valid-update-whitespace": 60, "valid-update-fragmented": 100,
     "forged-user-and-time": 250, "edge-valid-ids": 120, "changes-256-fields": 15, "huge-valid-update": 15,
     "frame-at-size-limit": 5, "valid-get": 150, "valid-join": 100, "heartbeat-not-joined": 60,
-    "leave-not-joined": 60, "ping-pong": 80, "frame-over-size-limit": 20, "protocol-violation": 40,
+    "leave-not-joined": 60, "ping-pong": 80, "presence-pong": 40, "presence-pong-bad-seq": 60,
+    "frame-over-size-limit": 20, "protocol-violation": 40,
 }
 
 DOC_SECTION = "### Hostile input: what each input class gets"

@@ -280,6 +280,12 @@ def _make(g: _Gen, cls: str) -> tuple[list[Frame], dict[str, object]]:  # noqa: 
         return g.text(g.env(type_, {"taskId": g.task})), ok
     if cls == "leave-not-joined":
         return g.text(g.env("presence.leave", {"taskId": g.task, "ref": g.ref})), ok
+    if cls == "presence-pong":
+        return g.text(g.env("presence.pong", {"seq": rng.choice([0, 1, rng.randint(2, 2**53 - 1), 2**53 - 1])})), ok
+    if cls == "presence-pong-bad-seq":
+        payload = rng.choice([{}, {"seq": -1}, {"seq": 2**53}, {"seq": 1.5}, {"seq": "1"}, {"seq": None},
+                              {"seq": 1, "taskId": g.task}])
+        return g.text(g.env("presence.pong", payload)), {}
     if cls == "ping-pong":
         return [Frame(rng.choice([OP_PING, OP_PONG]), rng.randbytes(rng.randint(0, 125)))], {}
     if cls == "protocol-violation":

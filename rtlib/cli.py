@@ -134,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--heartbeats", default="5,10,15,20,25,30,45,60", metavar="S,S,...")
     tune.add_argument("--timeouts", default="15,20,30,40,45,50,60,70,75,90,100,120,150,180", metavar="S,S,...")
     tune.add_argument("--sweeps", default="5", metavar="S,S,...")
+    tune.add_argument("--graces", default="0", metavar="S,S,...", help="leave graces to try (docs/protocol.md §9)")
+    tune.add_argument("--presence-mode", choices=["timer", "probe"], default="timer",
+                      help="probe: the server's probes drive the beats (the client model says who answers)")
+    tune.add_argument("--visibility-beat", action="store_true", help="chrome: clients also beat on hide/show")
     tune.add_argument("--viewers", type=int, default=2000)
     tune.add_argument("--hours", type=float, default=8.0)
     tune.add_argument("--departures", type=float, default=0.3, help="share of viewers that vanish silently")
@@ -271,12 +275,13 @@ def _tune(args: argparse.Namespace) -> None:
 
     try:
         numbers = [[float(x) for x in text.split(",") if x.strip()] for text in (args.heartbeats, args.timeouts,
-                                                                                  args.sweeps)]
+                                                                                  args.sweeps, args.graces)]
         configs = grid(*numbers)
         models = args.client_model or ["interval:{hb}", "lossy:0.1:interval:{hb}"]
         scenarios = [ModelScenario(viewers=args.viewers, hours=args.hours, client=m, departures=args.departures,
                                    instances=args.instances, skew=args.skew, delay=args.delay, jitter=args.jitter,
-                                   loss=args.loss, seed=args.seed) for m in models]
+                                   loss=args.loss, seed=args.seed, presence_mode=args.presence_mode,
+                                   visibility_beat=args.visibility_beat) for m in models]
         from rtlib.client.heartbeat import parse_model
 
         for sc in scenarios:
@@ -287,7 +292,7 @@ def _tune(args: argparse.Namespace) -> None:
     text, found = report(results, max_detection_p99=args.max_detection, max_mistakes_per_hour=args.max_mistakes,
                          conservative=args.conservative)
     print(f"{len(configs)} configurations x {len(scenarios)} client models, {args.viewers} viewers x {args.hours:g} h "
-          f"each, {args.instances} instances, seed {args.seed}")
+          f"each, {args.instances} instances, seed {args.seed}, presence mode {scenarios[0].alternative}")
     print(text)
     if not found:
         sys.exit(2)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import copy
 import hashlib
 import json
 import os
@@ -60,7 +61,9 @@ FULL: dict[str, dict[str, Any]] = {
     # 240 clients in the failure run: 80 fail over to one instance (the blocking Redis pool absorbs the burst).
     "04_scale_out_and_failures": {"SCALE_INSTANCES": [1, 3], "SCALE_CLIENTS": 500, "SCALE_DURATION": 20,
                                   "SCALE_TIME_SCALE": 0.5, "CLIENTS": 240, "UPDATES_PER_CLIENT": 0.01,
-                                  "DURATION": 240, "KILL_AT": 80, "TIME_SCALE": 0.05},
+                                  "DURATION": 240, "KILL_AT": 80, "TIME_SCALE": 0.05,
+                                  "RESUME_CLIENTS": 300, "RESUME_WORKSPACES": 5, "RESUME_UPDATES_PER_CLIENT": 0.05,
+                                  "RESUME_DURATION": 60},
     # No reruns of noisy cases here (each table shows the background load); `make bench-socketio` records with them.
     "06_websockets_vs_socketio": {"S1": [1000, 50, 100.0], "S2": [200, 1, 100.0], "DURATION": 3.0,
                                   "S3_RATES": [50, 100, 200, 400, 800, 1600], "S3_RECEIVERS": 200, "S3_STEP": 1.5,
@@ -248,7 +251,14 @@ def run(path: Path, params: dict[str, Any], timeout: int, progress: Progress, lo
 
 
 def export_html(nb: nbformat.NotebookNode, name: str) -> str:
-    """The report: code hidden (still in ``reports/<name>.ipynb``), prompts hidden."""
+    """The report: code hidden (still in ``reports/<name>.ipynb``), prompts hidden, no live widgets."""
+    # Sliders need a kernel: the static page shows the notebook's precomputed grid instead, and the widget
+    # state would make the page fetch the widget manager from a CDN (a console error offline).
+    nb = copy.deepcopy(nb)
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            output.get("data", {}).pop("application/vnd.jupyter.widget-view+json", None)
     exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": name}})

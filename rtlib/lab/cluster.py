@@ -35,13 +35,17 @@ from rtlib.server.redis_process import RedisProcess, die_with_parent, free_port,
 
 __all__ = ["Cluster", "Failure"]
 
-#: (action, instance, design time): action is "kill" (SIGKILL, a crash) or "stop" (SIGTERM, graceful).
+#: (action, instance, design time): action is "kill" (SIGKILL, a crash), "stop" (SIGTERM, graceful), "start"
+#: (bring a killed or stopped instance back on its port) or "redis" (SIGKILL the embedded Redis and start it
+#: again on the same port; the instance number is ignored).
 Failure = tuple[str, int, float]
+ACTIONS = ("kill", "stop", "start", "redis")
 
 
 class _Instance:
-    def __init__(self, index: int, redis_url: str, secret: str, options: dict[str, Any], logdir: Path) -> None:
-        self.index, self.port = index, free_port()
+    def __init__(self, index: int, redis_url: str, secret: str, options: dict[str, Any], logdir: Path,
+                 port: int | None = None) -> None:
+        self.index, self.port = index, port or free_port()
         args = [sys.executable, "-m", "rtlib.cli", "serve", "--port", str(self.port), "--redis", redis_url,
                 "--server-id", f"i{index}", "--log-level", os.environ.get("RTLIB_LAB_LOG_LEVEL", "WARNING")]
         for name, value in options.items():
@@ -79,11 +83,15 @@ class Cluster:
     set per scenario (the instances restart when a scenario needs different ones).
     """
 
-    def __init__(self, instances: int = 2, redis: str | None = None, **server_options: Any) -> None:
+    def __init__(self, instances: int = 2, redis: str | None = None, redis_persist: bool = False,
+                 **server_options: Any) -> None:
         if instances < 1:
             raise ValueError("need at least one instance")
         self.n = instances
         self.redis_url = redis
+        # An append-only file for the embedded Redis: a Redis restart then keeps every acked write (and the
+        # history's epoch), as a production Redis with AOF would; without it a restart is a new, empty Redis.
+        self.redis_persist = redis_persist
         self.server_options = server_options
         self.secret = secrets.token_hex(32)
         self._redis_proc: RedisProcess | None = None
@@ -93,11 +101,12 @@ class Cluster:
         self._logdir = Path(tempfile.mkdtemp(prefix="rtlib-lab-"))
         self.workers: int | None = None  # worker processes for clients; None: automatic (>= 1,000 clients)
         self.calibration_ms = float("nan")
+        self.started_at: float | None = None  # wall clock (time.time()) of design second 0 of the last run
 
     # --- lifecycle ------------------------------------------------------------------------------------------
     def start(self, scenario: Scenario | None = None) -> Cluster:
         if self.redis_url is None:
-            self._redis_proc = RedisProcess().start()
+            self._redis_proc = RedisProcess(persist=self.redis_persist).start()
             self.redis_url = self._redis_proc.url
         self._loop = LoopThread()
         self._configure((scenario or Scenario()).server_options())
@@ -149,6 +158,31 @@ class Cluster:
         """SIGTERM one instance: graceful, close 1001 and ``presence.left`` (disconnect) for its clients."""
         self._instances[index].stop(signal.SIGTERM)
 
+    def start_instance(self, index: int) -> None:
+        """Start a killed or stopped instance again, on the same port (clients keep their list of URLs)."""
+        old = self._instances[index]
+        if old.alive:
+            return
+        assert self.redis_url is not None
+        self._instances[index] = _Instance(index, self.redis_url, self.secret, self._options or {}, self._logdir,
+                                           port=old.port)
+
+    def restart_redis(self, down: float = 0.0) -> None:
+        """SIGKILL the embedded Redis, wait ``down`` seconds, start it again on the same port. With
+        ``redis_persist`` its data (tasks, versions, history, epoch) survives; without, it comes back empty."""
+        if self._redis_proc is None:
+            raise RuntimeError("restart_redis needs the embedded Redis (Cluster(redis=None))")
+        self._redis_proc.crash()
+        time.sleep(down)
+        self._redis_proc.start()
+
+    @property
+    def pids(self) -> dict[str, int | None]:
+        """Process ids of the instances (``i0``, ``i1``...; None while down) and of the embedded Redis."""
+        out: dict[str, int | None] = {f"i{i.index}": i.proc.pid if i.alive else None for i in self._instances}
+        out["redis"] = self._redis_proc.pid if self._redis_proc is not None else None
+        return out
+
     # --- running scenarios --------------------------------------------------------------------------------------
     def run(self, scenario: Scenario, failures: Sequence[Failure] = (), progress: bool = True) -> Results:
         """Run ``scenario`` (blocking; the servers and clients keep running if the caller's thread blocks)."""
@@ -178,6 +212,8 @@ class Cluster:
         assert self.redis_url is not None
         with redis.Redis.from_url(self.redis_url) as r:
             r.flushall()
+        if bad := [a for a, _, _ in failures if a not in ACTIONS]:
+            raise ValueError(f"unknown failure action(s) {bad}; use {ACTIONS}")
         plans = plan_clients(sc, self.n)
         n_editors = sum(p.editor for p in plans)
         tokens = {p.user: issue_token(self.secret, p.user, [p.workspace], ttl=86400) for p in plans}
@@ -188,7 +224,7 @@ class Cluster:
 
         def on_start(t0: float) -> None:  # the clock starts once everyone is connected
             nonlocal t0_wall
-            t0_wall = time.time() + (t0 - time.monotonic())
+            t0_wall = self.started_at = time.time() + (t0 - time.monotonic())
             side_jobs.extend(asyncio.ensure_future(self._fail_at(a, k, t0 + sc.wall(t))) for a, k, t in failures)
             if bar is not None:
                 side_jobs.append(asyncio.ensure_future(_tick(bar, t0, sc)))
@@ -224,7 +260,11 @@ class Cluster:
 
     async def _fail_at(self, action: str, index: int, at: float) -> None:
         await asyncio.sleep(max(0.0, at - time.monotonic()))
-        await asyncio.to_thread(self.kill_instance if action == "kill" else self.stop_instance, index)
+        if action == "redis":
+            await asyncio.to_thread(self.restart_redis)
+        else:
+            act = {"kill": self.kill_instance, "stop": self.stop_instance, "start": self.start_instance}[action]
+            await asyncio.to_thread(act, index)
 
     def _truth(self, sc: Scenario) -> dict[str, dict[str, tuple[int, dict[str, Any]]]]:
         """The authoritative state of every task, read straight from Redis."""

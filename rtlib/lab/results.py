@@ -26,6 +26,9 @@ PRESENCE_COLUMNS = ["observer", "subject", "task", "kind", "reason", "t_observed
 DEPARTURE_COLUMNS = ["user", "task", "how", "t_actual"]
 CONNECTION_COLUMNS = ["user", "workspace", "instance", "event", "t", "detail"]
 SEND_COLUMNS = ["sender", "workspace", "task", "ref", "t_sent", "instance"]
+ACK_COLUMNS = ["sender", "workspace", "ref", "task", "version", "t_acked"]
+RECOVERY_COLUMNS = ["user", "workspace", "kind", "t_dropped", "t_welcome", "t_caught_up"]
+CROSS_COLUMNS = ["receiver", "workspace", "frame_workspace", "canary", "ref"]
 
 
 @dataclass
@@ -41,6 +44,10 @@ class Results:
     diverged: dict[str, list[str]] = field(default_factory=dict)  # client -> tasks that differ from Redis
     calibration_ms: float = float("nan")  # the simulator's own loopback overhead (median), if measured
     meta: dict[str, Any] = field(default_factory=dict)
+    acks: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ACK_COLUMNS))
+    recoveries: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=RECOVERY_COLUMNS))
+    cross: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CROSS_COLUMNS))
+    caches: dict[str, dict[str, tuple[int, dict[str, Any]]]] = field(default_factory=dict)
 
     @classmethod
     def from_records(cls, scenario: Scenario, rec: Any, t0_wall: float, diverged: dict[str, list[str]],
@@ -57,7 +64,11 @@ class Results:
         presence = _attach_departures(presence, departures)
         return cls(scenario, deliveries, pd.DataFrame(rec.applies, columns=APPLY_COLUMNS), presence,
                    pd.DataFrame(rec.connections, columns=CONNECTION_COLUMNS),
-                   pd.DataFrame(rec.sends, columns=SEND_COLUMNS), diverged, meta=meta or {})
+                   pd.DataFrame(rec.sends, columns=SEND_COLUMNS), diverged, meta=meta or {},
+                   acks=pd.DataFrame(getattr(rec, "acks", []), columns=ACK_COLUMNS),
+                   recoveries=_recoveries(getattr(rec, "recoveries", [])),
+                   cross=pd.DataFrame(getattr(rec, "cross", []), columns=CROSS_COLUMNS),
+                   caches=dict(getattr(rec, "caches", {})))
 
     # --- derived numbers ---------------------------------------------------------------------------------
     def expected_deliveries(self) -> int:
@@ -109,6 +120,41 @@ class Results:
             missing += len(set(wanted["ref"]) - got.get(user, set()))
         return missing
 
+    def lost_updates(self) -> int:
+        """Acknowledged updates a client that was still there at the end does not have, whatever its
+        connection went through (churn, a killed instance, a Redis restart).
+
+        For every client that did not crash and every update acked in its workspace after it first connected:
+        a client that only ever resumed with ``recovered: true`` must have received the update itself (the
+        history replayed it); a client that resynced at least once may instead hold it through its final cache
+        (a ``task.snapshot`` at that version or later). Anything else is lost."""
+        conns = self.connections
+        if self.acks.empty or conns.empty:
+            return 0
+        crashed = set(conns.loc[conns["event"] == "crashed", "user"])
+        resynced = set(conns.loc[conns["event"] == "resynced", "user"])
+        joined = conns[conns["event"] == "connected"].groupby("user")["t"].min()
+        users = pd.DataFrame({"user": joined.index, "t_joined": joined.to_numpy()})
+        users = users[~users["user"].isin(crashed)]
+        users["workspace"] = users["user"].map(conns.drop_duplicates("user").set_index("user")["workspace"])
+        sent = self.sends.drop_duplicates("ref").set_index("ref")["t_sent"]
+        acked = self.acks.drop_duplicates("ref").assign(t_sent=lambda a: a["ref"].map(sent))
+        wanted = users.merge(acked[["workspace", "ref", "task", "version", "t_sent"]], on="workspace")
+        wanted = wanted[wanted["t_sent"] > wanted["t_joined"]]
+        got = self.deliveries[~self.deliveries["dropped"]][["receiver", "ref"]].drop_duplicates()
+        wanted = wanted.merge(got.rename(columns={"receiver": "user"}).assign(got=True), on=["user", "ref"],
+                              how="left")
+        missing = wanted[wanted["got"].isna()]
+        held = [u in resynced and self.caches.get(u, {}).get(t, (0, {}))[0] >= v
+                for u, t, v in zip(missing["user"], missing["task"], missing["version"], strict=True)]
+        return int(len(missing) - sum(held))
+
+    def time_to_recover(self) -> pd.Series:
+        """Design seconds from a dropped connection to caught up (replay done, or every task re-fetched); resumes
+        interrupted by another drop before they caught up are left out (``t_caught_up`` is NaN)."""
+        r = self.recoveries
+        return (r["t_caught_up"] - r["t_dropped"]).dropna().rename("time_to_recover")
+
     def detection_delays(self) -> pd.Series:
         """Design seconds from each real departure to its first observed ``presence.left``."""
         left = self.presence[(self.presence["kind"] == "left") & self.presence["t_actual"].notna()]
@@ -138,6 +184,13 @@ class Results:
             "reconnects_recovered": int((self.connections["event"] == "recovered").sum()),
             "reconnects_resynced": int((self.connections["event"] == "resynced").sum()),
             "lost_by_resumers": self.lost_by_resumers(),
+            "acked": len(self.acks),
+            "lost_updates": self.lost_updates(),
+            "cross_workspace": len(self.cross),
+            "resumes_interrupted": int(self.recoveries["t_caught_up"].isna().sum()),
+            "time_to_recover_s": {kind: {"n": len(g), "p50": round(float(g.median()), 3),
+                                         "p99": round(float(g.quantile(0.99)), 3)}
+                                  for kind, g in self.time_to_recover().groupby(self.recoveries["kind"])},
             "dropped": int(self.deliveries["dropped"].sum()),
             "out_of_order": int(self.applies["out_of_order"].sum()),
             "stale_dropped": int(outcomes.get("stale_dropped", 0)),
@@ -164,6 +217,11 @@ class Results:
         self.connections.to_csv(out / "connections.csv", index=False)
         (out / "summary.json").write_text(json.dumps(self.summary(), indent=2, default=str) + "\n")
         return out
+
+
+def _recoveries(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=RECOVERY_COLUMNS).astype(
+        {"t_dropped": float, "t_welcome": float, "t_caught_up": float})
 
 
 def _attach_departures(presence: pd.DataFrame, departures: pd.DataFrame) -> pd.DataFrame:

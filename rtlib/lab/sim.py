@@ -29,6 +29,7 @@ from rtlib.client.heartbeat import Lossy, parse_model
 from rtlib.client.ordering import make_cache
 from rtlib.lab.impair import Impairer
 from rtlib.lab.scenario import Scenario
+from rtlib.protocol.history import offset_key
 from rtlib.protocol.schema import SERVER_PAYLOADS, PresenceLeft, ServerEnvelope, TaskUpdated
 from rtlib.server.tasks import spawn
 
@@ -83,10 +84,14 @@ class Recorder:
     departures: list[tuple[Any, ...]] = field(default_factory=list)
     connections: list[tuple[Any, ...]] = field(default_factory=list)
     sends: list[tuple[Any, ...]] = field(default_factory=list)
+    acks: list[tuple[Any, ...]] = field(default_factory=list)
+    recoveries: list[tuple[Any, ...]] = field(default_factory=list)  # reconnect -> caught up, per resume
+    cross: list[tuple[Any, ...]] = field(default_factory=list)  # deliveries of another workspace's canary
     caches: dict[str, dict[str, tuple[int, dict[str, Any]]]] = field(default_factory=dict)
 
     def merge(self, other: Recorder) -> None:
-        for name in ("deliveries", "applies", "presence", "departures", "connections", "sends"):
+        for name in ("deliveries", "applies", "presence", "departures", "connections", "sends", "acks",
+                     "recoveries", "cross"):
             getattr(self, name).extend(getattr(other, name))
         self.caches.update(other.caches)
 
@@ -117,6 +122,10 @@ class SimClient:
         self.connected = asyncio.Event()
         self.offset = self.epoch = ""  # where this tab is in the workspace history (resumed from on reconnect)
         self.recovered = False
+        self.dropped_at: float | None = None  # design time the last connection dropped (for time to recover)
+        # While catching up after a resume: (recovered, dropped at, welcome at, target) where target is the
+        # history head at the welcome (recovered) or the set of tasks still to be re-fetched (resynced).
+        self.catching: tuple[bool, float, float, Any] | None = None
         self.viewing: str | None = None
         self.stopping = False
         self.conn_count = 0
@@ -153,6 +162,12 @@ class SimClient:
                 welcome = _payloads["session.welcome"].decode(first.payload)
                 self.recovered = welcome.recovered is True
                 if welcome.recovered is not None:
+                    now = self.now()
+                    target: Any = offset_key(welcome.offset or "0-0") if self.recovered else set(self.tasks)
+                    self.catching = (self.recovered, self.dropped_at if self.dropped_at is not None else now, now,
+                                     target)
+                    if self.recovered and target <= offset_key(self.offset or "0-0"):
+                        self._caught_up()  # nothing was missed
                     self.rec.connections.append((self.plan.user, self.plan.workspace, self.instance,
                                                  "recovered" if self.recovered else "resynced", self.now(),
                                                  self.conn_count))
@@ -236,7 +251,9 @@ class SimClient:
             ref = f"{self.plan.user}.{n}"
             field_name = self.rng.choice(("title", "status", "assignee", "priority", "description"))
             sent_ns = int((self.t0 + t * sc.time_scale) * 1e9)  # the scheduled time, as monotonic ns
-            changes = {field_name: ref, "_sentNs": sent_ns, "_ref": ref, "_from": f"{self.plan.user}@{self.instance}"}
+            # "_ws" is the canary: a receiver in another workspace must never see it (cross-workspace leak check).
+            changes = {field_name: ref, "_sentNs": sent_ns, "_ref": ref, "_from": f"{self.plan.user}@{self.instance}",
+                       "_ws": self.plan.workspace}
             self.rec.sends.append((self.plan.user, self.plan.workspace, task, ref, t, self.instance))
             await self.send("task.update", {"taskId": task, "changes": changes, "ref": ref})
 
@@ -282,7 +299,10 @@ class SimClient:
                 return
             # Unexpected close (instance stopped or killed) or churn: reconnect, then resync every task.
             self.connected.clear()
-            self.rec.connections.append((self.plan.user, self.plan.workspace, self.instance, "lost", self.now(),
+            if self.catching is not None:  # dropped again before the last resume caught up
+                self._caught_up(interrupted=True)
+            self.dropped_at = self.now()
+            self.rec.connections.append((self.plan.user, self.plan.workspace, self.instance, "lost", self.dropped_at,
                                          self.conn_count))
             await asyncio.sleep(self.rng.uniform(0.01, 0.05))
             self.instance = (self.instance + 1) % len(self.urls) if self.plan.churn_at is None else self.instance
@@ -299,6 +319,10 @@ class SimClient:
         ok = isinstance(sent_ns, int)
         latency = (received_ns - sent_ns) / 1e6 if ok and not dropped else float("nan")
         t_sent = (sent_ns / 1e9 - self.t0) / self.sc.time_scale if ok else float("nan")
+        canary = ev.changes.get("_ws", self.plan.workspace)
+        if canary != self.plan.workspace or frame.workspaceId != self.plan.workspace:
+            self.rec.cross.append((self.plan.user, self.plan.workspace, frame.workspaceId, canary,
+                                   ev.changes.get("_ref", "")))
         self.rec.deliveries.append((ev.taskId, ev.version, frame.userId, ev.changes.get("_from", ""),
                                     ev.changes.get("_ref", ""), self.plan.user, self.instance, t_sent,
                                     frame.timestamp, self.now(), latency, dropped))
@@ -313,6 +337,8 @@ class SimClient:
         kind = frame.type
         if frame.offset:
             self.offset, self.epoch = frame.offset, frame.epoch
+            if self.catching is not None and self.catching[0] and offset_key(frame.offset) >= self.catching[3]:
+                self._caught_up()
         if kind == "task.updated":
             ev = _payloads[kind].decode(frame.payload)
             self._delivery(frame, ev, received_ns, dropped=False)
@@ -322,6 +348,13 @@ class SimClient:
             ev = _payloads[kind].decode(frame.payload)
             now = self.now()
             self._applied(self.cache.on_snapshot(ev.taskId, ev.version, ev.fields, now), now)
+            if self.catching is not None and not self.catching[0]:
+                self.catching[3].discard(ev.taskId)
+                if not self.catching[3]:
+                    self._caught_up()
+        elif kind == "ack":
+            ev = _payloads[kind].decode(frame.payload)
+            self.rec.acks.append((self.plan.user, self.plan.workspace, ev.ref, ev.taskId, ev.version, self.now()))
         elif kind in ("presence.joined", "presence.left"):
             ev = _payloads[kind].decode(frame.payload)
             reason = ev.reason if isinstance(ev, PresenceLeft) else None
@@ -334,6 +367,14 @@ class SimClient:
         elif kind == "error":
             self.rec.connections.append((self.plan.user, self.plan.workspace, self.instance, "error", self.now(),
                                          bytes(frame.payload).decode()))
+
+    def _caught_up(self, interrupted: bool = False) -> None:
+        """Record one resume: caught up now, or (``interrupted``) never, because the connection dropped again."""
+        assert self.catching is not None
+        recovered, dropped, welcomed, _ = self.catching
+        self.rec.recoveries.append((self.plan.user, self.plan.workspace, "recovered" if recovered else "resynced",
+                                    dropped, welcomed, float("nan") if interrupted else self.now()))
+        self.catching = None
 
     def _applied(self, applies: list[Any], now: float) -> None:
         for a in applies:

@@ -6,7 +6,8 @@
   :class:`~rtlib.protocol.presence_protocol.BookStore`, one event at a time;
 * :mod:`rtlib.model.fast` the vectorised executor, proven equal to the engine (``tests/model``);
 * :mod:`rtlib.model.metrics` failure-detector QoS (T_D, λ_M, T_M, P_A) and cost;
-* :mod:`rtlib.model.tune` ``sweep`` over configurations and ``recommend``;
+* :mod:`rtlib.model.alternatives` the presence alternatives (probe, visibility beat; leave grace is a config);
+* :mod:`rtlib.model.tune` ``sweep`` over configurations (and leave graces) and ``recommend``;
 * :mod:`rtlib.model.live` the same scenario as a live ``rtlib.lab`` run, for validation.
 
 Needs numpy (and pandas/tqdm for ``sweep``): ``pip install 'rtlib[lab]'``.

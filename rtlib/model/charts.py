@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["cost_curve", "heatmaps", "pareto_front", "validation"]
+__all__ = ["alternatives", "cost_curve", "heatmaps", "pareto_front", "validation"]
 
 
 def heatmaps(results: Any, value: str, *, label: str, log: bool = False, fmt: str = "{:.2g}",
@@ -122,5 +122,31 @@ def validation(rows: Any, *, title: str = "Model vs live: detection time and mis
     b.set_ylabel("mistakes (false departures) in the run")
     b.legend(fontsize=7)
     b.set_title("mistakes", fontsize=9)
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def alternatives(table: Any, *, title: str = "Presence alternatives side by side") -> Any:
+    """Per client model (x) and alternative (bars): λ_M (left, symlog; 0 = no mistake in the run) and T_D p99
+    (right). ``table``: one row per (``alternative``, ``label``) with ``mistakes_per_hour`` and ``td_p99``."""
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    alts = list(dict.fromkeys(table["alternative"]))
+    models = list(dict.fromkeys(table["label"]))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
+    width = 0.8 / max(1, len(alts))
+    x = np.arange(len(models))
+    for ax, value, label in ((axes[0], "mistakes_per_hour", "false departures per viewer-hour (λ_M)"),
+                             (axes[1], "td_p99", "T_D p99 (s)")):
+        for k, alt in enumerate(alts):
+            sub = table[table["alternative"] == alt].set_index("label").reindex(models)
+            ax.bar(x - 0.4 + width * (k + 0.5), sub[value].to_numpy(dtype=float), width, label=alt)
+        ax.set_xticks(x, models, rotation=10, fontsize=8)
+        ax.set_ylabel(label)
+        if value == "mistakes_per_hour":
+            ax.set_yscale("symlog", linthresh=0.01)
+            ax.axhline(0.01, color="#d62728", ls=":", lw=1)
+        ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=11)
     return fig

@@ -16,7 +16,7 @@ import json
 import numpy as np
 
 from rtlib.model.network import frames
-from rtlib.model.outcome import Outcome
+from rtlib.model.outcome import Outcome, sweep_clocks, sweep_lags
 from rtlib.model.scenario import ModelScenario, PresenceConfig
 from rtlib.model.timelines import Timelines, run_end
 from rtlib.protocol.config import ServerConfig
@@ -32,7 +32,8 @@ def run_engine(tl: Timelines, config: PresenceConfig, sc: ModelScenario) -> Outc
     protocol = PresenceProtocol(config)
     store = BookStore()
     server = ServerConfig(heartbeat_interval=config.heartbeat_interval, presence_timeout=config.timeout,
-                          sweep_interval=config.sweep_interval)
+                          sweep_interval=config.sweep_interval,
+                          leave_grace=config.leave_grace)
     fr = frames(tl, sc)
     end = run_end(sc, config)
     half_rtt = sc.redis_rtt / 2
@@ -47,9 +48,11 @@ def run_engine(tl: Timelines, config: PresenceConfig, sc: ModelScenario) -> Outc
         c = offsets[instance[v]]
         heap.append((r + half_rtt, _WRITE, seq, v, r + c))
     t_lo = min(arrival) - 1.0 if arrival else 0.0
+    lags = [sweep_lags(sc, m, len(sweep_clocks(protocol, t_lo + c, end + c))).tolist() + [0.0]
+            for m, c in enumerate(offsets)]
     for m, c in enumerate(offsets):
-        clock = protocol.next_sweep(t_lo + c)
-        heap.append(((clock - c) + half_rtt, _SWEEP, m, -1, clock))
+        clock = protocol.next_sweep(t_lo + c)  # heap entries carry the grid time; the sweep reads it + its lag
+        heap.append(((clock + lags[m][0] - c) + half_rtt, _SWEEP, m, 0, clock))
     heapq.heapify(heap)
     joined: list[tuple[int, float]] = []
     joined_away: list[float] = []
@@ -67,12 +70,12 @@ def run_engine(tl: Timelines, config: PresenceConfig, sc: ModelScenario) -> Outc
             store.upsert(op)
             writes.append(t)
         else:
-            m, c = seq, offsets[seq]
-            store.expire(protocol.sweep(now))
+            m, c, k = seq, offsets[seq], v
+            store.expire(protocol.sweep(now + lags[m][k]))
             sweeps += 1
             nxt = protocol.next_sweep(now)
             if nxt <= end + c:
-                heapq.heappush(heap, ((nxt - c) + half_rtt, _SWEEP, m, -1, nxt))
+                heapq.heappush(heap, ((nxt + lags[m][k + 1] - c) + half_rtt, _SWEEP, m, k + 1, nxt))
         for pub in store.published[before:]:
             event = json.loads(pub.event)
             who = int(event["payload"]["userId"][1:])

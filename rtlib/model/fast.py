@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from rtlib.model.network import frames
-from rtlib.model.outcome import Outcome, sweep_clocks
+from rtlib.model.outcome import Outcome, sweep_clocks, sweep_lags
 from rtlib.model.scenario import ModelScenario, PresenceConfig
 from rtlib.model.timelines import Timelines, run_end
 from rtlib.protocol.presence_protocol import PresenceProtocol
@@ -41,18 +41,23 @@ def run_fast(tl: Timelines, config: PresenceConfig, sc: ModelScenario) -> Outcom
     t_lo = float(arrival.min()) - 1.0 if len(arrival) else 0.0
     popped_at = np.full(len(apply), np.inf)
     sweeps = 0
-    for c in sorted(set(offsets)):  # instances on the same clock sweep at the same instants: one pops
+    # Instances on the same clock sweep at the same instants (one pops), unless each sweep reads its clock late.
+    groups = [(offsets[m], [m], 1) for m in range(len(offsets))] if sc.sweep_lag > 0 else \
+        [(c, [offsets.index(c)], offsets.count(c)) for c in sorted(set(offsets))]
+    for c, members, same_clock in groups:
         clocks = sweep_clocks(protocol, t_lo + c, end + c)
-        sweeps += len(clocks) * offsets.count(c)
+        sweeps += len(clocks) * same_clock
         if not len(clocks):
             continue
-        cutoff = np.append(clocks - config.expiry, np.inf)  # PresenceConfig.cutoff, elementwise
-        sweep_apply = np.append((clocks - c) + half_rtt, np.inf)
-        k = _first_at_least(cutoff, score, clocks[0] - config.expiry, config.sweep_interval)
-        late = sweep_apply[k] <= apply  # the sweep whose cutoff fits ran before the write reached Redis
-        if late.any():
-            k[late] = np.maximum(k[late], np.searchsorted(sweep_apply, apply[late], side="right"))
-        np.minimum(popped_at, sweep_apply[k], out=popped_at)
+        for m in members:
+            now = clocks + sweep_lags(sc, m, len(clocks))  # what each sweep reads on its clock
+            cutoff = np.append(now - config.expiry, np.inf)  # PresenceConfig.cutoff, elementwise
+            sweep_apply = np.append((now - c) + half_rtt, np.inf)
+            k = _first_at_least(cutoff, score, clocks[0] - config.expiry, config.sweep_interval)
+            late = sweep_apply[k] <= apply  # the sweep whose cutoff fits ran before the write reached Redis
+            if late.any():
+                k[late] = np.maximum(k[late], np.searchsorted(sweep_apply, apply[late], side="right"))
+            np.minimum(popped_at, sweep_apply[k], out=popped_at)
     next_apply = np.full(len(apply), np.inf)
     same = fr.viewer[1:] == fr.viewer[:-1]
     next_apply[:-1][same] = apply[1:][same]

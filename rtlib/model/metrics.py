@@ -12,9 +12,10 @@ published ``presence.joined`` / ``presence.left`` stream.
   (3.0 / viewer-hours when no mistake was seen), because a rate measured as 0 is not a rate of 0.
 * **T_M, mistake duration**: from the mistaken ``left`` to the re-join (or to the departure / ``H``).
 * **P_A, query accuracy**: the share of present viewer-time shown as present, 1 - ΣT_M / Σ(present time).
-* **Cost per 10,000 present viewers**: presence frames/s in (join + heartbeat), Redis commands/s
-  (one script per frame, one per sweep per instance), presence events/s published and bytes/s (frames in,
-  plus events fanned out to ``workspace_size`` connections).
+* **Cost per 10,000 present viewers**: presence frames/s in (join + heartbeat, one per viewed task; in
+  presence mode "probe" one ``presence.pong`` per connection) and out (``presence.probe``, one per connection),
+  Redis commands/s (one script per task beat, one per sweep per instance), presence events/s published and
+  bytes/s each way (frames in; probes out plus events fanned out to ``workspace_size`` connections).
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ import numpy as np
 from rtlib.model.outcome import Outcome
 from rtlib.model.scenario import ModelScenario
 from rtlib.model.timelines import Timelines
+from rtlib.protocol import events
 
-__all__ = ["EVENT_BYTES", "HEARTBEAT_FRAME_BYTES", "metrics", "poisson_interval", "poisson_upper"]
+__all__ = ["EVENT_BYTES", "HEARTBEAT_FRAME_BYTES", "PONG_FRAME_BYTES", "PROBE_FRAME_BYTES", "metrics",
+           "poisson_interval", "poisson_upper"]
 
 #: A client's heartbeat frame as rtlib.lab.sim sends it (ids of the usual length), + 6 bytes of masked WS header.
 HEARTBEAT_FRAME_BYTES = len(b'{"type":"presence.heartbeat","workspaceId":"ws_0001",'
@@ -37,6 +40,9 @@ HEARTBEAT_FRAME_BYTES = len(b'{"type":"presence.heartbeat","workspaceId":"ws_000
 #: A presence.left event with its timestamp (rtlib.protocol.events.presence_change), + 2 bytes of WS header.
 EVENT_BYTES = len(b'{"type":"presence.left","workspaceId":"ws_0001","payload":{"taskId":"tsk_00001","userId":'
                   b'"usr_00001","reason":"timeout"},"userId":"usr_00001","timestamp":"2026-11-26T02:31:47.123Z"}') + 2
+#: presence.probe as the server encodes it (a 5-digit seq), + 2 bytes of WS header; the client's answer + 6.
+PROBE_FRAME_BYTES = len(events.presence_probe("ws_0001", "usr_00001", 12345, 1.8e9)) + 2
+PONG_FRAME_BYTES = len(b'{"type":"presence.pong","workspaceId":"ws_0001","payload":{"seq":12345}}') + 6
 
 
 def poisson_interval(count: int, level: float = 0.95) -> tuple[float, float]:
@@ -137,10 +143,18 @@ def metrics(out: Outcome, tl: Timelines, sc: ModelScenario) -> dict[str, Any]:
     q = (lambda p: float(np.quantile(t_d, p))) if len(t_d) else (lambda p: math.nan)
     per10k = 1e4 / (present_s / horizon) if present_s else math.nan  # scale to 10,000 present viewers
     in_window = out.writes_t <= horizon
-    frames_s = float(in_window.sum()) / horizon * per10k
-    events = int((out.joined_t <= horizon).sum() + (out.left_t <= horizon).sum())
-    events_s = events / horizon * per10k
+    tasks = sc.tasks_per_viewer
+    writes_s = float(in_window.sum()) / horizon * per10k  # upserts of the model's one task per viewer
+    probe = sc.presence_mode == "probe"
+    # A timer beats every viewed task; a probe's answer is one frame for all of them (one upsert each).
+    frames_s = writes_s if probe else writes_s * tasks
+    probes_s = (float((tl.probe_t <= horizon).sum()) / horizon * per10k) if probe and tl.probe_t is not None \
+        else 0.0
+    n_events = int((out.joined_t <= horizon).sum() + (out.left_t <= horizon).sum())
+    events_s = n_events / horizon * per10k
     sweeps_s = out.sweeps / out.span if out.span > 0 else 0.0  # all instances; does not grow with viewers
+    bytes_in = frames_s * (PONG_FRAME_BYTES if probe else HEARTBEAT_FRAME_BYTES)
+    bytes_out = probes_s * PROBE_FRAME_BYTES + events_s * sc.workspace_size * EVENT_BYTES
     return {
         "viewers": tl.n, "viewer_hours": viewer_hours, "departures": int(len(departed)),
         "detected": int(len(t_d)),
@@ -153,9 +167,12 @@ def metrics(out: Outcome, tl: Timelines, sc: ModelScenario) -> dict[str, Any]:
         "tm_max": float(t_m.max()) if len(t_m) else 0.0,
         "p_a": 1.0 - float(t_m.sum()) / present_s if present_s else math.nan,
         "frames_per_s": frames_s,
-        "redis_cmds_per_s": frames_s + sweeps_s,
+        "frames_out_per_s": probes_s,
+        "redis_cmds_per_s": writes_s * tasks + sweeps_s,
         "events_per_s": events_s,
-        "bytes_per_s": frames_s * HEARTBEAT_FRAME_BYTES + events_s * sc.workspace_size * EVENT_BYTES,
+        "bytes_in_per_s": bytes_in,
+        "bytes_out_per_s": bytes_out,
+        "bytes_per_s": bytes_in + bytes_out,
         "absences_detected": int((absent & (lt <= horizon)).sum()),
         "absence_td_p50": float(np.median((lt - away)[absent])) if absent.any() else math.nan,
         "beats_attempted": out.attempted_beats,

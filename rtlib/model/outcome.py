@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rtlib.model.scenario import ModelScenario
 from rtlib.protocol.presence_protocol import PresenceProtocol
 
-__all__ = ["Outcome", "sweep_clocks"]
+__all__ = ["Outcome", "sweep_clocks", "sweep_lags"]
 
 
 @dataclass
@@ -43,3 +44,13 @@ def sweep_clocks(protocol: PresenceProtocol, clock_from: float, clock_to: float)
         out.append(now)
         now = protocol.next_sweep(now)
     return np.array(out, dtype=float)
+
+
+def sweep_lags(sc: ModelScenario, instance: int, count: int) -> np.ndarray:
+    """How late each of an instance's ``count`` sweeps reads its clock: ``U(0, sc.sweep_lag)`` (seeded per
+    instance), zeros by default. A live sweeper wakes a few ms after its grid time and cuts off at the time
+    it read; that matters where beats are phase-locked to the sweep grid (server probes: every fifth probe
+    tick is a sweep instant at 30 s / 5 s), where it decides whether a sweep and an answer race."""
+    if sc.sweep_lag <= 0:
+        return np.zeros(count)
+    return np.random.default_rng([sc.seed, 5, instance]).uniform(0.0, sc.sweep_lag, count)

@@ -37,13 +37,26 @@ class ModelScenario:
     jitter: float = 0.01  # + U(0, jitter) per frame (TCP keeps a connection's frames in order)
     loss: float = 0.0  # network loss of heartbeat frames, on top of the client model's own
     redis_rtt: float = 0.0005  # an operation reaches Redis rtt/2 after the instance stamps it
+    sweep_lag: float = 0.0  # each sweep reads its clock U(0, sweep_lag) after its grid time (must be < sweep)
     workspace_size: int = 50  # connections per workspace: fan-out of presence events (cost only)
     seed: int = 0
+    # Presence alternatives (docs/protocol.md §9, rtlib.model.alternatives). "probe": the server's probes
+    # drive the beats and the client model only says whether it answers; visibility_beat: chrome: models also
+    # beat (and restart their timer) at every hide and show. The leave grace is PresenceConfig.leave_grace.
+    presence_mode: str = "timer"
+    visibility_beat: bool = False
+    handler_delay: float = 0.003  # probe -> answer in the client's message handler (hidden Chromium: 1-6 ms)
+    tasks_per_viewer: int = 1  # tasks each connection views (cost only: a timer beats each, a probe is one)
 
     def __post_init__(self) -> None:
         if self.viewers < 1 or self.instances < 1:
             raise ValueError("need at least one viewer and one instance")
-        for name in ("hours", "join_spread", "skew", "delay", "jitter", "redis_rtt", "sweep_phase"):
+        if self.presence_mode not in ("timer", "probe"):
+            raise ValueError("presence_mode must be 'timer' or 'probe'")
+        if self.tasks_per_viewer < 1:
+            raise ValueError("tasks_per_viewer must be at least 1")
+        for name in ("hours", "join_spread", "skew", "delay", "jitter", "redis_rtt", "sweep_phase",
+                     "handler_delay", "sweep_lag"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
@@ -64,6 +77,11 @@ class ModelScenario:
         if self.instances == 1 or self.skew == 0:
             return self.sweep_phase
         return self.sweep_phase + self.skew * (instance / (self.instances - 1) - 0.5)
+
+    @property
+    def alternative(self) -> str:
+        """The design this scenario runs, as a label: ``timer``, ``probe``, ``timer+visibility``."""
+        return self.presence_mode + ("+visibility" if self.visibility_beat else "")
 
     def replace(self, **changes: object) -> ModelScenario:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

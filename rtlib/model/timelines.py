@@ -49,6 +49,8 @@ class Timelines:
     beat_away: np.ndarray | None = None
     #: per viewer: away since then when its beats end (a departure during an absence), else nan
     open_away: np.ndarray | None = None
+    #: presence mode "probe": when the server sent each probe (virtual time; cost), else None
+    probe_t: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.beat_away is None:
@@ -97,8 +99,16 @@ def generate(sc: ModelScenario, config: PresenceConfig) -> Timelines:
     leaves = rng.random(n) < sc.departures
     depart = np.where(leaves, rng.uniform(start, np.maximum(start, horizon)), math.inf)
     instance = np.arange(n, dtype=np.int64) % sc.instances
+    if sc.presence_mode == "probe":  # the server's probes drive the beats (rtlib.model.alternatives)
+        from rtlib.model.alternatives import generate_alternative  # noqa: PLC0415 - it builds on this module
+
+        return generate_alternative(sc, config, start, depart, instance)
     stop = np.minimum(depart, end)
     model = parse_model(sc.client_spec(config.heartbeat_interval))
+    if sc.visibility_beat:
+        from rtlib.model.alternatives import with_visibility  # noqa: PLC0415
+
+        model = with_visibility(model)
     open_away = np.full(n, np.nan)
     viewer, t, ok, away = _beats(model, start, stop, rng, sc.seed, open_away)
     counts = np.bincount(viewer, minlength=n)

@@ -6,25 +6,38 @@ milliseconds, so a probe answered from the handler keeps a hidden viewer alive a
 
 A connection is probed every ``heartbeat_interval`` while it views at least one task, its first probe one
 interval after its first join (so probes of many connections spread over the interval instead of going out
-together). A driver wakes at :meth:`Prober.next_tick` (absolute multiples of ``tick``: batches the probes
-of a tick into one loop turn) and sends what :meth:`Prober.due` returns. The answer, ``presence.pong``, is
+together). A driver wakes at :meth:`Prober.next_tick` (absolute ticks, half a tick off the multiples of
+``tick``: batches the probes of a tick into one loop turn) and sends what :meth:`Prober.due` returns. The answer, ``presence.pong``, is
 turned into heartbeats by :meth:`rtlib.protocol.presence_protocol.PresenceProtocol.pong`.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from rtlib.protocol import events
-from rtlib.protocol.presence import next_multiple
 from rtlib.protocol.session import Session
 
-__all__ = ["TICKS_PER_INTERVAL", "Prober"]
+__all__ = ["TICKS_PER_INTERVAL", "TICK_PHASE", "Prober", "tick_index"]
 
 #: Probes are sent on ticks ``interval / TICKS_PER_INTERVAL`` apart: at 30 s a probe is at most 1 s late.
 TICKS_PER_INTERVAL = 30
+#: Ticks fall at ``(m + TICK_PHASE) * tick``, half a tick off the whole multiples: sweeps run at whole multiples
+#: of the sweep interval, and a probe sent at a sweep instant races that sweep with its answer.
+TICK_PHASE = 0.5
+
+
+def tick_index(t: float, tick: float) -> int:
+    """The smallest ``m`` with ``m * tick + TICK_PHASE * tick >= t`` (computed as written, so every driver that
+    forms tick times as ``m * tick + TICK_PHASE * tick`` gets bit-identical floats)."""
+    off = TICK_PHASE * tick
+    m = math.ceil((t - off) / tick)
+    if (m - 1) * tick + off >= t:
+        return m - 1
+    return m if m * tick + off >= t else m + 1
 
 
 @dataclass
@@ -71,9 +84,12 @@ class Prober:
         return out
 
     def next_tick(self, now: float) -> float:
-        """When the driver wakes next: the first multiple of :attr:`tick` strictly after ``now``."""
-        at = next_multiple(now, self.tick)
-        return at if at > now else at + self.tick
+        """When the driver wakes next: the first tick (``(m + TICK_PHASE) * tick``) strictly after ``now``."""
+        tick, off = self.tick, TICK_PHASE * self.tick
+        m = tick_index(now, tick)
+        if m * tick + off <= now:
+            m += 1
+        return m * tick + off
 
     def __len__(self) -> int:
         return len(self._due)

@@ -3,7 +3,8 @@
 Per connection: the handshake check (:func:`rtlib.server.auth.verify_token`, workspace, Origin), a
 :class:`~rtlib.protocol.session.Session` that turns frames into requests, and this module carrying requests
 out on :class:`~rtlib.server.store.RedisStore` and writing the results through
-:class:`~rtlib.server.fanout.Fanout`. Per instance: one presence sweeper.
+:class:`~rtlib.server.fanout.Fanout`. Per instance: one presence sweeper, and in presence mode ``probe`` one
+prober (:mod:`rtlib.server.loops`).
 Several instances sharing one Redis form one cluster.
 """
 
@@ -40,6 +41,7 @@ from rtlib.protocol.session import Request as ClientRequest
 from rtlib.protocol.session import Session
 from rtlib.server.auth import verify_token
 from rtlib.server.fanout import Fanout, Peer, slow_consumer_closer
+from rtlib.server.loops import probe_forever, sweep_forever
 from rtlib.server.resp import RETRY, RespConnection, backoff
 from rtlib.server.static import StaticFiles
 from rtlib.server.store import RedisStore
@@ -82,6 +84,7 @@ class RealtimeServer:
         self._sweeper: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._reconnect: asyncio.Future[None] | None = None
+        self._probe_redis: Redis | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------------------
     async def start(self) -> RealtimeServer:
@@ -94,9 +97,14 @@ class RealtimeServer:
                                                retry_on_error=[RedisConnectionError])
         self.redis = Redis(connection_pool=pool)
         await self.redis.ping()
+        # The pub/sub check publishes on a connection of its own: behind the request pool, a burst of requests
+        # (2,000 joins at once) made its probe wait for a pool connection past the timeout, and a healthy
+        # subscriber was dropped, closing every client.
+        self._probe_redis = Redis.from_url(self.redis_url, retry=RETRY, retry_on_error=[RedisConnectionError])
         # The hot path's commands share the pub/sub connection when it speaks RESP3 (Fanout.command_connection).
         fast = RespConnection(self.redis_url, shared=lambda: self.fanout.command_connection)
         self.store = RedisStore(self.redis, fast, self.config.history, self.config.idempotency_ttl)
+        await self.store.load_scripts()
         self.fanout.on_lost = self._on_redis_lost
         self.fanout.probe_channel = f"rt:probe:{self.server_id}".encode()
         await self.fanout.connect(self.redis_url)
@@ -107,10 +115,12 @@ class RealtimeServer:
             compression=None,  # frames must be byte-identical per receiver to be encoded once
             server_header="rtlib",
         )
-        self._sweeper = asyncio.create_task(self._sweep_forever(), name=f"{self.server_id}-sweeper")
+        self._sweeper = asyncio.create_task(sweep_forever(self.presence, self.sweep, self.server_id),
+                                            name=f"{self.server_id}-sweeper")
         self._watchdog = asyncio.create_task(self._watch_pubsub(), name=f"{self.server_id}-pubsub-check")
         if self.prober is not None:
-            self._probing = asyncio.create_task(self._probe_forever(), name=f"{self.server_id}-prober")
+            self._probing = asyncio.create_task(probe_forever(self.prober, self.sessions, self.fanout),
+                                                name=f"{self.server_id}-prober")
         log.info("%s listening on %s", self.server_id, self.url)
         return self
 
@@ -135,6 +145,9 @@ class RealtimeServer:
         await self.fanout.close()
         if self.store is not None and self.store.fast is not None:
             self.store.fast.close()
+        if self._probe_redis is not None:
+            await self._probe_redis.aclose()
+            self._probe_redis = None
         if self.redis is not None:
             await self.redis.aclose()
             self.redis = None
@@ -170,7 +183,7 @@ class RealtimeServer:
     async def _watch_pubsub(self) -> None:
         """Publish a probe to this instance's own channel and expect it back in time; a subscriber that is
         connected but delivers nothing is dropped, so _on_redis_lost replaces it and the clients resume."""
-        assert self.redis is not None
+        assert self._probe_redis is not None
         cfg, fanout, n = self.config, self.fanout, 0
         while True:
             await asyncio.sleep(cfg.pubsub_check_interval)
@@ -183,10 +196,15 @@ class RealtimeServer:
                 async with asyncio.timeout(cfg.pubsub_check_timeout):
                     # redis-py, not the lean connection: cancelling a publish stuck on a paused Redis is
                     # safe there (the connection is discarded), and the hot path's pipeline is untouched.
-                    await self.redis.publish(fanout.probe_channel, token)
+                    await self._probe_redis.publish(fanout.probe_channel, token)
                     await back
             except TimeoutError:
                 fanout.probes.pop(token, None)
+                if time.monotonic() - fanout.last_message_at < cfg.pubsub_check_timeout:
+                    # Not deaf: it delivered workspace events meanwhile; this process is just too busy to have
+                    # read the probe yet. Dropping it now would close every client at the worst moment.
+                    log.info("%s: pub/sub probe late, but events are arriving; subscriber kept", self.server_id)
+                    continue
                 log.warning("%s: redis pub/sub delivered no probe within %.1fs; replacing the subscriber",
                             self.server_id, cfg.pubsub_check_timeout)
                 fanout.abandon()
@@ -384,34 +402,7 @@ class RealtimeServer:
         except Exception:  # Redis gone: the entries expire by timeout on another instance instead
             log.exception("%s: could not remove presence of %s", self.server_id, session.conn_id)
 
-    # --- presence probes (presence mode "probe") ----------------------------------------------------------------
-    async def _probe_forever(self) -> None:
-        prober = self.prober
-        assert prober is not None
-        while True:
-            await asyncio.sleep(max(0.0, prober.next_tick(time.time()) - time.time()))
-            for session, frame in prober.due(time.time(), self.sessions):
-                peer = self.fanout.rooms.get(session.workspace_id, {}).get(session.conn_id)
-                if peer is not None:
-                    self.fanout.send(peer, frame)
-
-    # --- presence sweeper ------------------------------------------------------------------------------------------
-    async def _sweep_forever(self) -> None:
-        # The one sweep schedule (PresenceConfig.next_sweep): absolute multiples of the sweep interval, the same
-        # phase on every instance, so the analytic model and the virtual-time model agree with this sweeper.
-        while True:
-            await asyncio.sleep(max(0.0, self.presence.next_sweep(time.time()) - time.time()))
-            try:
-                await self.sweep(time.time())
-            except Exception:
-                log.exception("%s: presence sweep failed", self.server_id)
-            # redis-py can swallow a CancelledError that lands mid-command (it disconnects and carries on), so
-            # a cancel from stop() may never surface here: honour a pending cancel explicitly, or stop() waits for
-            # this loop forever (seen as 120 s test-teardown hangs, about one full run in two).
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise asyncio.CancelledError
-
+    # --- presence sweeps ---------------------------------------------------------------------------------------
     async def sweep(self, now: float) -> list[PresenceChange]:
         """Pop the entries expired at ``now``; the store publishes their ``presence.left`` (reason ``timeout``).
         Returns those departures."""

@@ -93,9 +93,12 @@ class RedisProcess:
     :meth:`start` returns (the server has answered PING).
     """
 
-    def __init__(self, port: int | None = None, binary: Path | None = None) -> None:
+    def __init__(self, port: int | None = None, binary: Path | None = None, persist: bool = False) -> None:
         self.binary = binary or find_redis_server()
         self.port = port or free_port()
+        # persist: an append-only file in the server's directory, so a crash and restart (:meth:`crash`, then
+        # :meth:`start`) keeps every acknowledged write, as a production Redis with AOF does.
+        self.persist = persist
         self.proc: subprocess.Popen[bytes] | None = None
         self._dir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -105,10 +108,11 @@ class RedisProcess:
 
     def start(self, timeout: float = 10.0) -> RedisProcess:
         """Start the server and wait until it answers PING; raise RuntimeError if it does not."""
-        self._dir = tempfile.TemporaryDirectory(prefix="rtlib-redis-")
+        if self._dir is None:  # kept across crash() and start(): the persisted data lives there
+            self._dir = tempfile.TemporaryDirectory(prefix="rtlib-redis-")
         args = [
             str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", self._dir.name,
+            "--save", "", "--appendonly", "yes" if self.persist else "no", "--dir", self._dir.name,
             "--daemonize", "no", "--loglevel", "warning",
             # A design workbench drives thousands of clients from one box: raise the pub/sub output
             # buffer cap so a slow subscriber is a measured effect, not a silent disconnect.
@@ -134,6 +138,15 @@ class RedisProcess:
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
             return False
+
+    def crash(self) -> None:
+        """SIGKILL the server (no shutdown, no save) but keep its directory: :meth:`start` brings it back on the
+        same port, with its data if ``persist`` (the append-only file was written before each reply)."""
+        if self.proc is not None:
+            stop_process(self.proc, signal.SIGKILL)
+            if self.proc.stderr:
+                self.proc.stderr.close()
+        self.proc = None
 
     def stop(self) -> None:
         """Terminate the server (SIGTERM, then SIGKILL after 5 s) and remove its directory."""

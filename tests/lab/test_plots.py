@@ -181,3 +181,29 @@ def test_presence_entries_over_time() -> None:
 def test_every_export_is_documented(name: str) -> None:
     obj = getattr(plots, name)
     assert not callable(obj) or obj.__doc__
+
+
+def test_recovery_chart_stacks_outcomes_and_leaves_interrupted_resumes_out_of_the_cdf() -> None:
+    from rtlib.lab import incident_plots
+    from rtlib.lab.results import RECOVERY_COLUMNS
+
+    r = fake_results()
+    r.recoveries = pd.DataFrame([("u1", "w0", "recovered", 40.2, 41.0, 41.5),
+                                 ("u3", "w0", "resynced", 40.3, 42.0, 43.0),
+                                 ("u2", "w0", "recovered", 60.0, 61.0, np.nan)], columns=RECOVERY_COLUMNS)
+    fig = incident_plots.recovery_chart(r, events={"Redis restarted": 40.0})
+    assert {"Redis restarted", "recovered (2)", "resynced (1)"} <= set(labels(fig))
+    cdf = labels(fig, 1)  # time to recover, wall ms: (41.5 - 40.2) design s x 0.05 = 65 ms
+    assert cdf == ["recovered: p50 65 ms, p99 65 ms", "resynced: p50 135 ms, p99 135 ms"]
+    assert fig.axes[1].get_xscale() == "log"
+
+
+def test_soak_timeline_draws_rss_reconnects_rate_and_incidents() -> None:
+    from rtlib.lab import incident_plots
+
+    data = {"durationS": 120.0, "warmupS": 30.0, "incidents": [{"what": "Redis restarted", "t": 60.0}],
+            "rss": [{"t": float(t), "process": "i0", "rss_mib": 50.0} for t in range(0, 120, 10)],
+            "recoveries": [["recovered", 61.0], ["resynced", 62.0]], "deliveryRate": [[0.0, 10.0], [60.0, 12.0]]}
+    fig = incident_plots.soak_timeline(data)
+    assert len(fig.axes) == 3 and "Redis restarted (60 s)" in labels(fig, 0) and "i0" in labels(fig, 0)
+    assert labels(fig, 1) == ["recovered (1)", "resynced (1)"]

@@ -1,4 +1,5 @@
-"""The model against the live system (issue 9 §2), CI-sized: for each validation case, a live 2-instance
+"""The model against the live system (issue 9 §2, issue 10 §1 for the presence alternatives), CI-sized: for each
+validation case (client timers, server probes, a leave grace), a live 2-instance
 ``Cluster`` run in compressed time and the model on the same seeded plan must agree: T_D quantiles within
 5 % (crash by crash when there are only a handful), and the model's mistake count inside the live count's exact
 95 % Poisson interval. The full-size table
@@ -40,7 +41,13 @@ def test_model_matches_live(cluster: Cluster, case: str) -> None:
     # T_D quantiles within 5 %; with a handful of crashes (p90/p99 then hinge on one crash), every crash but
     # one within 1 s and that one within a sweep (its live beat or sweep landed a few ms the other way).
     assert row["td_agrees"], {k: v for k, v in row.items() if "td" in k or "paired" in k}
-    assert row["paired"] == row["live_detected"] and row["paired_within_1s"] >= 0.8
+    # Server probes land just after probe ticks, and every fifth tick is a sweep instant: in compressed time whether
+    # that sweep pops an entry is a race of a few ms between two processes' wake-ups, which the model draws from
+    # the run's measured noise but cannot call crash by crash. So fewer crashes match to the second there.
+    probe = fields.get("presence_mode", "timer") == "probe"
+    assert row["paired"] == row["live_detected"] and row["paired_within_1s"] >= (0.7 if probe else 0.8)
     assert row["mistakes_within"], (row["live_mistakes"], row["model_mistakes"])
     if case == "Chrome intensive throttling":
         assert row["live_mistakes"] > 0  # the case is not vacuous
+    if case.startswith("grace"):  # detection waits for the grace
+        assert row["live_td_p50"] > 15.0 + 30.0

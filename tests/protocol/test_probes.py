@@ -55,10 +55,18 @@ def test_probes_stop_when_the_connection_views_nothing_or_closes_and_restart_on_
     assert [s for s, _ in prober.due(70.0, sessions)] == [a]
 
 
-def test_ticks_are_absolute_multiples_of_a_thirtieth_of_the_interval() -> None:
+def test_ticks_are_a_thirtieth_of_the_interval_half_a_tick_off_the_sweep_grid() -> None:
     prober = Prober(30.0)
     assert prober.tick == 30.0 / TICKS_PER_INTERVAL == 1.0
-    assert prober.next_tick(100.0) == 101.0 and prober.next_tick(100.2) == 101.0
+    assert prober.next_tick(100.0) == 100.5 and prober.next_tick(100.2) == 100.5
+    assert prober.next_tick(100.5) == 101.5 and prober.next_tick(100.7) == 101.5
+    # A chain of wake-ups never stalls on one tick, whatever the float rounding of odd intervals.
+    for interval in (0.3, 0.7, 1.1, 29.9, 30.0):
+        p, now = Prober(interval), 1_700_000_000.123
+        for _ in range(200):
+            nxt = p.next_tick(now)
+            assert now < nxt <= now + p.tick + 1e-6  # (Unix times near 1.7e9: float spacing 2.4e-7)
+            now = nxt
     with pytest.raises(ValueError):
         Prober(0.0)
 

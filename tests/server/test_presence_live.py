@@ -103,9 +103,13 @@ async def test_no_workspace_online_list_exists(cluster: Instances) -> None:
     """User research: a workspace-wide online list feels like surveillance. Nothing may expose one."""
     from rtlib.protocol.schema import CLIENT_TYPES, SERVER_PAYLOADS
 
-    # Every request names one task, except task.list, which pages tasks (ids, versions, fields), never users.
-    assert all("taskId" in cls.__struct_fields__ for t, cls in CLIENT_TYPES.items() if t != "task.list")
+    # Every request names one task, except task.list, which pages tasks (ids, versions, fields), never users,
+    # and presence.pong, which answers a probe of this connection and carries nothing but the probe's number.
+    assert all("taskId" in cls.__struct_fields__ for t, cls in CLIENT_TYPES.items()
+               if t not in ("task.list", "presence.pong"))
     assert set(CLIENT_TYPES["task.list"].__struct_fields__) == {"cursor", "limit", "ref"}
+    assert set(CLIENT_TYPES["presence.pong"].__struct_fields__) == {"seq"}
+    assert set(SERVER_PAYLOADS["presence.probe"].__struct_fields__) == {"seq"}
     assert not [t for t in [*CLIENT_TYPES, *SERVER_PAYLOADS] if "online" in t or t.startswith("workspace")]
     alice = await cluster.client("alice")
     for type_ in ("presence.list", "workspace.presence", "presence.online", "presence.state"):

@@ -150,8 +150,8 @@ async def test_resp3_connection_carries_commands_and_pubsub(redis_url: str) -> N
 
 
 async def test_server_on_the_fakeredis_fallback_keeps_two_connections() -> None:
-    """fakeredis accepts HELLO 3 but answers pub/sub with arrays: the probe sees it and stays RESP2. (Its pub/sub
-    over TCP does not deliver and task.update fails there, before this layer too: a known gap of the last resort.)"""
+    """fakeredis accepts HELLO 3 but answers pub/sub with arrays: the probe sees it and stays RESP2. Its TCP server
+    drops a connection on NOSCRIPT, so the server loads every script at start: updates, reads and presence work."""
     from conftest import SECRET, Instances
 
     from rtlib.protocol.config import ServerConfig
@@ -163,6 +163,14 @@ async def test_server_on_the_fakeredis_fallback_keeps_two_connections() -> None:
         cluster = Instances([server])
         try:
             assert server.fanout.command_connection is None and server.fanout.connected
-            await cluster.client("alice")  # welcomed: subscribed on the RESP2 pub/sub connection
+            alice = await cluster.client("alice")  # welcomed: subscribed on the RESP2 pub/sub connection
+            bob = await cluster.client("bob")
+            await alice.send("task.update", {"taskId": "t1", "changes": {"title": "x"}, "ref": "r1"})
+            assert (await alice.expect("ack"))["payload"]["version"] == 1
+            assert (await bob.expect("task.updated"))["payload"]["changes"] == {"title": "x"}
+            await bob.send("task.get", {"taskId": "t1"})
+            assert (await bob.expect("task.snapshot"))["payload"]["fields"] == {"title": "x"}
+            await alice.send("presence.join", {"taskId": "t1"})
+            await bob.expect("presence.joined", userId="alice")
         finally:
             await cluster.close()

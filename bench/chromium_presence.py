@@ -43,6 +43,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
+from rtlib.protocol.probes import TICK_PHASE
 from rtlib.server.auth import issue_token
 from rtlib.server.redis_process import RedisProcess, die_with_parent, free_port, stop_process
 
@@ -263,7 +264,8 @@ async def record(alternative: str, schedule: str, binary: str,
     return {
         "what": "a board page (rtlib-client.js) in headless Chromium viewing a task, hidden and shown on a "
                 "schedule, against rtlib serve at production presence timing",
-        "alternative": alternative, "rtlib_commit": commit, "browser": version, "browser_cdp": cdp.get("Browser"),
+        "alternative": alternative, "rtlib_commit": commit, "probe_tick_phase": TICK_PHASE,
+        "browser": version, "browser_cdp": cdp.get("Browser"),
         "user_agent": cdp.get("User-Agent"), "server_args": serve_args,
         "presence": {"heartbeat_interval": timing[0], "timeout": timing[1], "sweep_interval": timing[2],
                      "leave_grace": GRACE if alternative == "grace" else 0.0},

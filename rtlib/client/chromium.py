@@ -39,8 +39,8 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from rtlib.protocol.presence import PresenceConfig, next_multiple
-from rtlib.protocol.probes import TICKS_PER_INTERVAL
+from rtlib.protocol.presence import PresenceConfig
+from rtlib.protocol.probes import TICK_PHASE, TICKS_PER_INTERVAL
 
 __all__ = [
     "CHROMIUM",
@@ -142,16 +142,21 @@ def visibility_beats(origin: float, end: float, interval: float, hidden: Sequenc
     return sorted(fires + changes)
 
 
-def probe_times(join: float, end: float, interval: float) -> list[float]:
+def probe_times(join: float, end: float, interval: float, tick_phase: float = TICK_PHASE) -> list[float]:
     """When a server in presence mode ``probe`` probes a connection whose first join was at ``join``
     (:class:`rtlib.protocol.probes.Prober`): due every ``interval`` from one interval after the join, sent on
-    the first of the prober's ticks (multiples of ``interval / TICKS_PER_INTERVAL`` of Unix time) at or after."""
+    the first of the prober's ticks at or after, ``(m + tick_phase) * interval / TICKS_PER_INTERVAL`` of Unix
+    time. ``tick_phase`` 0: the Prober before commit 428f548 (ticks on the sweep grid), which the first probe
+    recording ran on."""
     tick = interval / TICKS_PER_INTERVAL
+    off = tick_phase * tick
     out, k = [], 1
-    while (t := next_multiple(join + k * interval, tick)) <= end:
+    while True:
+        m = math.ceil((join + k * interval - off) / tick - 1e-9)
+        if (t := m * tick + off) > end:
+            return out
         out.append(t)
         k += 1
-    return out
 
 
 def probe_beats(probes: Iterable[float], delay: float = 0.003) -> list[float]:

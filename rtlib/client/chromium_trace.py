@@ -82,7 +82,8 @@ def replay(trace: Trace, throttling: Throttling = CHROMIUM) -> tuple[list[float]
     origin, join = timer_origin(trace), _page(trace, "send", "presence.join")[0]
     hidden, offset = hidden_periods(trace), trace["clock"]["offset"]
     if alt == "probe":
-        attempts = probe_beats(probe_times(trace["beats"][0], end, interval))
+        # The recorder stores the Prober's tick phase from commit 428f548 on; earlier ticks were on the grid.
+        attempts = probe_beats(probe_times(trace["beats"][0], end, interval, trace.get("probe_tick_phase", 0.0)))
     elif alt == "visibility":
         attempts = visibility_beats(origin, end, interval, hidden, mono_offset=offset, throttling=throttling)
     else:  # "timer" and "grace": the page's own interval

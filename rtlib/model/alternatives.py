@@ -15,43 +15,37 @@ executors then run the server's unchanged rules on them (the equivalence test co
   ``away_since`` windows), and a ``lossy`` model loses that share of the answers (as ``rtlib.lab.sim`` does).
   :func:`probe_sends` is the Prober's schedule in bulk; ``tests/model/test_alternatives.py`` drives the real
   :class:`Prober` tick by tick and checks they agree ("one set of rules, two drivers").
-* **visibility beat** (``visibility_beat=True``): :class:`VisibilityBeat` wraps a ``chrome:`` model: a beat at
+* **visibility beat** (``visibility_beat=True``): a ``chrome:`` model becomes its ``chromevis:`` twin
+  (:func:`rtlib.client.chromium.visibility_beats`, the rule calibrated on recorded Chromium traces): a beat at
   every hide and show, and the ``setInterval`` restarted from the handler (a new timer chain, which Chromium
-  throttles only after 5 firings again). It draws the same hide/show episodes as the wrapped model, so timer
-  and visibility runs of one seed are paired. Models without visibility episodes are unchanged.
+  does not throttle heavily for its first 6 runs). It draws the same hide/show episodes, so timer and
+  visibility runs of one seed are paired. Models without visibility episodes are unchanged.
 * **leave grace**: not a client change at all: ``PresenceConfig.leave_grace`` (the sweep pops ``timeout +
   grace`` after the last beat), a grid dimension of :func:`rtlib.model.tune.grid`.
-
-Until ``rtlib.client.heartbeat`` has its own visibility and trace-driven Chromium models (being written
-elsewhere), :class:`VisibilityBeat` uses that module's private ``_episodes`` so the draws stay identical.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import random
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 
 from rtlib.client.heartbeat import (
     BackgroundTab,
-    Beat,
     ChromeHiddenTab,
     HeartbeatModel,
     Interval,
     Jitter,
     Lossy,
-    _episodes,
     parse_model,
 )
 from rtlib.model.scenario import ModelScenario, PresenceConfig
 from rtlib.model.timelines import Timelines, _beats, beats_end
-from rtlib.protocol.presence import next_multiple
 from rtlib.protocol.probes import TICK_PHASE, TICKS_PER_INTERVAL
 
-__all__ = ["ALTERNATIVES", "VisibilityBeat", "client_loss", "generate_alternative", "probe_sends",
+__all__ = ["ALTERNATIVES", "client_loss", "generate_alternative", "probe_sends",
            "probe_timelines", "with_visibility"]
 
 #: The alternatives side by side: label -> (ModelScenario fields, leave grace in seconds).
@@ -63,53 +57,11 @@ ALTERNATIVES: dict[str, tuple[dict[str, object], float]] = {
 }
 
 
-@dataclass(frozen=True)
-class VisibilityBeat:
-    """A :class:`ChromeHiddenTab` heartbeat that also beats at every hide and show and restarts its timer then.
-
-    The same episodes (same draws) as ``base``; between visibility changes its timer is the base model's
-    (hidden: whole seconds, then whole ``align`` once hidden ``grace`` s with a chain 5 deep), with the chain
-    counted from the last restart. At a change the handler's beat wins over a timer due at the same instant
-    (the timer it would fire is the one being replaced)."""
-
-    base: ChromeHiddenTab
-
-    def beats(self, start: float, end: float, rng: random.Random) -> Iterator[Beat]:
-        b = self.base
-        hides = _episodes(start, end, rng, b.visible_mean, b.hidden_mean)
-        edges = [t for h in hides for t in h]  # hide, show, hide, show, ... in time order
-        due, chain, i, e = start + b.interval, 0, 0, 0
-        while True:
-            while i < len(hides) and hides[i][1] <= due:
-                i += 1
-            fire = due
-            if i < len(hides) and hides[i][0] <= due:
-                h0, h1 = hides[i]
-                intensive = chain >= 5 and due >= h0 + b.grace
-                fire = min(next_multiple(due, b.align if intensive else 1.0), h1)
-            edge = edges[e] if e < len(edges) else math.inf
-            if edge <= fire:  # hide or show first: the handler beats and restarts the timer
-                if edge > end:
-                    return
-                yield Beat(edge)
-                due, chain, e = edge + b.interval, 0, e + 1
-                continue
-            if fire > end:
-                return
-            yield Beat(fire)
-            chain += 1
-            due = fire + b.interval
-
-    @property
-    def spec(self) -> str:
-        return f"visibility:{self.base.spec}"
-
-
 def with_visibility(model: HeartbeatModel) -> HeartbeatModel:
     """``model`` with a beat on visibility changes (only ``chrome:`` models have them; a lossy one stays lossy)."""
     if isinstance(model, Lossy):
         return Lossy(with_visibility(model.base), model.loss)
-    return VisibilityBeat(model) if isinstance(model, ChromeHiddenTab) else model
+    return dataclasses.replace(model, visibility_beat=True) if isinstance(model, ChromeHiddenTab) else model
 
 
 def client_loss(model: HeartbeatModel) -> float:
@@ -210,7 +162,7 @@ def _absences(model: HeartbeatModel, start: np.ndarray, stop: np.ndarray, seed: 
         base = base.base
     n = len(start)
     open_away = np.full(n, np.nan)
-    if isinstance(base, Interval | Jitter | BackgroundTab | ChromeHiddenTab | VisibilityBeat):
+    if isinstance(base, Interval | Jitter | BackgroundTab | ChromeHiddenTab):
         return [[] for _ in range(n)], open_away
     rng = np.random.default_rng([seed, 1, 1])
     viewer, t, _, away = _beats(base, start, stop, rng, seed, open_away)

@@ -7,8 +7,9 @@ milliseconds, so a probe answered from the handler keeps a hidden viewer alive a
 A connection is probed every ``heartbeat_interval`` while it views at least one task, its first probe one
 interval after its first join (so probes of many connections spread over the interval instead of going out
 together). A driver wakes at :meth:`Prober.next_tick` (absolute ticks, half a tick off the multiples of
-``tick``: batches the probes of a tick into one loop turn) and sends what :meth:`Prober.due` returns. The answer, ``presence.pong``, is
-turned into heartbeats by :meth:`rtlib.protocol.presence_protocol.PresenceProtocol.pong`.
+``tick``: batches the probes of a tick into one loop turn) and sends what :meth:`Prober.due` returns. The
+answer, ``presence.pong``, is turned into heartbeats by
+:meth:`rtlib.protocol.presence_protocol.PresenceProtocol.pong`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rtlib.client.heartbeat import ChromeHiddenTab, _episodes, parse_model
-from rtlib.model.alternatives import VisibilityBeat, client_loss, probe_sends, probe_timelines, with_visibility
+from rtlib.model.alternatives import client_loss, probe_sends, probe_timelines, with_visibility
 from rtlib.model.engine import run_engine
 from rtlib.model.fast import run_fast
 from rtlib.model.metrics import PONG_FRAME_BYTES, PROBE_FRAME_BYTES, metrics
@@ -98,13 +98,13 @@ def test_lossy_probe_clients_lose_their_answers() -> None:
 def test_visibility_beat_beats_at_every_hide_and_show_and_restarts_the_timer() -> None:
     base = ChromeHiddenTab(30.0, 60.0, 600.0, 300.0)
     hides = _episodes(0.0, 7200.0, random.Random("x"), 600.0, 300.0)
-    beats = [b.t for b in VisibilityBeat(base).beats(0.0, 7200.0, random.Random("x"))]
+    beats = [b.t for b in with_visibility(base).beats(0.0, 7200.0, random.Random("x"))]
     edges = [t for h in hides for t in h if t <= 7200.0]
     assert set(edges) <= set(beats)
     for e in edges:  # the timer restarts: nothing between the change and 30 s later (unless another change)
         nxt = min([b for b in beats if b > e] or [math.inf])
         assert nxt >= e + 30.0 or nxt in edges
-    assert with_visibility(parse_model("lossy:0.2:chrome:30:60")).spec == "lossy:0.2:visibility:chrome:30:60:600:300:60"
+    assert with_visibility(parse_model("lossy:0.2:chrome:30:60")).spec.startswith("lossy:0.2:chromevis:30:60:")
     assert with_visibility(parse_model("interval:30")).spec == "interval:30"
 
 

@@ -23,7 +23,8 @@ from rtlib.model.timelines import Timelines
 __all__ = ["VALIDATION_CASES", "compare_run", "live_mistakes", "pong_draws", "sweep_offset", "timelines_from_plan"]
 
 #: The validation cases: ``rtlib.lab.Scenario`` fields, all at 30 s / 60 s / sweep 5 s on 2 instances; issue 9's
-#: four for the client timer, then issue 10's presence alternatives (server probes, a leave grace). Durations are
+#: four for the client timer, then issue 10's presence alternatives (server probes, a leave grace, a visibility
+#: beat). Durations are
 #: design seconds at CI size; the throttled cases run past 300 s so their tabs get throttled. (A probed client
 #: answers from its message handler, which hidden tabs do not throttle: its heartbeat model only says which
 #: answers are lost.)
@@ -38,6 +39,9 @@ VALIDATION_CASES: dict[str, dict[str, Any]] = {
                          "crash": 0.3},
     "grace 15 s, Chrome throttling": {"heartbeat": "background:30:300", "leave_grace": 15.0, "duration": 450.0,
                                       "crash": 0.5},
+    # Tabs hidden and shown (means 120 s / 240 s) with Chromium's measured throttling, beating at every change.
+    "visibility beat, Chrome hide/show": {"heartbeat": "chromevis:30:60:120:240", "visibility_beat": True,
+                                          "duration": 450.0, "crash": 0.3},
 }
 
 

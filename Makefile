@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test jstest lint schema bench bench-socketio serve clean
+.PHONY: install test test-recording jstest lint schema bench bench-socketio serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 	$(MAKE) --no-print-directory jstest
 	$(PY) -m pytest -q --nbval-lax --nbval-current-env --timeout 300 notebooks/
+
+## make test-recording: the real-browser hidden-tab test (~2.5 min: a throttling Chromium, timer vs probe).
+test-recording: $(STAMP)
+	$(PY) -m pytest -q -m recording tests/web/test_hidden_tab_browser.py
 
 ## make jstest: node's built-in test runner over rtlib/web/rtlib-client.js (ordering, backoff, protocol).
 ## Without node it is skipped with a message, except in CI (CI=true), where that is a failure.

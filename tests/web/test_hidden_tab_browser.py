@@ -29,6 +29,8 @@ pytest.importorskip("playwright")
 
 from chromium_presence import record  # noqa: E402  (bench/ is not a package)
 
+pytestmark = pytest.mark.recording
+
 TIMING = (2.0, 6.0, 1.0)  # heartbeat, timeout, sweep (s)
 SCHEDULE = "show:15,wait:1,hide:76,show:3"  # flaps ~66 and ~73 s after hiding, none near the show
 

@@ -267,7 +267,9 @@ class SimClient:
         if self.sc.presence_mode == "probe":
             return  # the server's probes drive the heartbeat (_on_frame answers them)
         model = parse_model(self.sc.heartbeat)
-        for beat in model.beats(self.plan.view_at, stop_at, self.rng):
+        # Its own generator, seeded as rtlib.model.live rebuilds it: a shared one would be drawn by this tab's
+        # edits first (models that draw their hide/show spells up front then differ from the model's replay).
+        for beat in model.beats(self.plan.view_at, stop_at, random.Random(f"{self.sc.seed}:{self.plan.index}")):
             await self.sleep_until(beat.t)
             if beat.delivered and self.viewing:
                 await self.send("presence.heartbeat", {"taskId": task})

@@ -1,5 +1,5 @@
 """Flaps per viewer-hour of a Chrome tab that is hidden now and then, per presence alternative, from the model
-that reproduces the recorded Chromium traces (``rtlib.client.chromium``; ``tests/client/test_chromium_traces.py``).
+that reproduces the recorded Chromium traces (``rtlib.client.chromium``; ``tests/model/test_chromium_traces.py``).
 
 A viewer's tab alternates visible / hidden spells (exponential, means ``--visible`` / ``--hidden`` seconds:
 assumptions, not measurements); viewers join at random times, so the interval's grid has every phase against

@@ -2,7 +2,7 @@
 GIVEN hide/show schedule and a GIVEN phase of Chromium's monotonic clock against the wall clock.
 
 One rule for every user of it: :class:`rtlib.client.heartbeat.ChromeHiddenTab` draws random hide/show
-episodes and asks :func:`interval_fires` when its ``setInterval`` fires; ``tests/client/test_chromium_traces.py``
+episodes and asks :func:`interval_fires` when its ``setInterval`` fires; ``tests/model/test_chromium_traces.py``
 replays the schedules recorded by ``bench/chromium_presence.py`` (``notebooks/data/chromium_*.json``) through the
 same functions and compares the beats with what the server received.
 

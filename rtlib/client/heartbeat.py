@@ -215,7 +215,7 @@ class ChromeHiddenTab:
     Visible and hidden periods alternate, exponentially distributed with means ``visible_mean`` and
     ``hidden_mean`` (assumptions to vary, not measurements). When the timer fires in them is
     :func:`rtlib.client.chromium.interval_fires`, the rule that reproduces the recorded Chromium traces
-    (``notebooks/data/chromium_*.json``, Debian's Chromium 156 headless; ``tests/client/test_chromium_traces.py``):
+    (``notebooks/data/chromium_*.json``, Debian's Chromium 156 headless; ``tests/model/test_chromium_traces.py``):
     the interval stays on its grid (``start + k * interval``); hidden, it runs at the first whole second of
     the monotonic clock; once the page has been hidden ``grace`` seconds, a timer that has already run 6 times
     runs only at whole minutes (recorded: 60 s, judged at the next whole-second wake-up, so ``chrome:30:60`` models this

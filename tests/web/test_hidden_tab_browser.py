@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from rtlib.client.chromium_trace import as_polled, recorded_flaps, replay
+from rtlib.model.chromium_traces import as_polled, recorded_flaps, replay
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))

@@ -6,7 +6,7 @@ was given, never what the server saw: the hide/show times (the page's own ``visi
 heartbeat interval was set up (its receipt of ``session.welcome``), the monotonic-vs-wall clock offset, the
 server's presence settings, and for ``probe`` the server's probe schedule (from its receipt of the join). The
 result is compared with the trace's ``beats`` (the server's receive times) and ``flaps`` by
-``tests/client/test_chromium_traces.py``; notebook 05 shows them side by side.
+``tests/model/test_chromium_traces.py``; notebook 05 shows them side by side.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The Chromium client model reproduces real browser recordings (``bench/chromium_presence.py``).
 
-Each committed trace (``notebooks/data/chromium_*.json``) is replayed by :func:`rtlib.client.chromium_trace.replay`
+Each committed trace (``notebooks/data/chromium_*.json``) is replayed by :func:`rtlib.model.chromium_traces.replay`
 from what the page was given (hide/show times, its welcome, the clock phase, the server's settings). The model must
 give the beats the server received, one for one, each within :data:`TOLERANCE` (the network and the handler take
 milliseconds; a wrong rule is off by seconds: a 1 s vs 60 s alignment, a grid point, a missing beat), and the
@@ -23,7 +23,7 @@ from rtlib.client.chromium import (
     server_view,
     visibility_beats,
 )
-from rtlib.client.chromium_trace import as_polled, load_trace, recorded_flaps, replay, traces
+from rtlib.model.chromium_traces import as_polled, load_trace, recorded_flaps, replay, traces
 
 TRACES = traces()
 #: Seconds: each model beat against the server's receive time of the matching recorded beat (so each gap is

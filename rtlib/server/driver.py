@@ -33,7 +33,7 @@ from rtlib.protocol.config import ServerConfig
 from rtlib.protocol.errors import CloseCode, ConnectionMustClose, HandshakeError
 from rtlib.protocol.history import EPOCH_RE, OFFSET_RE, decide_resume, offset_key, offset_of, with_offset
 from rtlib.protocol.presence import PresenceChange, left_change
-from rtlib.protocol.presence_protocol import Hold, PresenceProtocol, Remove
+from rtlib.protocol.presence_protocol import Hold, PresenceProtocol, Remove, Upsert
 from rtlib.protocol.probes import Prober
 from rtlib.protocol.ratelimit import Pacer
 from rtlib.protocol.schema import PresencePong, PresenceRequest, TaskGet, TaskList, TaskUpdate
@@ -192,6 +192,7 @@ class RealtimeServer:
             n += 1
             token = f"{n}".encode()
             back = fanout.probes[token] = asyncio.get_running_loop().create_future()
+            events_before = fanout.events_in
             try:
                 async with asyncio.timeout(cfg.pubsub_check_timeout):
                     # redis-py, not the lean connection: cancelling a publish stuck on a paused Redis is
@@ -200,7 +201,7 @@ class RealtimeServer:
                     await back
             except TimeoutError:
                 fanout.probes.pop(token, None)
-                if time.monotonic() - fanout.last_message_at < cfg.pubsub_check_timeout:
+                if fanout.events_in > events_before:
                     # Not deaf: it delivered workspace events meanwhile; this process is just too busy to have
                     # read the probe yet. Dropping it now would close every client at the worst moment.
                     log.info("%s: pub/sub probe late, but events are arriving; subscriber kept", self.server_id)
@@ -381,14 +382,17 @@ class RealtimeServer:
             if isinstance(op, Remove):
                 await store.presence_remove(op)
             else:
-                fact, viewers = await store.presence_upsert(op)
-                for frame in self.presence.replies(session, request.type, fact, viewers, now):
-                    fanout.send(peer, frame)
-        elif isinstance(payload, PresencePong):
-            for upsert in self.presence.pong(session, now):
-                fact, viewers = await store.presence_upsert(upsert)
-                for frame in self.presence.replies(session, "presence.heartbeat", fact, viewers, now):
-                    fanout.send(peer, frame)
+                await self._upsert(session, peer, request.type, op)
+        elif isinstance(payload, PresencePong):  # a heartbeat of every task the connection views
+            for op in self.presence.pong(session, now):
+                await self._upsert(session, peer, "presence.heartbeat", op)
+
+    async def _upsert(self, session: Session, peer: Peer, type_: str, op: Upsert) -> None:
+        """Run one join/heartbeat and send the requester the replies the protocol asks for."""
+        assert self.store is not None
+        fact, viewers = await self.store.presence_upsert(op)
+        for frame in self.presence.replies(session, type_, fact, viewers, op.now):
+            self.fanout.send(peer, frame)
 
     async def _drop_presence(self, session: Session, clean: bool = True) -> None:
         if not session.tasks or self.store is None:

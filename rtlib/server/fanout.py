@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -71,8 +69,7 @@ class Fanout:
         self._pending: dict[bytes, list[asyncio.Future[None]]] = {}
         self._closing = False
         self.on_lost: Callable[[Exception | None], None] | None = None
-        self.events_in = 0  # pub/sub messages received (one per event per instance)
-        self.last_message_at = -math.inf  # time.monotonic() of the last one (the pub/sub check's liveness hint)
+        self.events_in = 0  # pub/sub messages received (one per event per instance; the pub/sub check reads it)
         # End-to-end check of the subscriber: the instance publishes probes to this channel of its own and
         # waits for them here (see RealtimeServer._watch_pubsub); a connection that is up but delivers
         # nothing (Redis paused, a proxy in between) is caught by the missing probe.
@@ -167,7 +164,6 @@ class Fanout:
                 fut.set_result(None)
         elif kind == b"message":
             self.events_in += 1
-            self.last_message_at = time.monotonic()
             self.deliver(reply[1][len(b"rt:chan:"):].decode(), reply[2])
         elif kind == b"subscribe":
             waiters = self._pending.get(reply[1])

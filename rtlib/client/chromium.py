@@ -40,7 +40,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from rtlib.protocol.presence import PresenceConfig
-from rtlib.protocol.probes import TICK_PHASE, TICKS_PER_INTERVAL
+from rtlib.protocol.probes import TICK_PHASE, TICKS_PER_INTERVAL, tick_index
 
 __all__ = [
     "CHROMIUM",
@@ -149,14 +149,11 @@ def probe_times(join: float, end: float, interval: float, tick_phase: float = TI
     time. ``tick_phase`` 0: the Prober before commit 428f548 (ticks on the sweep grid), which the first probe
     recording ran on."""
     tick = interval / TICKS_PER_INTERVAL
-    off = tick_phase * tick
-    out, k = [], 1
-    while True:
-        m = math.ceil((join + k * interval - off) / tick - 1e-9)
-        if (t := m * tick + off) > end:
-            return out
+    out, due = [], join + interval
+    while (t := tick_index(due, tick, tick_phase) * tick + tick_phase * tick) <= end:
         out.append(t)
-        k += 1
+        due += interval  # as the Prober reschedules: one interval after the probe was due
+    return out
 
 
 def probe_beats(probes: Iterable[float], delay: float = 0.003) -> list[float]:

@@ -31,10 +31,10 @@ TICKS_PER_INTERVAL = 30
 TICK_PHASE = 0.5
 
 
-def tick_index(t: float, tick: float) -> int:
-    """The smallest ``m`` with ``m * tick + TICK_PHASE * tick >= t`` (computed as written, so every driver that
-    forms tick times as ``m * tick + TICK_PHASE * tick`` gets bit-identical floats)."""
-    off = TICK_PHASE * tick
+def tick_index(t: float, tick: float, phase: float = TICK_PHASE) -> int:
+    """The smallest ``m`` with ``m * tick + phase * tick >= t`` (computed as written, so every driver that
+    forms tick times as ``m * tick + phase * tick`` gets bit-identical floats)."""
+    off = phase * tick
     m = math.ceil((t - off) / tick)
     if (m - 1) * tick + off >= t:
         return m - 1

@@ -38,9 +38,10 @@ def test_model_matches_live(cluster: Cluster, case: str) -> None:
     row = compare_run(cluster.run(sc, progress=False), plan_clients(sc, 2), 2)
     # the same crashes announced (a crasher already shown gone by a flap when it crashed has no later left)
     assert row["live_detected"] == row["model_detected"] > 0
-    # T_D quantiles within 5 %; with a handful of crashes (p90/p99 then hinge on one crash), every crash but
-    # one within 1 s and that one within a sweep (its live beat or sweep landed a few ms the other way).
-    assert row["td_agrees"], {k: v for k, v in row.items() if "td" in k or "paired" in k}
+    # T_D quantiles within 5 %; with a handful of crashes (p90/p99 then hinge on one crash), crash by crash:
+    # each within 1 s, or one sweep off where its expiry fell within the run's own measured scheduling noise of
+    # a sweep instant (its live beat or sweep landed a few ms the other way: a race no model can call).
+    assert row["td_agrees"], {k: v for k, v in row.items() if "td" in k or "paired" in k or "race" in k}
     # Server probes land just after probe ticks, and every fifth tick is a sweep instant: in compressed time whether
     # that sweep pops an entry is a race of a few ms between two processes' wake-ups, which the model draws from
     # the run's measured noise but cannot call crash by crash. So fewer crashes match to the second there.

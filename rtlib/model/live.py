@@ -21,7 +21,8 @@ from rtlib.client.heartbeat import Lossy, parse_model
 from rtlib.model.timelines import Timelines
 from rtlib.protocol.probes import TICK_PHASE, TICKS_PER_INTERVAL
 
-__all__ = ["VALIDATION_CASES", "compare_run", "live_mistakes", "pong_draws", "sweep_offset", "timelines_from_plan"]
+__all__ = ["VALIDATION_CASES", "compare_run", "failed_checks", "live_mistakes", "pong_draws", "sweep_offset",
+           "timelines_from_plan"]
 
 #: The validation cases: ``rtlib.lab.Scenario`` fields, all at 30 s / 60 s / sweep 5 s on 2 instances; issue 9's
 #: four for the client timer, then issue 10's presence alternatives (server probes, a leave grace, a visibility
@@ -228,7 +229,26 @@ def compare_run(results: Any, plans: Sequence[Any], instances: int, *, latency: 
                 "paired_explained": float(explained.mean()) if len(paired) else math.nan})
     row["td_agrees"] = bool(row["td_within_5pct"] or explained.all()
                             or (off.sum() <= 1 and (paired <= sc.sweep_interval + 1.0).all()))
+    row["failed_checks"] = failed_checks(row)
     return row
+
+
+def failed_checks(row: dict[str, Any]) -> list[str]:
+    """Which of the validation criteria a :func:`compare_run` row misses (empty: model and live agree):
+    the same crashes announced (``detected``), T_D (``td``), crash by crash (``paired``: at least 80 % within
+    1 s, 70 % with server probes, whose answers race the sweeps in compressed time), mistakes inside the live
+    count's 95 % Poisson interval (``mistakes``)."""
+    out = []
+    if not row["live_detected"] == row["model_detected"] > 0:
+        out.append("detected")
+    if not row["td_agrees"]:
+        out.append("td")
+    if not (row["paired"] == row["live_detected"]
+            and row["paired_within_1s"] >= (0.7 if row["presence_mode"] == "probe" else 0.8)):
+        out.append("paired")
+    if not row["mistakes_within"]:
+        out.append("mistakes")
+    return out
 
 
 #: The narrowest band (a share of the sweep interval) around a sweep instant inside which a crash's expiry is

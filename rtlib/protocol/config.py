@@ -64,6 +64,9 @@ class ServerConfig:
     handshake_rate: float = 200.0
     handshake_burst: int = 10
     handshake_max_wait: float = 5.0
+    # New connections being read and checked at once (before the pacing above); the rest of a storm waits
+    # unread in the kernel, so a storm's handshakes cannot fill the event loop's iterations.
+    handshake_concurrency: int = 8
     # Unsent bytes queued for one client above which it is a slow consumer and is closed 1013.
     max_write_buffer: int = 8 * 1024 * 1024
     allowed_origins: tuple[str, ...] | None = None  # None: any Origin; a missing Origin is always allowed
@@ -105,6 +108,8 @@ class ServerConfig:
         if self.handshake_rate <= 0 or self.handshake_burst < 1 or not 0 <= self.handshake_max_wait < 9:
             raise ValueError("handshake_rate > 0, handshake_burst >= 1 and 0 <= handshake_max_wait < 9 (the "
                              "handshake's own 10 s timeout) are required")
+        if self.handshake_concurrency < 1:
+            raise ValueError("handshake_concurrency must be at least 1")
         if self.max_connections_per_user < 1:
             raise ValueError("max_connections_per_user must be at least 1")
         if self.publish_mode not in ("atomic", "split"):

@@ -39,6 +39,7 @@ from rtlib.protocol.ratelimit import Pacer
 from rtlib.protocol.schema import PresencePong, PresenceRequest, TaskGet, TaskList, TaskUpdate
 from rtlib.protocol.session import Request as ClientRequest
 from rtlib.protocol.session import Session
+from rtlib.server.admission import AdmissionGate, gated
 from rtlib.server.auth import verify_token
 from rtlib.server.fanout import Fanout, Peer, slow_consumer_closer
 from rtlib.server.loops import probe_forever, sweep_forever
@@ -79,6 +80,7 @@ class RealtimeServer:
         self.prober = Prober(config.heartbeat_interval) if config.presence_mode == "probe" else None
         self._probing: asyncio.Task[None] | None = None
         self._handshakes = Pacer(config.handshake_rate, config.handshake_burst, config.handshake_max_wait)
+        self.admission = AdmissionGate(config.handshake_concurrency)
         self._ids = itertools.count(1)
         self._ws: WsServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -113,6 +115,7 @@ class RealtimeServer:
             process_request=self._process_request,
             max_size=self.config.max_frame_bytes,
             compression=None,  # frames must be byte-identical per receiver to be encoded once
+            create_connection=gated(self.admission),
             server_header="rtlib",
         )
         self._sweeper = asyncio.create_task(sweep_forever(self.presence, self.sweep, self.server_id),
@@ -140,6 +143,7 @@ class RealtimeServer:
         if self._ws is not None:
             self.fanout.flush()
             self._ws.close(close_connections=True)  # 1001 going away; handlers run their cleanup
+            self.admission.close()  # connections still waiting for admission have no handler yet
             await self._ws.wait_closed()
             self._ws = None
         await self.fanout.close()
@@ -228,6 +232,7 @@ class RealtimeServer:
     # --- handshake --------------------------------------------------------------------------------------------
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         refusal = self._check_request(connection, request)
+        connection.checked()  # type: ignore[attr-defined]  # its admission slot (rtlib.server.admission)
         if refusal is not None:
             return refusal
         # Refusals above are cheap; an accepted handshake goes on to cost a subscription, a welcome and a

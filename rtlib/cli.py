@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--handshake-rate", type=float, default=d.handshake_rate,
                        help="new connections/s per instance, after --handshake-burst; later ones wait")
     serve.add_argument("--handshake-burst", type=int, default=d.handshake_burst)
+    serve.add_argument("--receive-buffer", type=int, default=d.receive_buffer, metavar="BYTES",
+                       help="SO_RCVBUF of client sockets: bytes one read can hand the parser (0: OS default)")
     serve.add_argument("--handshake-concurrency", type=int, default=d.handshake_concurrency,
                        help="new connections read and checked at once; a storm's others wait unread")
     serve.add_argument("--rate-limit-strikes", type=int, default=d.rate_limit_strikes,
@@ -163,7 +165,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         leave_grace=args.leave_grace, max_frame_bytes=args.max_frame_bytes, rate_limit=args.rate_limit,
         rate_burst=args.rate_burst, rate_limit_strikes=args.rate_limit_strikes,
         handshake_rate=args.handshake_rate, handshake_burst=args.handshake_burst,
-        handshake_concurrency=args.handshake_concurrency,
+        handshake_concurrency=args.handshake_concurrency, receive_buffer=args.receive_buffer,
         byte_rate=args.byte_rate, byte_burst=args.byte_burst, max_connections_per_user=args.max_connections_per_user,
         max_write_buffer=args.max_write_buffer,
         allowed_origins=tuple(args.allowed_origins) if args.allowed_origins else None,

@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import logging
 import secrets
+import socket
 import time
 from collections import Counter
 from dataclasses import replace
@@ -118,6 +119,9 @@ class RealtimeServer:
             create_connection=gated(self.admission),
             server_header="rtlib",
         )
+        if self.config.receive_buffer:  # accepted sockets inherit it from the listening socket (Linux)
+            for sock in self._ws.sockets:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.receive_buffer)
         self._sweeper = asyncio.create_task(sweep_forever(self.presence, self.sweep, self.server_id),
                                             name=f"{self.server_id}-sweeper")
         self._watchdog = asyncio.create_task(self._watch_pubsub(), name=f"{self.server_id}-pubsub-check")

@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from rtlib.client.heartbeat import Lossy, parse_model
 from rtlib.client.ordering import make_cache
@@ -178,7 +178,9 @@ class SimClient:
                                              self.now(), self.conn_count))
                 self.connected.set()
                 return
-            except (OSError, InvalidStatus, ConnectionClosed, TimeoutError, ConnectionError):
+            # InvalidHandshake: a refusal (InvalidStatus: 503 while an instance reconnects to Redis) or an instance
+            # that died mid-handshake (InvalidMessage: the socket closed before any HTTP response).
+            except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError, ConnectionError):
                 self.instance = (self.instance + 1) % len(self.urls)
                 await asyncio.sleep(backoff * self.rng.uniform(0.5, 1.5))
                 backoff = min(backoff * 2, 2.0)

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from rtlib.protocol import events
 from rtlib.protocol.config import ServerConfig
@@ -114,8 +114,8 @@ async def _bot(url: str, opts: DemoOptions, secret: str, user: str, rng: random.
             token = issue_token(secret, user, [opts.workspace], opts.ttl)
             async with connect(f"{url}?token={token}&workspace={opts.workspace}", compression=None) as ws:
                 await _bot_session(ws, opts, user, rng)
-        except (OSError, ConnectionClosed):
-            await asyncio.sleep(1.0 + rng.random())  # the server restarts or goes: come back later
+        except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError):
+            await asyncio.sleep(1.0 + rng.random())  # the server restarts, refuses (503) or goes: come back later
 
 
 async def _bot_session(ws: ClientConnection, opts: DemoOptions, user: str, rng: random.Random) -> None:

@@ -131,8 +131,10 @@ def compare_run(results: Any, plans: Sequence[Any], instances: int, *, latency: 
     (``live_td_p50``, ``model_td_p50``, ``td_p50_rel``, ...), mistakes (live count, its exact 95 % Poisson
     interval, the model's count, whether it lies inside), crash by crash agreement (``paired_within_1s``: the
     share of crashes whose modelled detection is within 1 design s of the live one; ``paired_max_diff``;
-    ``paired_races``: crashes one sweep off whose expiry fell within ``race_band`` design s of a sweep instant,
-    the run's own measured scheduling noise; ``paired_explained``: the share within 1 s or such a race),
+    ``paired_races``: crashes off by more than 1 s whose expiry fell within ``race_band`` design s of a sweep
+    instant (the run's own measured scheduling noise), or whose departure fell that close to a beat;
+    ``paired_explained``: the share within 1 s or explained by such a race, one sweep or one beat off at most;
+    ``off_crashes``: (user, model - live, expiry slack) of each crash off by more than 1 s),
     ``td_agrees`` (quantiles within 5 %, or every crash explained), and the measured sweep offset.
     """
     from rtlib.model.alternatives import probe_timelines  # noqa: PLC0415
@@ -181,8 +183,8 @@ def compare_run(results: Any, plans: Sequence[Any], instances: int, *, latency: 
     d = d[d["subject"].isin(crashed)]
     live_td = d["detection_delay"].to_numpy()
     # Crash by crash: the same crash's detection, live and modelled.
-    paired = np.array([abs(model_by_user[u] - t) for u, t in zip(d["subject"], live_td, strict=True)
-                       if u in model_by_user])
+    matched = [(u, t) for u, t in zip(d["subject"], live_td, strict=True) if u in model_by_user]
+    paired = np.array([abs(model_by_user[u] - t) for u, t in matched])
     row: dict[str, Any] = {"heartbeat": sc.heartbeat, "presence_mode": mode, "leave_grace": config.leave_grace,
                            "viewers": len(users), "viewer_hours": m["viewer_hours"], "crashes": len(crashed),
                            "sweep_offset": offset, "jitter": jitter, "live_detected": len(live_td),
@@ -215,16 +217,15 @@ def compare_run(results: Any, plans: Sequence[Any], instances: int, *, latency: 
     # Likewise a crash within that noise of a beat (or of the next one due) may have sent one beat more or
     # less live: then it may differ by an interval.
     slack, since = _expiry_slack(tl, config, latency / 2 / ts, offset)
-    index = [users.index(u) for u in d["subject"] if u in model_by_user]
+    viewer = {u: v for v, u in enumerate(users)}
+    index = [viewer[u] for u, _ in matched]
     race = np.array([min(slack[v], sc.sweep_interval - slack[v]) <= band for v in index], dtype=bool)
     beat_race = np.array([min(since[v], abs(since[v] - sc.heartbeat_interval)) <= band for v in index], dtype=bool)
     off = paired > 1.0
     explained = ~off | (race & (paired <= sc.sweep_interval + 1.0)) \
         | (beat_race & (paired <= sc.heartbeat_interval + sc.sweep_interval + 1.0))
-    subjects = [u for u in d["subject"] if u in model_by_user]
-    row["off_crashes"] = [(u, round(float(model_by_user[u] - t), 3), round(float(slack[users.index(u)]), 3))
-                          for u, t, o in zip(subjects, [t for u, t in zip(d["subject"], live_td, strict=True)
-                                                         if u in model_by_user], off, strict=True) if o]
+    row["off_crashes"] = [(u, round(float(model_by_user[u] - t), 3), round(float(slack[v]), 3))
+                          for (u, t), v, o in zip(matched, index, off, strict=True) if o]
     row.update({"race_band": band, "paired_races": int((off & (race | beat_race)).sum()),
                 "paired_explained": float(explained.mean()) if len(paired) else math.nan})
     row["td_agrees"] = bool(row["td_within_5pct"] or explained.all()

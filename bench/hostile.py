@@ -59,12 +59,15 @@ class Options:
     only: tuple[str, ...] = PHASES
     load: LoadPlan = field(default_factory=LoadPlan)
     load_seconds: float = 0.0  # repeat the load phase until this many seconds passed (profiling)
-    server: dict[str, Any] = field(default_factory=dict)  # extra `rtlib serve` options
+    # Extra `rtlib serve` options. A 1 MiB write buffer (default 8 MiB) closes the slow readers within the few MiB
+    # the paced broadcasters send.
+    server: dict[str, Any] = field(default_factory=lambda: {"max_write_buffer": 1024 * 1024})
 
     @classmethod
     def ci(cls, seed: int = 1) -> Options:
         return cls(frames=1200, seed=seed, probers=10, handshakes=120, quiet_seconds=1.5, load=LoadPlan.ci(),
-                   server={"max_write_buffer": 1024 * 1024})
+                   # A 4 MiB/s fan-out budget keeps the CI run short; pacing itself has its own test.
+                   server={"max_write_buffer": 1024 * 1024, "fanout_rate": 4 * 1024 * 1024})
 
 
 def category(cls: str) -> str:
@@ -72,7 +75,7 @@ def category(cls: str) -> str:
     outcome = CLASSES[cls][0]
     if cls.startswith("hs-"):
         return "handshake"
-    if cls in ("frame-flood", "byte-flood", "big-broadcast-within-budget", "slow-reader", "connection-storm",
+    if cls in ("frame-flood", "byte-flood", "big-broadcast-paced", "slow-reader", "connection-storm",
                "connections-over-user-cap", "half-open", "token-expires-while-open"):
         return "load"
     if outcome.startswith("close"):
@@ -306,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--load", default="", metavar="K=V,...",
                    help="load plan overrides (0 turns a part off), e.g. storm=0,broadcasters=20; fields: "
                    + ", ".join(LoadPlan.__dataclass_fields__))
+    p.add_argument("--serve", default="", metavar="K=V,...",
+                   help="extra `rtlib serve` options, e.g. fanout_rate=1048576,max_write_buffer=1048576")
     p.add_argument("--server-src", metavar="DIR", help="run the rtlib of another checkout (e.g. `git archive HEAD`)")
     p.add_argument("--out", type=Path, default=RESULTS / "hostile", help="writes OUT.json and OUT.md")
     p.add_argument("--attacker-nice", type=int, default=10,
@@ -318,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     opts.attacker_nice = a.attacker_nice
     if a.server_src:
         opts.server = {**opts.server, "src": a.server_src}
+    if a.serve:
+        opts.server = {**opts.server, **dict(kv.split("=", 1) for kv in a.serve.split(","))}
     if a.load:
         fields = {k: v if isinstance(getattr(opts.load, k), str) else type(getattr(opts.load, k))(float(v))
                   for k, v in (kv.split("=") for kv in a.load.split(","))}

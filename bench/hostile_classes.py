@@ -85,7 +85,9 @@ CLASSES: dict[str, tuple[str, str]] = {
                     "rate_limited` per dropped frame, closed after more than 50 refusals in a row"),
     "byte-flood": ("close 1008 rate limit exceeded", "60 KB frames far over 256 KiB/s (burst 512 KiB) but under "
                    "the frame rate: `rate_limited`, then the same close"),
-    "big-broadcast-within-budget": ("ack", "60 KB updates paced inside both budgets: all accepted and broadcast"),
+    "big-broadcast-paced": ("ack", "60 KB updates inside both inbound budgets whose fan-out exceeds "
+                                    "the sender's `--fanout-rate`: all accepted and broadcast; the server "
+                                    "reads the sender more slowly"),
     "slow-reader": ("close 1013", "a connection that stops reading while more than `--max-write-buffer` is "
                     "broadcast to its workspace"),
     "token-expires-while-open": ("close 1008 token expired", "the token's `exp` passes while connected"),

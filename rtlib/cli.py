@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--byte-rate", type=float, default=d.byte_rate, metavar="BYTES",
                        help="inbound bytes/s sustained per connection")
     serve.add_argument("--byte-burst", type=int, default=d.byte_burst, metavar="BYTES")
+    serve.add_argument("--fanout-rate", type=float, default=d.fanout_rate, metavar="BYTES",
+                       help="outbound bytes/s one connection's updates may cause on this instance (size x "
+                            "recipients); over it, the connection is not read until paid back")
+    serve.add_argument("--fanout-burst", type=int, default=d.fanout_burst, metavar="BYTES")
     serve.add_argument("--max-connections-per-user", type=int, default=d.max_connections_per_user,
                        help="per instance; the next handshake gets 429")
     serve.add_argument("--handshake-rate", type=float, default=d.handshake_rate,
@@ -166,7 +170,8 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         rate_burst=args.rate_burst, rate_limit_strikes=args.rate_limit_strikes,
         handshake_rate=args.handshake_rate, handshake_burst=args.handshake_burst,
         handshake_concurrency=args.handshake_concurrency, receive_buffer=args.receive_buffer,
-        byte_rate=args.byte_rate, byte_burst=args.byte_burst, max_connections_per_user=args.max_connections_per_user,
+        byte_rate=args.byte_rate, byte_burst=args.byte_burst, fanout_rate=args.fanout_rate,
+        fanout_burst=args.fanout_burst, max_connections_per_user=args.max_connections_per_user,
         max_write_buffer=args.max_write_buffer,
         allowed_origins=tuple(args.allowed_origins) if args.allowed_origins else None,
         server_id=args.server_id, publish_mode=args.publish_mode, history_length=args.history_length,

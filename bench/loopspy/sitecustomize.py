@@ -3,7 +3,8 @@ ran in them (callbacks and task coroutines, counts and time), to find what stall
 
 Use: ``LOOPSPY=/tmp/loopspy.log PYTHONPATH=bench/loopspy python bench/hostile.py --only load ...`` (every Python
 process started with that environment loads it, the server under test included; it forces asyncio's own loop,
-because uvloop's handles cannot be timed from Python). Each line: wall time, the iteration's callback time, the
+because uvloop's handles cannot be timed from Python). ``LOOPSPY_MS`` sets the threshold (default 10 ms; 0 logs
+every iteration). Each line: wall time, pid, the iteration's callback time, the
 number of handles, and the six costliest callback kinds.
 """
 
@@ -17,6 +18,8 @@ if os.environ.get("LOOPSPY"):
     import asyncio.base_events as be
     import asyncio.events as ev
 
+    THRESHOLD = float(os.environ.get("LOOPSPY_MS", "10")) / 1000  # log iterations busier than this
+    PID = os.getpid()
     out = open(os.environ["LOOPSPY"], "a")  # noqa: SIM115 - open for the life of the process
     cur: collections.Counter[str] = collections.Counter()
     dur: collections.Counter[str] = collections.Counter()
@@ -42,9 +45,9 @@ if os.environ.get("LOOPSPY"):
         dur.clear()
         orig_once(self)
         busy = sum(dur.values())
-        if busy > 0.010:
+        if busy > THRESHOLD:
             top = sorted(dur.items(), key=lambda kv: -kv[1])[:6]
-            out.write(f"{time.time():.3f} iter {busy * 1000:.1f}ms handles {sum(cur.values())} "
+            out.write(f"{time.time():.3f} pid {PID} iter {busy * 1000:.1f}ms handles {sum(cur.values())} "
                       + "; ".join(f"{k} x{cur[k]} {v * 1000:.1f}ms" for k, v in top) + "\n")
             out.flush()
 

@@ -53,6 +53,13 @@ class ServerConfig:
     # re-sent to every member of the workspace) cannot monopolise the loop for the neighbours.
     byte_rate: float = 256 * 1024  # bytes per second, sustained
     byte_burst: int = 512 * 1024
+    # Outbound bytes one connection's requests may make this instance write, per second (burst: banked): an
+    # update costs its size x the workspace's other connections here, a task.get/task.list reply its size. The
+    # inbound budgets above cannot bound this: a 60 KB update is re-sent to every member, so ten members within
+    # their own inbound budgets had the server write ~100 MB/s and stalled the loop. Over budget, the server
+    # pauses reading from that connection (nothing is refused or lost); one pause is at most 10 s.
+    fanout_rate: float = 1024 * 1024
+    fanout_burst: int = 1024 * 1024
     # Frames refused in a row (each answered with `rate_limited`) before the connection is closed 1008.
     rate_limit_strikes: int = 50
     # Open connections of one user on one instance; the next handshake is refused with 429. A bound on what
@@ -110,6 +117,8 @@ class ServerConfig:
         if self.byte_rate <= 0 or self.byte_burst < self.max_frame_bytes:
             raise ValueError("byte_rate > 0 and byte_burst >= max_frame_bytes are required (else a largest "
                              "frame could never pass)")
+        if self.fanout_rate <= 0 or self.fanout_burst < 0:
+            raise ValueError("fanout_rate > 0 and fanout_burst >= 0 are required")
         if self.handshake_rate <= 0 or self.handshake_burst < 1 or not 0 <= self.handshake_max_wait < 9:
             raise ValueError("handshake_rate > 0, handshake_burst >= 1 and 0 <= handshake_max_wait < 9 (the "
                              "handshake's own 10 s timeout) are required")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Pacer", "TokenBucket"]
+__all__ = ["DebtBucket", "Pacer", "TokenBucket"]
 
 
 @dataclass(slots=True)
@@ -66,3 +66,36 @@ class Pacer:
             return None
         self.next_free = slot + interval
         return wait
+
+
+@dataclass(slots=True)
+class DebtBucket:
+    """A budget that is paid for *after* the fact, sans-I/O: :meth:`charge` always accepts ``cost`` and says how
+    long the payer must pause before its next event (0.0 while the balance is positive).
+
+    Used for the bytes a connection's requests make the server write (its fan-out): the cost of an update is
+    only known once it is accepted, and any single update must stay possible, even one whose fan-out exceeds
+    ``burst``. So a cost is never refused; it may leave the bucket in debt, and the connection is not read again
+    until ``rate`` has paid it back. ``max_debt`` (seconds of ``rate``) bounds one pause.
+    """
+
+    rate: float
+    burst: float
+    max_debt: float = 10.0
+    tokens: float = field(init=False)
+    last: float | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if self.rate <= 0 or self.burst < 0 or self.max_debt <= 0:
+            raise ValueError(f"need rate > 0, burst >= 0 and max_debt > 0, got rate={self.rate} "
+                             f"burst={self.burst} max_debt={self.max_debt}")
+        self.tokens = float(self.burst)
+
+    def charge(self, now: float, cost: float) -> float:
+        """Spend ``cost`` at ``now``; return the seconds until the balance is back to zero (0.0 if not in debt)."""
+        if self.last is not None and now > self.last:
+            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        if self.last is None or now > self.last:
+            self.last = now
+        self.tokens = max(self.tokens - cost, -self.max_debt * self.rate)
+        return -self.tokens / self.rate if self.tokens < 0 else 0.0

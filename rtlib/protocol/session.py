@@ -15,7 +15,7 @@ import msgspec
 from rtlib.protocol import events
 from rtlib.protocol.config import ServerConfig
 from rtlib.protocol.errors import CloseCode, ConnectionMustClose, ErrorCode, ProtocolError
-from rtlib.protocol.ratelimit import TokenBucket
+from rtlib.protocol.ratelimit import DebtBucket, TokenBucket
 from rtlib.protocol.schema import PresenceRequest, TaskGet, TaskList, TaskUpdate, decode_client_frame
 
 __all__ = ["Request", "Session"]
@@ -42,12 +42,15 @@ class Session:
     tasks: set[str] = field(default_factory=set)
     bucket: TokenBucket = field(init=False)
     byte_bucket: TokenBucket = field(init=False)
+    #: Outbound bytes this connection's requests made the server write (see :meth:`fanout`).
+    fanout_bucket: DebtBucket = field(init=False)
     #: Frames refused in a row by either bucket; past ``rate_limit_strikes`` the client is ignoring its errors.
     strikes: int = 0
 
     def __post_init__(self) -> None:
         self.bucket = TokenBucket(self.config.rate_limit, self.config.rate_burst)
         self.byte_bucket = TokenBucket(self.config.byte_rate, self.config.byte_burst)
+        self.fanout_bucket = DebtBucket(self.config.fanout_rate, self.config.fanout_burst)
 
     def welcome(self, now: float, epoch: str | None = None, offset: str | None = None,
                 recovered: bool | None = None) -> bytes:
@@ -82,6 +85,15 @@ class Session:
         if self.strikes > self.config.rate_limit_strikes:
             raise ConnectionMustClose(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
         return self.error(ProtocolError(ErrorCode.RATE_LIMITED, message), now)
+
+    def fanout(self, size: int, recipients: int, now: float) -> float:
+        """Charge the bytes a request made the server write (``size`` x ``recipients``: an update's fan-out on
+        this instance, or a reply's size x 1); the seconds to pause before reading this connection's next frame.
+
+        Nothing is refused: the request was served, and the client is slowed down instead (TCP backpressure),
+        so one member's big updates cannot make the server write without bound for the whole workspace.
+        """
+        return self.fanout_bucket.charge(now, size * recipients)
 
     def error(self, exc: ProtocolError, now: float) -> bytes:
         return events.error_from(self.workspace_id, self.user_id, exc, now)

@@ -43,6 +43,7 @@ from rtlib.protocol.session import Session
 from rtlib.server.admission import AdmissionGate, gated
 from rtlib.server.auth import verify_token
 from rtlib.server.fanout import Fanout, Peer, slow_consumer_closer
+from rtlib.server.flow import close_draining, pause_reading
 from rtlib.server.loops import probe_forever, sweep_forever
 from rtlib.server.resp import RETRY, RespConnection, backoff
 from rtlib.server.static import StaticFiles
@@ -305,13 +306,19 @@ class RealtimeServer:
                     outcome = session.receive(frame, time.time())
                 except ConnectionMustClose as exc:
                     self.fanout.flush_peer(peer)
-                    await _close_draining(connection, exc.code, exc.reason)
+                    await close_draining(connection, exc.code, exc.reason)
                     break
+                pause = 0.0
                 if isinstance(outcome, bytes):
                     self.fanout.send(peer, outcome)
                 else:
-                    await self._carry_out(session, peer, outcome)
-                if isinstance(outcome, bytes) or len(frame) > _FAIR_TURN_BYTES:
+                    size, recipients = await self._carry_out(session, peer, outcome, len(frame))
+                    pause = session.fanout(size, recipients, time.time())
+                if pause:
+                    # Over its fan-out budget: this connection is not read for a while (its frames wait in the
+                    # kernel, then in the client), so it cannot make this instance write without bound.
+                    await pause_reading(connection, pause)
+                elif isinstance(outcome, bytes) or len(frame) > _FAIR_TURN_BYTES:
                     # Fair turns: frames already buffered are returned without yielding to the loop, so a
                     # flood of refused or big frames would run back to back while the neighbours wait.
                     await asyncio.sleep(0)
@@ -319,11 +326,11 @@ class RealtimeServer:
             pass
         except (ConnectionError, RedisConnectionError):
             # Redis went away mid-request: _on_redis_lost closes the other connections the same way.
-            await _close_draining(connection, CloseCode.INTERNAL_ERROR, "redis unavailable")
+            await close_draining(connection, CloseCode.INTERNAL_ERROR, "redis unavailable")
         except Exception:
             log.exception("%s: unexpected fault on %s", self.server_id, conn_id)
             self.fanout.flush_peer(peer)
-            await _close_draining(connection, CloseCode.INTERNAL_ERROR, "internal error")  # no internals sent
+            await close_draining(connection, CloseCode.INTERNAL_ERROR, "internal error")  # no internals sent
         finally:
             expiry.cancel()
             del self.sessions[conn_id]
@@ -365,11 +372,15 @@ class RealtimeServer:
         finally:
             peer.held = None
 
-    async def _carry_out(self, session: Session, peer: Peer, request: ClientRequest) -> None:
+    async def _carry_out(self, session: Session, peer: Peer, request: ClientRequest, size: int) -> tuple[int, int]:
+        """Serve one request; return what it made this instance write, as (bytes, recipients), for the
+        connection's fan-out budget: an update's event x the workspace's other local connections, a reply x 1.
+        Presence requests are charged their frame's ``size`` per recipient (a change is broadcast at most once)."""
         store, fanout, ws = self.store, self.fanout, session.workspace_id
         assert store is not None
         payload = request.payload
         now = time.time()
+        others = max(0, len(fanout.rooms.get(ws, ())) - 1)
         if isinstance(payload, TaskUpdate):
             prefix, suffix = events.task_updated_parts(ws, session.user_id, payload.taskId, payload.changes, now)
             atomic = self.config.publish_mode == "atomic"
@@ -378,13 +389,18 @@ class RealtimeServer:
             if not atomic and not retry:  # the study mode: a second round trip, so publishes can overtake each other
                 await store.publish(ws, prefix + str(version).encode() + suffix)
             fanout.send(peer, session.ack(payload, version, now))
-        elif isinstance(payload, TaskGet):
+            return len(prefix) + len(suffix) + 4, others
+        if isinstance(payload, TaskGet):
             version, fields = await store.get_task(ws, payload.taskId)
-            fanout.send(peer, session.snapshot(payload, version, fields, now))
-        elif isinstance(payload, TaskList):
+            reply = session.snapshot(payload, version, fields, now)
+            fanout.send(peer, reply)
+            return len(reply), 1
+        if isinstance(payload, TaskList):
             tasks, next_cursor = await store.list_tasks(ws, payload.cursor, payload.limit)
-            fanout.send(peer, session.task_page(payload, tasks, next_cursor, now))
-        elif isinstance(payload, PresenceRequest):
+            reply = session.task_page(payload, tasks, next_cursor, now)
+            fanout.send(peer, reply)
+            return len(reply), 1
+        if isinstance(payload, PresenceRequest):
             op = self.presence.request(session, request.type, payload.taskId, now)
             if self.prober is not None:
                 self.prober.watch(session, now)
@@ -395,6 +411,7 @@ class RealtimeServer:
         elif isinstance(payload, PresencePong):  # a heartbeat of every task the connection views
             for op in self.presence.pong(session, now):
                 await self._upsert(session, peer, "presence.heartbeat", op)
+        return size, others
 
     async def _upsert(self, session: Session, peer: Peer, type_: str, op: Upsert) -> None:
         """Run one join/heartbeat and send the requester the replies the protocol asks for."""
@@ -422,14 +439,3 @@ class RealtimeServer:
         assert self.store is not None
         facts = await self.store.presence_expire(self.presence.sweep(now))
         return [change for fact in facts if (change := left_change(fact, "timeout")) is not None]
-
-
-async def _close_draining(connection: ServerConnection, code: int, reason: str) -> None:
-    """Close, while still reading: frames already queued by a flooding client would otherwise stall the
-    reader (websockets pauses reading when its queue is full), hide the client's close frame, and hold the
-    connection open until the close timeout."""
-    closing = spawn(connection.close(code, reason))
-    with contextlib.suppress(ConnectionClosed):
-        async for _ in connection:
-            pass
-    await closing

@@ -53,3 +53,33 @@ def test_pacer_serves_a_burst_then_spaces_the_rest() -> None:
     assert pacer.reserve(10.06) == pytest.approx(0.0, abs=1e-9)
     assert pacer.reserve(100.0) == 0.0  # idle for long: the burst is available again, no more
     assert [pacer.reserve(100.0) for _ in range(3)] == pytest.approx([0.0, 0.0, 0.01])
+
+
+def test_debt_bucket_accepts_any_cost_and_says_how_long_to_pause() -> None:
+    from rtlib.protocol.ratelimit import DebtBucket
+
+    budget = DebtBucket(rate=1000, burst=2000)  # 1,000 B/s of fan-out, 2,000 B banked
+    assert budget.charge(0.0, 1500) == 0.0  # within the burst: no pause
+    assert budget.charge(0.0, 1500) == pytest.approx(1.0)  # 1,000 B in debt: one second of rate
+    assert budget.charge(0.5, 0) == pytest.approx(0.5)  # half of it paid back
+    assert budget.charge(1.0, 0) == 0.0
+    assert budget.charge(100.0, 0) == 0.0 and budget.tokens == 2000  # idle: the burst again, no more
+    # A cost larger than the burst is still served (an update is never refused), then paid back.
+    assert budget.charge(100.0, 7000) == pytest.approx(5.0)
+
+
+def test_debt_bucket_bounds_one_pause_and_ignores_a_clock_that_steps_back() -> None:
+    from rtlib.protocol.ratelimit import DebtBucket
+
+    budget = DebtBucket(rate=1000, burst=0, max_debt=3.0)
+    assert budget.charge(10.0, 1_000_000) == pytest.approx(3.0)  # at most max_debt seconds
+    assert budget.charge(9.0, 0) == pytest.approx(3.0)  # backwards: nothing minted
+    assert budget.charge(11.0, 0) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(("rate", "burst", "max_debt"), [(0, 10, 1), (10, -1, 1), (10, 10, 0)])
+def test_debt_bucket_invalid_parameters(rate: float, burst: float, max_debt: float) -> None:
+    from rtlib.protocol.ratelimit import DebtBucket
+
+    with pytest.raises(ValueError):
+        DebtBucket(rate, burst, max_debt)

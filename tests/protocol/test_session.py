@@ -196,3 +196,15 @@ def test_nothing_accepted_can_carry_invalid_utf8(data: bytes) -> None:
             bytes(raw).decode("utf-8")
     else:
         code_of(out)
+
+
+def test_fanout_budget_pauses_a_member_whose_updates_cost_the_workspace_too_much() -> None:
+    cfg = ServerConfig(fanout_rate=1_000_000, fanout_burst=2_000_000)
+    big, small = Session("c1", "alice", "ws-1", cfg), Session("c2", "bob", "ws-1", cfg)
+    # 60 KB to 40 other connections is 2.4 MB of writes: served, then 0.4 s without reading alice's frames.
+    assert big.fanout(60_000, 40, 0.0) == pytest.approx(0.4)
+    assert big.fanout(60_000, 40, 0.4) == pytest.approx(2.4)  # paid for the first, in debt for the second
+    # Another member's budget is its own: bob's small updates to the same 40 are never paused.
+    assert all(small.fanout(300, 40, t / 10) == 0.0 for t in range(100))
+    with pytest.raises(ValueError):
+        ServerConfig(fanout_rate=0)

@@ -312,3 +312,53 @@ async def test_connections_per_user_are_capped(redis_url: str) -> None:
                    for r in results)
     finally:
         await cluster.close()
+
+
+async def _pair(redis_url: str, **config: object) -> Instances:
+    from rtlib.protocol.config import ServerConfig
+    from rtlib.server.driver import RealtimeServer
+
+    servers = [await RealtimeServer(redis_url, SECRET, ServerConfig(server_id=f"s{i}", **config)).start()  # type: ignore[arg-type]
+               for i in range(2)]
+    return Instances(servers)
+
+
+async def test_fanout_budget_paces_a_big_sender_and_not_its_neighbours(redis_url: str) -> None:
+    """An update costs its event's size x the workspace's other connections on the sender's instance; over
+    --fanout-rate the sender is not read until paid back. Nothing is refused, and the others are not slowed."""
+    cluster = await _pair(redis_url, fanout_rate=20_000, fanout_burst=5_000)
+    try:
+        big = await cluster.client("alice", instance=0)
+        small = await cluster.client("bob", instance=0)
+        local = await cluster.client("carol", instance=0)
+        remote = await cluster.client("dave", instance=1)  # fan-out on another instance is not charged here
+        loop = asyncio.get_running_loop()
+        for n in range(4):  # ~5.1 KB events to 2 other local connections: ~10 KB each, 0.5 s of budget
+            await big.send("task.update", {"taskId": "big", "changes": {"body": "x" * 5000, "n": n}, "ref": f"b{n}"})
+        acks = [(await big.expect("ack", ref="b0"), loop.time())[1]]
+        for n in range(5):
+            await small.send("task.update", {"taskId": "small", "changes": {"n": n}, "ref": f"s{n}"})
+        small_done = [(await small.expect("ack", ref=f"s{n}"), loop.time())[1] for n in range(5)][-1]
+        acks += [(await big.expect("ack", ref=f"b{n}", timeout=10), loop.time())[1] for n in range(1, 4)]
+        # Debt after each update: 5 KB, then ~10 KB more each time; the rate pays 20 KB/s back.
+        assert acks[3] - acks[0] >= 1.0, acks
+        assert small_done < acks[1], (small_done, acks)  # bob was served while alice waited
+        for client in (local, remote):  # every update reached everyone
+            assert {(await client.expect("task.updated", taskId="big", timeout=10))["payload"]["version"]
+                    for _ in range(4)} == {1, 2, 3, 4}
+    finally:
+        await cluster.close()
+
+
+async def test_a_paused_connection_does_not_hold_up_a_stopping_server(redis_url: str) -> None:
+    cluster = await _pair(redis_url, fanout_rate=1, fanout_burst=0)  # any update: the longest pause, 10 s
+    a = await cluster.client("alice")
+    await cluster.client("bob")
+    await a.send("task.update", {"taskId": "t1", "changes": {"x": 1}, "ref": "r"})
+    await a.expect("ack", ref="r")
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    for server in cluster.servers:
+        await server.stop()
+    assert loop.time() - t0 < 5  # the handler's pause ends when its connection closes
+    await cluster.close()

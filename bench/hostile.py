@@ -119,9 +119,9 @@ def _windows(samples: list[tuple[int, int]], marks: dict[str, list[tuple[int, in
     attack = [lat for sent, lat in samples
               if any(a <= sent < b for n in ("frames", "load") for a, b in marks.get(n, []))]
     out["attack"] = quantiles_ms(attack)
-    # Where the tail is: the 10 slowest updates, by phase and seconds into it (a stall shows as one cluster).
+    # Where the tail is: the 25 slowest updates, by phase and seconds into it (a stall shows as one cluster).
     worst = []
-    for sent, lat in sorted(samples, key=lambda s: -s[1])[:10]:
+    for sent, lat in sorted(samples, key=lambda s: -s[1])[:25]:
         phase, start = next(((n, a) for n, spans in marks.items() for a, b in spans if a <= sent < b), ("-", sent))
         worst.append({"phase": phase, "at_s": round((sent - start) / 1e9, 3), "ms": round(lat / 1e6, 2)})
     out["slowest"] = worst

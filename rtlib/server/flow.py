@@ -16,6 +16,8 @@ from rtlib.server.tasks import spawn
 
 __all__ = ["close_draining", "pause_reading"]
 
+_DRAIN_TURN = 16  # frames drained per loop turn by a closing connection
+
 
 async def pause_reading(connection: ServerConnection, seconds: float) -> None:
     """Wait ``seconds`` without reading from ``connection`` (called between two frames by its handler), or less
@@ -37,6 +39,13 @@ async def close_draining(connection: ServerConnection, code: int, reason: str) -
     connection open until the close timeout."""
     closing = spawn(connection.close(code, reason))
     with contextlib.suppress(ConnectionClosed):
+        drained = 0
         async for _ in connection:
-            pass
+            drained += 1
+            if drained % _DRAIN_TURN == 0:
+                # Fair turns: frames already parsed are returned without yielding, and each time the queue
+                # runs low websockets reads (and parses) the next ~32 KiB. A flood closed with thousands of
+                # frames still queued, drained in one go, was a 4-5 ms read per loop turn per closing flood;
+                # several closing at once stalled every neighbour for tens of ms.
+                await asyncio.sleep(0)
     await closing

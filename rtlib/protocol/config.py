@@ -72,8 +72,10 @@ class ServerConfig:
     handshake_burst: int = 10
     handshake_max_wait: float = 5.0
     # New connections being read and checked at once (before the pacing above); the rest of a storm waits
-    # unread in the kernel, so a storm's handshakes cannot fill the event loop's iterations.
-    handshake_concurrency: int = 8
+    # unread in the kernel, so a storm's handshakes cannot fill the event loop's iterations. Measured with
+    # bench/hostile.py: at 8 the storm's first ~150 ms cost the neighbour 10-20 ms spikes; at 2 they were gone
+    # from storm-only runs (p99 5.0-5.2 ms vs 9-16) and the storm of 400 still took 2.1 s (the pacing's 200/s).
+    handshake_concurrency: int = 2
     # Kernel receive buffer of each client socket (SO_RCVBUF on the listening socket, inherited; 0 = the OS
     # default, often several MiB with autotuning). It bounds how many bytes one read hands the WebSocket parser:
     # a client that pipelines thousands of tiny frames made the server parse 256 KiB (4-5 ms) in one go. At

@@ -45,9 +45,10 @@ from targets import TARGETS, ServerProcess, Target  # noqa: E402 (after the sys.
 from rtlib.server.redis_process import RedisProcess, find_redis_server, free_port  # noqa: E402 (after the sys.path line)
 
 #: Sends per second per sender connection, at most. rtlib rate-limits each connection (100 frames/s, burst
-#: 200); staying far below keeps the limiter from ever shaping the benchmark, so a busy workspace gets
-#: several sender connections.
-SENDER_RATE_CAP = 25.0
+#: 200) and paces one whose updates make it write more than 1 MiB/s (--fanout-rate); staying far below both
+#: keeps them from ever shaping the benchmark, so a busy workspace gets several sender connections. 10/s x
+#: ~250 B x 200 recipients is 0.5 MB/s. (Results before 2026-11-26 12:00 UTC used 25/s: 4 senders in S2, not 10.)
+SENDER_RATE_CAP = 10.0
 #: Quiet time between warm-up and the send phase, so warm-up traffic has drained when CPU is first read.
 QUIET_S = 0.5
 #: The processes of a case, as named in cpu_probes(); everything else on the machine is "other".

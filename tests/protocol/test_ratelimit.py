@@ -1,6 +1,8 @@
 """Unit tests of the token bucket with an injected clock."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rtlib.protocol.ratelimit import TokenBucket
 
@@ -83,3 +85,22 @@ def test_debt_bucket_invalid_parameters(rate: float, burst: float, max_debt: flo
 
     with pytest.raises(ValueError):
         DebtBucket(rate, burst, max_debt)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 2), st.integers(0, 50_000)), min_size=1, max_size=60))
+def test_debt_bucket_bounds_what_a_caller_that_honours_its_pauses_can_spend(steps: list[tuple[float, int]]) -> None:
+    """Whatever the costs and gaps, a payer that waits each returned pause spends at most burst + rate x elapsed
+    + its last cost (the one still being paid for)."""
+    from rtlib.protocol.ratelimit import DebtBucket
+
+    rate, burst = 10_000.0, 20_000.0
+    budget = DebtBucket(rate, burst, max_debt=1000.0)
+    now, spent = 0.0, 0
+    for gap, cost in steps:
+        now += gap
+        pause = budget.charge(now, cost)
+        spent += cost
+        assert spent <= burst + rate * now + cost + 1e-6
+        now += pause  # the connection is not read until then
+    assert budget.tokens <= burst

@@ -1,0 +1,154 @@
+"""How much of S1's per-update budget do the parts rtlib cannot skip already take? (issue 8, item 8)
+
+Item 8 asks for S1 CPU per delivery <= 1.5x the floor (a bare server that only writes the same frames to the same
+sockets). At 20 receivers per update that leaves rtlib 0.5 x floor x 20 per update for everything the floor does
+not do. This measures, in one process, the parts no design of this server can drop:
+
+* ``ws_parse``: websockets reading one masked client frame (``Protocol.receive_data`` + ``events_received``);
+* ``session``: rtlib's ``Session.receive`` (UTF-8/JSON/shape checks, rate buckets) and building event and ack;
+* ``redis``: redis-server's own CPU per ``task.update`` script call with its PUBLISH to one subscriber (what the
+  instance's pub/sub connection is), read from ``/proc`` over ``--n`` calls, one at a time (S1's case: 100
+  updates/s never overlap) and 200 in flight.
+
+Run: ``.venv/bin/python bench/hot_path_parts.py --floor-us 20`` (the floor's S1 CPU per delivery measured in
+the same session, ``bench/results/hot_path_recheck*.md``) -> ``bench/results/hot_path_parts.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR.parent))
+
+from redis.asyncio import Redis  # noqa: E402
+from websockets.frames import Frame, Opcode  # noqa: E402
+from websockets.protocol import Protocol, Side  # noqa: E402
+
+from rtlib.protocol import events  # noqa: E402
+from rtlib.protocol.config import ServerConfig  # noqa: E402
+from rtlib.protocol.session import Request, Session  # noqa: E402
+from rtlib.server.redis_process import RedisProcess  # noqa: E402
+from rtlib.server.resp import RespConnection  # noqa: E402
+from rtlib.server.store import RedisStore  # noqa: E402
+
+FRAME = json.dumps({"type": "task.update", "workspaceId": "w1", "payload": {
+    "taskId": "t-17", "changes": {"title": "Ship the release notes", "status": "doing"}, "ref": "r-1"}})
+RECEIVERS = 20  # S1: 20 receivers per update
+
+
+def _open_protocol() -> Protocol:
+    """A server-side websockets protocol past its handshake (state OPEN: its parser reads frames)."""
+    return Protocol(Side.SERVER, max_size=65536)
+
+
+def ws_parse_us(n: int) -> float:
+    """CPU per frame for websockets to parse one masked ~200-byte text frame."""
+    proto = _open_protocol()
+    wire = Frame(Opcode.TEXT, FRAME.encode()).serialize(mask=True)
+    t = time.process_time()
+    for _ in range(n):
+        proto.receive_data(wire)
+        [event] = proto.events_received()
+        proto.data_to_send()
+    assert event.data == FRAME.encode()
+    return (time.process_time() - t) / n * 1e6
+
+
+def session_us(n: int) -> float:
+    """CPU per update for Session.receive plus building the task.updated event and the ack."""
+    session = Session("c1", "alice", "w1", ServerConfig(rate_limit=1e12, rate_burst=10**12, byte_rate=1e15,
+                                                         byte_burst=10**15))
+    t = time.process_time()
+    for i in range(n):
+        request = session.receive(FRAME, 1.0 + i * 1e-6)
+        assert isinstance(request, Request)
+        p = request.payload
+        prefix, suffix = events.task_updated_parts("w1", "alice", p.taskId, p.changes, 1.0)  # type: ignore[union-attr]
+        session.ack(p, 7, 1.0)  # type: ignore[arg-type]
+        _ = prefix + b"7" + suffix
+    return (time.process_time() - t) / n * 1e6
+
+
+def _proc_cpu(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def redis_us(n: int, batch: int) -> float:
+    """redis-server CPU per task.update script call (version, fields, history, PUBLISH to one subscriber),
+    ``batch`` calls in flight at once (1: each awaited before the next, as at S1's 100 updates/s)."""
+    with RedisProcess() as rp:
+        client, sub = Redis.from_url(rp.url), Redis.from_url(rp.url)
+        fast = RespConnection(rp.url)  # the hot path's lean connection, pipelined, as the server uses it
+        store = RedisStore(client, fast)
+        await store.load_scripts()
+        pubsub = sub.pubsub()
+        await pubsub.subscribe("rt:chan:w1")
+
+        async def drain() -> None:
+            async for _ in pubsub.listen():
+                pass
+
+        reader = asyncio.create_task(drain())
+        prefix, suffix = events.task_updated_parts("w1", "alice", "t-17", {}, 1.0)
+        pid = rp.proc.pid  # type: ignore[union-attr]
+        before = _proc_cpu(pid)
+        for start in range(0, n, batch):
+            await asyncio.gather(*(store.update_task("w1", f"t-{i % 50}", {"title": b'"x"'}, prefix, suffix)
+                                   for i in range(start, min(n, start + batch))))
+        await asyncio.sleep(0.2)
+        used = _proc_cpu(pid) - before
+        reader.cancel()
+        fast.close()
+        await pubsub.aclose()
+        await client.aclose()
+        await sub.aclose()
+    return used / n * 1e6
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=20_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--floor-us", type=float, required=True, help="the floor's S1 CPU per delivery, same session")
+    ap.add_argument("--out", type=Path, default=BENCH_DIR / "results" / "hot_path_parts")
+    a = ap.parse_args()
+    runs = {"ws_parse": [ws_parse_us(a.n) for _ in range(a.repeat)],
+            "session": [session_us(a.n) for _ in range(a.repeat)],
+            "redis (one at a time)": [asyncio.run(redis_us(a.n, 1)) for _ in range(a.repeat)],
+            "redis (200 in flight)": [asyncio.run(redis_us(a.n, 200)) for _ in range(a.repeat)]}
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    budget = 0.5 * a.floor_us * RECEIVERS  # rtlib's allowance beyond the floor, per update, at 1.5x the floor
+    parts = med["ws_parse"] + med["session"] + med["redis (one at a time)"]
+    result = {"runs_us": runs, "median_us": med, "floor_us_per_delivery": a.floor_us, "receivers": RECEIVERS,
+              "budget_us_per_update": budget, "parts_us_per_update": parts, "share_of_budget": parts / budget}
+    lines = [
+        "# The parts of an update rtlib cannot skip, against item 8's budget", "",
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {a.n:,} calls x {a.repeat} rounds; median µs per "
+        "update (CPU).", "",
+        "| part | µs per update (median) | rounds |", "|---|---|---|",
+        *(f"| {k} | {med[k]:.1f} | {' / '.join(f'{x:.1f}' for x in v)} |" for k, v in runs.items()),
+        f"| **sum** (parse + session + redis one at a time) | **{parts:.1f}** | |", "",
+        f"Budget at 1.5x the floor ({a.floor_us:g} µs per delivery, {RECEIVERS} receivers per update): "
+        f"0.5 x {a.floor_us:g} x {RECEIVERS} = **{budget:.0f} µs per update** for everything the floor does not do. "
+        f"These parts alone take {parts / budget:.0%} of it, before the event loop's wake-ups for the Redis reply "
+        "and the pub/sub message, the RESP encoding and parsing, and the fan-out bookkeeping.",
+    ]
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    a.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -27,10 +27,7 @@ class TokenBucket:
 
     def take(self, now: float, cost: float = 1.0) -> bool:
         """Spend ``cost`` tokens at ``now``; False (and nothing spent) if the bucket holds fewer."""
-        if self.last is not None and now > self.last:
-            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-        if self.last is None or now > self.last:
-            self.last = now
+        _refill(self, now)
         if self.tokens >= cost:
             self.tokens -= cost
             return True
@@ -93,9 +90,15 @@ class DebtBucket:
 
     def charge(self, now: float, cost: float) -> float:
         """Spend ``cost`` at ``now``; return the seconds until the balance is back to zero (0.0 if not in debt)."""
-        if self.last is not None and now > self.last:
-            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-        if self.last is None or now > self.last:
-            self.last = now
+        _refill(self, now)
         self.tokens = max(self.tokens - cost, -self.max_debt * self.rate)
         return -self.tokens / self.rate if self.tokens < 0 else 0.0
+
+
+def _refill(bucket: TokenBucket | DebtBucket, now: float) -> None:
+    """Add what ``rate`` minted since the bucket was last used, up to ``burst``; a clock that steps backwards
+    mints nothing (and does not move ``last`` back)."""
+    if bucket.last is not None and now > bucket.last:
+        bucket.tokens = min(bucket.burst, bucket.tokens + (now - bucket.last) * bucket.rate)
+    if bucket.last is None or now > bucket.last:
+        bucket.last = now

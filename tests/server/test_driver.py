@@ -226,12 +226,17 @@ async def test_connection_closes_when_its_token_expires(cluster: Instances) -> N
         assert closed.value.rcvd.code == 1008 and closed.value.rcvd.reason == "token expired"
 
 
-async def _single(redis_url: str, **config: object) -> Instances:
+async def _started(redis_url: str, count: int, **config: object) -> Instances:
+    """``count`` servers on one Redis, each with ``config`` (``ServerConfig`` fields)."""
     from rtlib.protocol.config import ServerConfig
     from rtlib.server.driver import RealtimeServer
 
-    server = await RealtimeServer(redis_url, SECRET, ServerConfig(server_id="one", **config)).start()  # type: ignore[arg-type]
-    return Instances([server])
+    return Instances([await RealtimeServer(redis_url, SECRET, ServerConfig(server_id=f"s{i}", **config)).start()  # type: ignore[arg-type]
+                      for i in range(count)])
+
+
+async def _single(redis_url: str, **config: object) -> Instances:
+    return await _started(redis_url, 1, **config)
 
 
 async def test_invalid_utf8_in_a_binary_frame_is_refused_not_stored_nor_broadcast(cluster: Instances) -> None:
@@ -315,12 +320,7 @@ async def test_connections_per_user_are_capped(redis_url: str) -> None:
 
 
 async def _pair(redis_url: str, **config: object) -> Instances:
-    from rtlib.protocol.config import ServerConfig
-    from rtlib.server.driver import RealtimeServer
-
-    servers = [await RealtimeServer(redis_url, SECRET, ServerConfig(server_id=f"s{i}", **config)).start()  # type: ignore[arg-type]
-               for i in range(2)]
-    return Instances(servers)
+    return await _started(redis_url, 2, **config)
 
 
 async def test_fanout_budget_paces_a_big_sender_and_not_its_neighbours(redis_url: str) -> None:

@@ -9,6 +9,13 @@ inside them). rtlib's and the toy's CPU per delivery are compared against this, 
 
 Run: ``python bench/floor_server.py --port 8765 [--loop asyncio|uvloop]`` (``--redis`` is accepted and ignored,
 so the harness can start it like the other targets).
+
+``--redis-script`` (target ``floor-redis``) is the floor of *this design*: the Redis work the architecture
+review mandates and nothing else. Each sender frame becomes one ``EVALSHA`` of rtlib's own ``task.update``
+script (version, fields, history stream, ``PUBLISH``) on one RESP3 connection that is also subscribed to the
+workspace channels, as rtlib's is; the published event, framed once, is written to the workspace's sockets.
+Still no websockets library, no JSON decoding, no session rules, no acks: what is left between it and rtlib
+is rtlib's Python.
 """
 
 from __future__ import annotations
@@ -17,7 +24,10 @@ import argparse
 import asyncio
 import base64
 import hashlib
+import hashlib as _hashlib
 import signal
+import sys
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -40,8 +50,66 @@ def unmask(payload: bytes, key: bytes) -> bytes:
     return (int.from_bytes(payload, "big") ^ int.from_bytes(stream, "big")).to_bytes(n, "big")
 
 
+def resp(*parts: bytes) -> bytes:
+    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+
+
+class RedisLink(asyncio.Protocol):
+    """One RESP3 connection: ``EVALSHA`` calls go out (their replies are read and dropped) and the workspace
+    channels' messages come back on it; a message's event is framed once and written to the room."""
+
+    def __init__(self) -> None:
+        import hiredis  # only this mode needs it (a dependency of rtlib's server)
+
+        self.reader = hiredis.Reader()
+        self.push_type = hiredis.PushNotification
+        self.transport: asyncio.Transport | None = None
+        self.ready = asyncio.get_running_loop().create_future()
+        self.subscribed: set[str] = set()
+        self.updates = 0
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from rtlib.server.store import update_script  # the very script rtlib runs per update
+
+        self.script = update_script().encode()
+        self.sha = _hashlib.sha1(self.script).hexdigest().encode()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.transport.write(resp(b"HELLO", b"3") + resp(b"SCRIPT", b"LOAD", self.script))  # type: ignore[union-attr]
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            if type(reply) is self.push_type:
+                if reply[0] == b"message":
+                    ws = reply[1].decode()[len("rt:chan:"):]
+                    frame = server_frame(0x1, reply[2].partition(b"\n")[2])
+                    for peer in Floor.rooms.get(ws, ()):
+                        if peer.transport is not None and not peer.transport.is_closing():
+                            peer.transport.write(frame)
+            elif not self.ready.done() and reply == self.sha:  # SCRIPT LOAD's reply (after HELLO's)
+                self.ready.set_result(None)
+
+    def subscribe(self, ws: str) -> None:
+        if ws not in self.subscribed and self.transport is not None:
+            self.subscribed.add(ws)
+            self.transport.write(resp(b"SUBSCRIBE", f"rt:chan:{ws}".encode()))
+
+    def update(self, ws: str, payload: bytes) -> None:
+        """The script's keys and arguments as rtlib passes them (no idempotency ref); the event is the sender's
+        JSON with its version added, so the receivers still see a ``task.update`` frame."""
+        assert self.transport is not None
+        self.updates += 1
+        task = b"t-%d" % (self.updates % 50)
+        w = ws.encode()
+        self.transport.write(resp(
+            b"EVALSHA", self.sha, b"4", b"rt:" + w + b":ver:" + task, b"rt:" + w + b":task:" + task, b"",
+            b"rt:" + w + b":tasks", w, payload[:-1] + b',"version":', b"}", b"1", b"300", task, b"title", b'"x"'))
+
+
 class Floor(asyncio.Protocol):
     rooms: dict[str, set[Floor]] = {}
+    redis: RedisLink | None = None  # --redis-script
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -76,6 +144,8 @@ class Floor(asyncio.Protocol):
         self.upgraded = True
         self.workspace = parse_qs(urlsplit(path).query).get("workspace", [""])[0]
         self.rooms.setdefault(self.workspace, set()).add(self)
+        if self.redis is not None:
+            self.redis.subscribe(self.workspace)
 
     def frames(self) -> None:
         buf = self.buf
@@ -99,7 +169,9 @@ class Floor(asyncio.Protocol):
 
     def on_frame(self, opcode: int, payload: bytes) -> None:
         assert self.transport is not None
-        if opcode == 0x1:
+        if opcode == 0x1 and self.redis is not None:
+            self.redis.update(self.workspace, payload)
+        elif opcode == 0x1:
             frame = server_frame(0x1, payload)
             for peer in self.rooms.get(self.workspace, ()):
                 if peer.transport is not None and not peer.transport.is_closing():
@@ -111,8 +183,13 @@ class Floor(asyncio.Protocol):
             self.transport.close()
 
 
-async def main(host: str, port: int) -> None:
+async def main(host: str, port: int, redis_url: str, redis_script: bool) -> None:
     loop = asyncio.get_running_loop()
+    if redis_script:
+        where = urlsplit(redis_url)
+        _, link = await loop.create_connection(RedisLink, where.hostname or "127.0.0.1", where.port or 6379)
+        await asyncio.wait_for(link.ready, 10)
+        Floor.redis = link
     stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
@@ -126,7 +203,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--redis", default="", help="ignored (the floor has no Redis)")
+    parser.add_argument("--redis", default="", help="Redis URL (used with --redis-script only)")
+    parser.add_argument("--redis-script", action="store_true",
+                        help="run rtlib's task.update script per frame and deliver what it publishes")
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     return parser.parse_args()
 
@@ -136,6 +215,6 @@ if __name__ == "__main__":
     if args.loop == "uvloop":
         import uvloop
 
-        uvloop.run(main(args.host, args.port))
+        uvloop.run(main(args.host, args.port, args.redis, args.redis_script))
     else:
-        asyncio.run(main(args.host, args.port))
+        asyncio.run(main(args.host, args.port, args.redis, args.redis_script))

@@ -8,7 +8,10 @@ not do. This measures, in one process, the parts no design of this server can dr
 * ``session``: rtlib's ``Session.receive`` (UTF-8/JSON/shape checks, rate buckets) and building event and ack;
 * ``redis``: redis-server's own CPU per ``task.update`` script call with its PUBLISH to one subscriber (what the
   instance's pub/sub connection is), read from ``/proc`` over ``--n`` calls, one at a time (S1's case: 100
-  updates/s never overlap) and 200 in flight.
+  updates/s never overlap) and 200 in flight;
+* ``redis paced``: the same at S1's pace (one call every 10 ms, so Redis sleeps between calls, as it does at
+  S1), for the script as configured, the script with the history stream off, and a bare ``PUBLISH`` of the
+  same size (all the toy forwarder asks of Redis): what Redis costs per update at S1 whoever calls it.
 
 Run: ``.venv/bin/python bench/hot_path_parts.py --floor-us 20`` (the floor's S1 CPU per delivery measured in
 the same session, ``bench/results/hot_path_recheck*.md``) -> ``bench/results/hot_path_parts.{json,md}``.
@@ -33,7 +36,7 @@ from websockets.frames import Frame, Opcode  # noqa: E402
 from websockets.protocol import Protocol, Side  # noqa: E402
 
 from rtlib.protocol import events  # noqa: E402
-from rtlib.protocol.config import ServerConfig  # noqa: E402
+from rtlib.protocol.config import HistoryConfig, ServerConfig  # noqa: E402
 from rtlib.protocol.session import Request, Session  # noqa: E402
 from rtlib.server.redis_process import RedisProcess  # noqa: E402
 from rtlib.server.resp import RespConnection  # noqa: E402
@@ -83,13 +86,15 @@ def _proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def redis_us(n: int, batch: int) -> float:
+async def redis_us(n: int, batch: int, gap: float = 0.0, variant: str = "script") -> float:
     """redis-server CPU per task.update script call (version, fields, history, PUBLISH to one subscriber),
-    ``batch`` calls in flight at once (1: each awaited before the next, as at S1's 100 updates/s)."""
+    ``batch`` calls in flight at once (1: each awaited before the next, as at S1's 100 updates/s), ``gap``
+    seconds of sleep after each batch. ``variant``: ``script``, ``no-history`` (the script with the history
+    stream off) or ``publish`` (a bare PUBLISH of the event's size instead of the script)."""
     with RedisProcess() as rp:
         client, sub = Redis.from_url(rp.url), Redis.from_url(rp.url)
         fast = RespConnection(rp.url)  # the hot path's lean connection, pipelined, as the server uses it
-        store = RedisStore(client, fast)
+        store = RedisStore(client, fast, history=HistoryConfig(length=0) if variant == "no-history" else None)
         await store.load_scripts()
         pubsub = sub.pubsub()
         await pubsub.subscribe("rt:chan:w1")
@@ -102,9 +107,16 @@ async def redis_us(n: int, batch: int) -> float:
         prefix, suffix = events.task_updated_parts("w1", "alice", "t-17", {}, 1.0)
         pid = rp.proc.pid  # type: ignore[union-attr]
         before = _proc_cpu(pid)
+        event = prefix + b"1" + suffix
         for start in range(0, n, batch):
-            await asyncio.gather(*(store.update_task("w1", f"t-{i % 50}", {"title": b'"x"'}, prefix, suffix)
-                                   for i in range(start, min(n, start + batch))))
+            if variant == "publish":
+                await asyncio.gather(*(fast.call(b"PUBLISH", b"rt:chan:w1", b"\n" + event)
+                                       for _ in range(start, min(n, start + batch))))
+            else:
+                await asyncio.gather(*(store.update_task("w1", f"t-{i % 50}", {"title": b'"x"'}, prefix, suffix)
+                                       for i in range(start, min(n, start + batch))))
+            if gap:
+                await asyncio.sleep(gap)
         await asyncio.sleep(0.2)
         used = _proc_cpu(pid) - before
         reader.cancel()
@@ -119,16 +131,19 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=20_000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--paced", type=int, default=1000, help="calls per paced Redis round (10 ms apart)")
     ap.add_argument("--floor-us", type=float, required=True, help="the floor's S1 CPU per delivery, same session")
     ap.add_argument("--out", type=Path, default=BENCH_DIR / "results" / "hot_path_parts")
     a = ap.parse_args()
     runs = {"ws_parse": [ws_parse_us(a.n) for _ in range(a.repeat)],
             "session": [session_us(a.n) for _ in range(a.repeat)],
             "redis (one at a time)": [asyncio.run(redis_us(a.n, 1)) for _ in range(a.repeat)],
-            "redis (200 in flight)": [asyncio.run(redis_us(a.n, 200)) for _ in range(a.repeat)]}
+            "redis (200 in flight)": [asyncio.run(redis_us(a.n, 200)) for _ in range(a.repeat)],
+            **{f"redis paced 10 ms: {v}": [asyncio.run(redis_us(a.paced, 1, 0.01, v)) for _ in range(a.repeat)]
+               for v in ("script", "no-history", "publish")}}
     med = {k: statistics.median(v) for k, v in runs.items()}
     budget = 0.5 * a.floor_us * RECEIVERS  # rtlib's allowance beyond the floor, per update, at 1.5x the floor
-    parts = med["ws_parse"] + med["session"] + med["redis (one at a time)"]
+    parts = med["ws_parse"] + med["session"] + med["redis paced 10 ms: script"]
     result = {"runs_us": runs, "median_us": med, "floor_us_per_delivery": a.floor_us, "receivers": RECEIVERS,
               "budget_us_per_update": budget, "parts_us_per_update": parts, "share_of_budget": parts / budget}
     lines = [
@@ -137,11 +152,13 @@ def main() -> int:
         "update (CPU).", "",
         "| part | µs per update (median) | rounds |", "|---|---|---|",
         *(f"| {k} | {med[k]:.1f} | {' / '.join(f'{x:.1f}' for x in v)} |" for k, v in runs.items()),
-        f"| **sum** (parse + session + redis one at a time) | **{parts:.1f}** | |", "",
+        f"| **sum** (parse + session + redis paced: script) | **{parts:.1f}** | |", "",
         f"Budget at 1.5x the floor ({a.floor_us:g} µs per delivery, {RECEIVERS} receivers per update): "
         f"0.5 x {a.floor_us:g} x {RECEIVERS} = **{budget:.0f} µs per update** for everything the floor does not do. "
         f"These parts alone take {parts / budget:.0%} of it, before the event loop's wake-ups for the Redis reply "
-        "and the pub/sub message, the RESP encoding and parsing, and the fan-out bookkeeping.",
+        "and the pub/sub message, the RESP encoding and parsing, and the fan-out bookkeeping. Redis at S1's pace "
+        f"costs {med['redis paced 10 ms: script']:.0f} µs per update for the script, "
+        f"{med['redis paced 10 ms: publish']:.0f} µs for the toy's bare PUBLISH.",
     ]
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")

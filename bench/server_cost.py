@@ -75,6 +75,8 @@ class Scenario:
 SCENARIOS = {
     "A": Scenario("A", 200, 1, 100.0, "1 workspace x 200 receivers, 100 updates/s"),
     "B": Scenario("B", 1000, 50, 100.0, "50 workspaces x 20 receivers, 100 updates/s in total"),
+    # A diagnostic, not in the suite: S1 at four times the rate (what a wake-up costs shows in the difference).
+    "B400": Scenario("B400", 1000, 50, 400.0, "50 workspaces x 20 receivers, 400 updates/s in total"),
 }
 
 
@@ -86,6 +88,7 @@ class Options:
     drain_timeout: float  # after the send phase, wait at most this long for the last deliveries
     receiver_procs: int
     quick: bool
+    idle: float = 0.0  # seconds of idle CPU measured before the send phase (0: none)
 
 
 # --- one case: a target under a scenario ----------------------------------------------------------------
@@ -182,6 +185,18 @@ def cpu_probes(server: ServerProcess, redis: RedisProcess, receivers: list[Worke
     }
 
 
+def measure_idle(probes: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """CPU ms per second of the server and redis-server with every connection open and no traffic: what the
+    connections cost by themselves (keepalive pings, timers, Redis's cron), which S1's low rate spreads over
+    few deliveries. Empty when ``seconds`` is 0."""
+    if seconds <= 0:
+        return {}
+    start = procstat.snapshot(probes)
+    time.sleep(seconds)
+    spent = procstat.snapshot(probes).minus(start)
+    return {"idle_cpu_ms_per_s": {name: round(1e3 * spent[name] / seconds, 2) for name in ("server", "redis")}}
+
+
 def wait_for_drain(receivers: list[WorkerHandle], expected: int, timeout: float) -> int:
     """Poll until the receivers hold ``expected`` in-window deliveries or ``timeout`` passes; return the count."""
     deadline = time.monotonic() + timeout
@@ -192,9 +207,15 @@ def wait_for_drain(receivers: list[WorkerHandle], expected: int, timeout: float)
         time.sleep(0.05)
 
 
-def profiler(server: ServerProcess, duration: float) -> subprocess.Popen[bytes] | None:
+def profiler(server: ServerProcess, redis: RedisProcess, duration: float) -> subprocess.Popen[bytes] | None:
     """With ``$RTLIB_BENCH_PYSPY=PREFIX``: py-spy samples the server through the send phase (its CPU then counts
-    in other %, not the server's) and writes collapsed stacks to ``PREFIX-<pid>.txt`` (see profile_top.py)."""
+    in other %, not the server's) and writes collapsed stacks to ``PREFIX-<pid>.txt`` (see profile_top.py).
+    With ``$RTLIB_BENCH_PERF=PREFIX``: ``perf record -g`` of the server and redis-server (kernel stacks included)
+    through the send phase, to ``PREFIX-<pid>.data`` (see perf_top.py)."""
+    if prefix := os.environ.get("RTLIB_BENCH_PERF"):
+        return subprocess.Popen(["perf", "record", "-g", "-F", "1999", "-p", f"{server.pid},{redis.pid}", "-o",
+                                 f"{prefix}-{server.pid}.data", "--", "sleep", str(duration)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if trace := os.environ.get("RTLIB_BENCH_STRACE"):  # syscall counts instead (strace -c), for 5 s
         return subprocess.Popen(["timeout", "-s", "INT", "5", "strace", "-c", "-f", "-p", str(server.pid), "-o",
                                  f"{trace}-{server.pid}.txt"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -210,6 +231,7 @@ def profiler(server: ServerProcess, duration: float) -> subprocess.Popen[bytes] 
 def measure(receivers: list[WorkerHandle], sender: WorkerHandle, server: ServerProcess, redis: RedisProcess,
             scenario: Scenario, opts: Options) -> dict[str, Any]:
     """The send phase: CPU snapshots around it, deliveries and latencies inside its window."""
+    idle = measure_idle(cpu_probes(server, redis, receivers, sender), opts.idle)
     count = max(1, round(scenario.rate * opts.duration))
     interval_ns = round(1e9 / scenario.rate)
     start_ns = time.monotonic_ns() + 300_000_000  # time for the commands below to arrive
@@ -220,7 +242,7 @@ def measure(receivers: list[WorkerHandle], sender: WorkerHandle, server: ServerP
 
     sender.submit("send", start_ns, scenario.rate, count)
     time.sleep(max(0.0, (start_ns - time.monotonic_ns()) / 1e9))
-    spy = profiler(server, opts.duration)
+    spy = profiler(server, redis, opts.duration)
     before = procstat.snapshot(probes)
     sent = sender.result(timeout=opts.duration + 60)
     if spy is not None:
@@ -246,6 +268,7 @@ def measure(receivers: list[WorkerHandle], sender: WorkerHandle, server: ServerP
                 sum(f["reads"] for f in finals) / max(1, sum(f["wakeups"] for f in finals)), 2),
             "receiver_close_codes": merge_counts(f["close_codes"] for f in finals),
             "sender_close_codes": sender_final["close_codes"],
+            **idle,
         },
     )
 
@@ -489,6 +512,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--targets", default="toy,rtlib", help="comma-separated, of: " + ",".join(TARGETS))
     parser.add_argument("--receiver-procs", type=int, default=1, help="receiver worker processes (default 1)")
     parser.add_argument("--quick", action="store_true", help="a short smoke run (2 s send phase)")
+    parser.add_argument("--idle", type=float, default=0.0,
+                        help="also measure server and Redis CPU for this many idle seconds before each send phase")
     parser.add_argument("--repeat", type=int, default=1, help="runs of every case, targets alternating (default 1)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output path without suffix (default bench/results/server_cost[.quick])")
@@ -528,6 +553,7 @@ def main(argv: list[str] | None = None) -> int:
         drain_timeout=2.0 if args.quick else 5.0,
         receiver_procs=args.receiver_procs,
         quick=args.quick,
+        idle=args.idle,
     )
     prefix = args.out or BENCH_DIR / "results" / ("server_cost.quick" if args.quick else "server_cost")
     raise_fd_limit()

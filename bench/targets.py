@@ -106,12 +106,17 @@ def _peer(name: str) -> Callable[[], Target]:
     return make
 
 
-def floor_target(loop: str = "asyncio") -> Target:
-    """The floor: a bare server that writes each sender frame, framed once, to its workspace's sockets (no Redis)."""
+def floor_target(loop: str = "asyncio", redis_script: bool = False) -> Target:
+    """The floor: a bare server that writes each sender frame, framed once, to its workspace's sockets (no Redis).
+
+    ``redis_script``: the floor of this design, which also runs rtlib's update script per frame and delivers
+    what it publishes (see ``floor_server.py``)."""
+    name = "floor-redis" if redis_script else "floor"
     return Target(
-        name="floor" if loop == "asyncio" else f"floor-{loop}",
+        name=name if loop == "asyncio" else f"{name}-{loop}",
         command=lambda port, redis_url: [
             sys.executable, str(BENCH_DIR / "floor_server.py"), "--port", str(port), "--loop", loop,
+            "--redis", redis_url, *(["--redis-script"] if redis_script else []),
         ],
         url=lambda port, workspace, user: f"ws://127.0.0.1:{port}/ws?workspace={workspace}",
         delivery_type="task.update",
@@ -140,6 +145,8 @@ TARGETS: dict[str, Callable[[], Target]] = {
     "rtlib-asyncio": lambda: replace(rtlib_target(extra_args=("--loop", "asyncio")), name="rtlib-asyncio"),
     "floor": floor_target,
     "floor-uvloop": lambda: floor_target("uvloop"),
+    "floor-redis": lambda: floor_target(redis_script=True),
+    "floor-redis-uvloop": lambda: floor_target("uvloop", redis_script=True),
     **{name: _peer(name) for name in ("socketio-node", "ws-node", "python-socketio")},
 }
 if os.environ.get("RTLIB_BASE_DIR"):  # a "before" tree for same-run comparisons (see bench/README.md)

@@ -28,7 +28,7 @@ from rtlib.protocol.presence import EntryFact, member
 from rtlib.protocol.presence_protocol import Expire, Hold, Remove, Upsert
 from rtlib.server.resp import RespConnection, script_sha
 
-__all__ = ["KEY_PREFIX", "RedisStore", "channel"]
+__all__ = ["KEY_PREFIX", "RedisStore", "channel", "update_script"]
 
 KEY_PREFIX = "rt:"
 DUE_KEY = "rt:presence:due"
@@ -230,6 +230,17 @@ def _utf8(value: bytes) -> bytes:
     return value
 
 
+def _sized(text: str, history: HistoryConfig) -> str:
+    """A script with the history bounds written in (they are constants of the scripts, the same on every
+    instance of a cluster)."""
+    return text.replace("HIST_LEN", str(history.length)).replace("HIST_AGE_MS", str(int(history.max_age * 1000)))
+
+
+def update_script(history: HistoryConfig | None = None) -> str:
+    """The text of ``task.update``'s script (the hot path's one Redis call), e.g. for a benchmark's floor."""
+    return _sized(_UPDATE, history or HistoryConfig())
+
+
 class RedisStore:
     """Atomic task and presence operations on one Redis database (shared by every server instance)."""
 
@@ -240,10 +251,8 @@ class RedisStore:
         self.fast = fast
         self.history = history or HistoryConfig()
         self.idempotency_ttl = idempotency_ttl
-        # The history bounds are constants of the scripts (every instance of a cluster should use the same).
-        sized = {name: text.replace("HIST_LEN", str(self.history.length)).replace(
-            "HIST_AGE_MS", str(int(self.history.max_age * 1000))) for name, text in
-            {"update": _UPDATE, "upsert": _UPSERT, "remove": _REMOVE, "expire": _EXPIRE}.items()}
+        sized = {name: _sized(text, self.history) for name, text in
+                 {"update": _UPDATE, "upsert": _UPSERT, "remove": _REMOVE, "expire": _EXPIRE}.items()}
         self._update_text = sized["update"].encode()
         self._update_sha = script_sha(sized["update"])
         self._update = redis.register_script(sized["update"])

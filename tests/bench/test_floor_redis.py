@@ -1,0 +1,77 @@
+"""The benchmark's ``floor-redis`` target runs rtlib's own update script and delivers what it publishes, and
+``perf_top`` sorts kernel stacks into the kinds its table reports. Real sockets, real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import redis
+from websockets.asyncio.client import connect
+
+from rtlib.server.redis_process import free_port
+from rtlib.server.store import RedisStore, update_script
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import perf_top  # noqa: E402
+
+
+def test_update_script_is_the_one_the_store_runs() -> None:
+    store = RedisStore(redis.asyncio.Redis())
+    assert store._update_text == update_script().encode()
+
+
+async def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(100):
+        assert proc.poll() is None, "floor server exited"
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.05)
+    raise AssertionError("floor server did not listen")
+
+
+async def test_floor_redis_versions_each_frame_and_fans_it_out(redis_url: str) -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "floor_server.py"), "--port", str(port),
+                             "--redis", redis_url, "--redis-script"])
+    try:
+        await _wait_listening(port, proc)
+        url = f"ws://127.0.0.1:{port}/ws?workspace=w1"
+        async with connect(url) as sender, connect(url) as receiver, \
+                connect(f"ws://127.0.0.1:{port}/ws?workspace=w2") as other:
+            await asyncio.sleep(0.2)  # the SUBSCRIBE reaches Redis before the first publish
+            for n in range(3):
+                await sender.send(json.dumps({"type": "task.update", "n": n}))
+            got = [json.loads(await asyncio.wait_for(receiver.recv(), 5)) for _ in range(3)]
+            assert [e["n"] for e in got] == [0, 1, 2]
+            assert all(e["type"] == "task.update" and e["version"] == 1 and e["offset"] for e in got)
+            with_redis = redis.Redis.from_url(redis_url)
+            assert with_redis.xlen("rt:w1:hist") == 3  # the history stream written by the script
+            try:
+                await asyncio.wait_for(other.recv(), 0.3)
+                raise AssertionError("another workspace received w1's event")
+            except TimeoutError:
+                pass
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_perf_top_sorts_stacks_by_kind() -> None:
+    sample = (
+        "rtlib 42\n\tffff tcp_sendmsg_locked ([kernel.kallsyms])\n\tffff tcp_sendmsg ([kernel.kallsyms])\n\n"
+        "rtlib 42\n\tffff do_epoll_wait ([kernel.kallsyms])\n\n"
+        "rtlib 42\n\t1234 _PyEval_EvalFrameDefault (/usr/lib/libpython3.11.so)\n\n"
+        "redis-server 7\n\tffff __schedule ([kernel.kallsyms])\n\tffff schedule ([kernel.kallsyms])\n"
+    )
+    counts = perf_top.per_update(sample)
+    assert counts["rtlib 42"] == {"send": 1, "epoll_wait": 1, "user": 1}
+    assert counts["redis-server 7"] == {"sched": 1}

@@ -68,7 +68,7 @@ class RedisLink(asyncio.Protocol):
         self.subscribed: set[str] = set()
         self.updates = 0
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from rtlib.server.store import update_script  # the very script rtlib runs per update
+        from rtlib.server.scripts import update_script  # the very script rtlib runs per update
 
         self.script = update_script().encode()
         self.sha = _hashlib.sha1(self.script).hexdigest().encode()

@@ -223,8 +223,9 @@ def profiler(server: ServerProcess, redis: RedisProcess, duration: float) -> sub
     if not prefix:
         return None
     spy = Path(sys.executable).with_name("py-spy")
+    rate = os.environ.get("RTLIB_BENCH_PYSPY_HZ", "250")  # samples per second
     return subprocess.Popen([str(spy), "record", "--pid", str(server.pid), "--duration", str(max(1, int(duration))),
-                             "--rate", "250", "--format", "raw", "-o", f"{prefix}-{server.pid}.txt"],
+                             "--rate", rate, "--format", "raw", "-o", f"{prefix}-{server.pid}.txt"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -13,17 +13,11 @@ import redis
 from websockets.asyncio.client import connect
 
 from rtlib.server.redis_process import free_port
-from rtlib.server.store import RedisStore, update_script
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import perf_top  # noqa: E402
-
-
-def test_update_script_is_the_one_the_store_runs() -> None:
-    store = RedisStore(redis.asyncio.Redis())
-    assert store._update_text == update_script().encode()
 
 
 async def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:

@@ -44,7 +44,7 @@ from rtlib.server.admission import AdmissionGate, gated
 from rtlib.server.auth import verify_token
 from rtlib.server.fanout import Fanout, Peer, slow_consumer_closer
 from rtlib.server.flow import close_draining, pause_reading
-from rtlib.server.loops import probe_forever, sweep_forever
+from rtlib.server.loops import probe_forever, sweep_forever, watch_pubsub
 from rtlib.server.resp import RETRY, RespConnection, backoff
 from rtlib.server.static import StaticFiles
 from rtlib.server.store import RedisStore
@@ -125,7 +125,9 @@ class RealtimeServer:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.receive_buffer)
         self._sweeper = asyncio.create_task(sweep_forever(self.presence, self.sweep, self.server_id),
                                             name=f"{self.server_id}-sweeper")
-        self._watchdog = asyncio.create_task(self._watch_pubsub(), name=f"{self.server_id}-pubsub-check")
+        assert self._probe_redis is not None
+        self._watchdog = asyncio.create_task(watch_pubsub(self.fanout, self._probe_redis, self.config, self.server_id),
+                                             name=f"{self.server_id}-pubsub-check")
         if self.prober is not None:
             self._probing = asyncio.create_task(probe_forever(self.prober, self.sessions, self.fanout),
                                                 name=f"{self.server_id}-prober")
@@ -188,38 +190,6 @@ class RealtimeServer:
             spawn(peer.connection.close(CloseCode.INTERNAL_ERROR, "redis unavailable"))
         if self._ws is not None and (self._reconnect is None or self._reconnect.done()):
             self._reconnect = asyncio.ensure_future(self._reconnect_pubsub())
-
-    async def _watch_pubsub(self) -> None:
-        """Publish a probe to this instance's own channel and expect it back in time; a subscriber that is
-        connected but delivers nothing is dropped, so _on_redis_lost replaces it and the clients resume."""
-        assert self._probe_redis is not None
-        cfg, fanout, n = self.config, self.fanout, 0
-        while True:
-            await asyncio.sleep(cfg.pubsub_check_interval)
-            if not fanout.connected or fanout.probe_channel is None:
-                continue
-            n += 1
-            token = f"{n}".encode()
-            back = fanout.probes[token] = asyncio.get_running_loop().create_future()
-            events_before = fanout.events_in
-            try:
-                async with asyncio.timeout(cfg.pubsub_check_timeout):
-                    # redis-py, not the lean connection: cancelling a publish stuck on a paused Redis is
-                    # safe there (the connection is discarded), and the hot path's pipeline is untouched.
-                    await self._probe_redis.publish(fanout.probe_channel, token)
-                    await back
-            except TimeoutError:
-                fanout.probes.pop(token, None)
-                if fanout.events_in > events_before:
-                    # Not deaf: it delivered workspace events meanwhile; this process is just too busy to have
-                    # read the probe yet. Dropping it now would close every client at the worst moment.
-                    log.info("%s: pub/sub probe late, but events are arriving; subscriber kept", self.server_id)
-                    continue
-                log.warning("%s: redis pub/sub delivered no probe within %.1fs; replacing the subscriber",
-                            self.server_id, cfg.pubsub_check_timeout)
-                fanout.abandon()
-            except (ConnectionError, RedisConnectionError, OSError):
-                fanout.probes.pop(token, None)  # Redis is down: _on_redis_lost is already at work
 
     async def _reconnect_pubsub(self) -> None:
         failures = 0

@@ -71,7 +71,7 @@ class Fanout:
         self.on_lost: Callable[[Exception | None], None] | None = None
         self.events_in = 0  # pub/sub messages received (one per event per instance; the pub/sub check reads it)
         # End-to-end check of the subscriber: the instance publishes probes to this channel of its own and
-        # waits for them here (see RealtimeServer._watch_pubsub); a connection that is up but delivers
+        # waits for them here (see rtlib.server.loops.watch_pubsub); a connection that is up but delivers
         # nothing (Redis paused, a proxy in between) is caught by the missing probe.
         self.probe_channel: bytes | None = None
         self.probes: dict[bytes, asyncio.Future[None]] = {}

@@ -1,6 +1,7 @@
-"""The live server's timers: the presence sweeper and the prober, each one asyncio loop per instance.
+"""The live server's timers, each one asyncio loop per instance: the presence sweeper, the prober, and the
+pub/sub check.
 
-Both only *wait*: when to wake and what to do then are the sans-I/O rules' answers
+The presence loops only *wait*: when to wake and what to do then are the sans-I/O rules' answers
 (:meth:`PresenceProtocol.next_sweep`, :meth:`Prober.next_tick` / :meth:`Prober.due`).
 """
 
@@ -11,12 +12,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from rtlib.protocol.config import ServerConfig
 from rtlib.protocol.presence_protocol import PresenceProtocol
 from rtlib.protocol.probes import Prober
 from rtlib.protocol.session import Session
 from rtlib.server.fanout import Fanout
 
-__all__ = ["probe_forever", "sweep_forever"]
+__all__ = ["probe_forever", "sweep_forever", "watch_pubsub"]
 
 log = logging.getLogger("rtlib.server.loops")
 
@@ -47,3 +52,36 @@ async def probe_forever(prober: Prober, sessions: Mapping[str, Session], fanout:
             peer = fanout.rooms.get(session.workspace_id, {}).get(session.conn_id)
             if peer is not None:
                 fanout.send(peer, frame)
+
+
+async def watch_pubsub(fanout: Fanout, probe_redis: Redis, cfg: ServerConfig, name: str) -> None:
+    """Publish a probe to this instance's own channel and expect it back in time; a subscriber that is
+    connected but delivers nothing is dropped (:meth:`Fanout.abandon`), so the driver's lost-Redis handler
+    replaces it and the clients resume."""
+    n = 0
+    while True:
+        await asyncio.sleep(cfg.pubsub_check_interval)
+        if not fanout.connected or fanout.probe_channel is None:
+            continue
+        n += 1
+        token = f"{n}".encode()
+        back = fanout.probes[token] = asyncio.get_running_loop().create_future()
+        events_before = fanout.events_in
+        try:
+            async with asyncio.timeout(cfg.pubsub_check_timeout):
+                # redis-py, not the lean connection: cancelling a publish stuck on a paused Redis is
+                # safe there (the connection is discarded), and the hot path's pipeline is untouched.
+                await probe_redis.publish(fanout.probe_channel, token)
+                await back
+        except TimeoutError:
+            fanout.probes.pop(token, None)
+            if fanout.events_in > events_before:
+                # Not deaf: it delivered workspace events meanwhile; this process is just too busy to have
+                # read the probe yet. Dropping it now would close every client at the worst moment.
+                log.info("%s: pub/sub probe late, but events are arriving; subscriber kept", name)
+                continue
+            log.warning("%s: redis pub/sub delivered no probe within %.1fs; replacing the subscriber",
+                        name, cfg.pubsub_check_timeout)
+            fanout.abandon()
+        except (ConnectionError, RedisConnectionError, OSError):
+            fanout.probes.pop(token, None)  # Redis is down: the driver's lost-Redis handler is already at work

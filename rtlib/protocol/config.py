@@ -99,6 +99,9 @@ class ServerConfig:
     # the clients reconnect and resume. A deaf subscriber is caught within interval + timeout (3 s).
     pubsub_check_interval: float = 1.0
     pubsub_check_timeout: float = 2.0
+    # The fan-out budget charges an update by the workspace's connections on every instance; each instance
+    # reads that count from Redis at most this often (in the background: an update never waits for it).
+    member_count_refresh: float = 2.0
     presence: PresenceConfig = field(init=False)
     history: HistoryConfig = field(init=False)
 
@@ -126,6 +129,8 @@ class ServerConfig:
                              "handshake's own 10 s timeout) are required")
         if self.receive_buffer < 0:
             raise ValueError("receive_buffer must not be negative (0: the OS default)")
+        if self.member_count_refresh <= 0:
+            raise ValueError("member_count_refresh must be positive")
         if self.handshake_concurrency < 1:
             raise ValueError("handshake_concurrency must be at least 1")
         if self.max_connections_per_user < 1:

@@ -87,8 +87,9 @@ class Session:
         return self.error(ProtocolError(ErrorCode.RATE_LIMITED, message), now)
 
     def fanout(self, size: int, recipients: int, now: float) -> float:
-        """Charge the bytes a request made the server write (``size`` x ``recipients``: an update's fan-out on
-        this instance, or a reply's size x 1); the seconds to pause before reading this connection's next frame.
+        """Charge the bytes a request made the servers write (``size`` x ``recipients``: an update's fan-out to
+        the workspace's other connections on every instance, or a reply's size x 1); the seconds to pause before
+        reading this connection's next frame.
 
         Nothing is refused: the request was served, and the client is slowed down instead (TCP backpressure),
         so one member's big updates cannot make the server write without bound for the whole workspace.

@@ -44,7 +44,8 @@ from rtlib.server.admission import AdmissionGate, gated
 from rtlib.server.auth import verify_token
 from rtlib.server.fanout import Fanout, Peer, slow_consumer_closer
 from rtlib.server.flow import close_draining, pause_reading
-from rtlib.server.loops import probe_forever, sweep_forever, watch_pubsub
+from rtlib.server.loops import keep_alive, probe_forever, sweep_forever, watch_pubsub
+from rtlib.server.members import ClusterCounts
 from rtlib.server.resp import RETRY, RespConnection, backoff
 from rtlib.server.static import StaticFiles
 from rtlib.server.store import RedisStore
@@ -89,6 +90,8 @@ class RealtimeServer:
         self._watchdog: asyncio.Task[None] | None = None
         self._reconnect: asyncio.Future[None] | None = None
         self._probe_redis: Redis | None = None
+        self.members: ClusterCounts | None = None  # connection counts across the cluster (fan-out budget)
+        self._beating: asyncio.Task[None] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------------------
     async def start(self) -> RealtimeServer:
@@ -109,6 +112,9 @@ class RealtimeServer:
         fast = RespConnection(self.redis_url, shared=lambda: self.fanout.command_connection)
         self.store = RedisStore(self.redis, fast, self.config.history, self.config.idempotency_ttl)
         await self.store.load_scripts()
+        self.members = ClusterCounts(self.redis, self.server_id, refresh=self.config.member_count_refresh)
+        await self.members.beat()
+        self.fanout.on_room_size = self.members.changed
         self.fanout.on_lost = self._on_redis_lost
         self.fanout.probe_channel = f"rt:probe:{self.server_id}".encode()
         await self.fanout.connect(self.redis_url)
@@ -128,6 +134,7 @@ class RealtimeServer:
         assert self._probe_redis is not None
         self._watchdog = asyncio.create_task(watch_pubsub(self.fanout, self._probe_redis, self.config, self.server_id),
                                              name=f"{self.server_id}-pubsub-check")
+        self._beating = asyncio.create_task(keep_alive(self.members, self.server_id), name=f"{self.server_id}-beat")
         if self.prober is not None:
             self._probing = asyncio.create_task(probe_forever(self.prober, self.sessions, self.fanout),
                                                 name=f"{self.server_id}-prober")
@@ -142,6 +149,8 @@ class RealtimeServer:
             self._watchdog.cancel()
         if self._probing is not None:
             self._probing.cancel()
+        if self._beating is not None:
+            self._beating.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -154,6 +163,9 @@ class RealtimeServer:
             await self._ws.wait_closed()
             self._ws = None
         await self.fanout.close()
+        if self.members is not None:
+            with contextlib.suppress(Exception):  # Redis may be gone: the alive key's TTL cleans up then
+                await self.members.close()
         if self.store is not None and self.store.fast is not None:
             self.store.fast.close()
         if self._probe_redis is not None:
@@ -343,14 +355,16 @@ class RealtimeServer:
             peer.held = None
 
     async def _carry_out(self, session: Session, peer: Peer, request: ClientRequest, size: int) -> tuple[int, int]:
-        """Serve one request; return what it made this instance write, as (bytes, recipients), for the
-        connection's fan-out budget: an update's event x the workspace's other local connections, a reply x 1.
-        Presence requests are charged their frame's ``size`` per recipient (a change is broadcast at most once)."""
+        """Serve one request; return what it made the servers write, as (bytes, recipients), for the connection's
+        fan-out budget: an update's event x the workspace's other connections on every instance
+        (:class:`~rtlib.server.members.ClusterCounts`), a reply x 1. Presence requests are charged their frame's
+        ``size`` per recipient (a change is broadcast at most once)."""
         store, fanout, ws = self.store, self.fanout, session.workspace_id
         assert store is not None
         payload = request.payload
         now = time.time()
-        others = max(0, len(fanout.rooms.get(ws, ())) - 1)
+        local = len(fanout.rooms.get(ws, ()))
+        others = self.members.others(ws, local) if self.members is not None else max(0, local - 1)
         if isinstance(payload, TaskUpdate):
             prefix, suffix = events.task_updated_parts(ws, session.user_id, payload.taskId, payload.changes, now)
             atomic = self.config.publish_mode == "atomic"

@@ -69,6 +69,8 @@ class Fanout:
         self._pending: dict[bytes, list[asyncio.Future[None]]] = {}
         self._closing = False
         self.on_lost: Callable[[Exception | None], None] | None = None
+        # Called with (workspace, local peers) whenever a room grows or shrinks (the cluster's connection counts).
+        self.on_room_size: Callable[[str, int], None] | None = None
         self.events_in = 0  # pub/sub messages received (one per event per instance; the pub/sub check reads it)
         # End-to-end check of the subscriber: the instance publishes probes to this channel of its own and
         # waits for them here (see rtlib.server.loops.watch_pubsub); a connection that is up but delivers
@@ -128,9 +130,11 @@ class Fanout:
         if room is None:
             room = self.rooms[peer.workspace_id] = {}
             room[peer.conn_id] = peer
+            self._sized(peer.workspace_id, 1)
             await self._command(b"SUBSCRIBE", channel(peer.workspace_id).encode())
         else:
             room[peer.conn_id] = peer
+            self._sized(peer.workspace_id, len(room))
             # A concurrent first joiner may still be waiting for the SUBSCRIBE confirmation: wait for it too,
             # so no peer is welcomed before its room actually receives events.
             waiting = self._pending.get(channel(peer.workspace_id).encode())
@@ -142,10 +146,15 @@ class Fanout:
         room = self.rooms.get(peer.workspace_id)
         if room is None or room.pop(peer.conn_id, None) is None:
             return
+        self._sized(peer.workspace_id, len(room))
         if not room:
             del self.rooms[peer.workspace_id]
             if not self._closing and self.connected:
                 self._write(pack_command(b"UNSUBSCRIBE", channel(peer.workspace_id)))
+
+    def _sized(self, workspace_id: str, peers: int) -> None:
+        if self.on_room_size is not None:
+            self.on_room_size(workspace_id, peers)
 
     async def _command(self, verb: bytes, chan: bytes) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -1,5 +1,5 @@
-"""The live server's timers, each one asyncio loop per instance: the presence sweeper, the prober, and the
-pub/sub check.
+"""The live server's timers, each one asyncio loop per instance: the presence sweeper, the prober, the
+pub/sub check, and the beat that keeps this instance in the cluster's connection counts.
 
 The presence loops only *wait*: when to wake and what to do then are the sans-I/O rules' answers
 (:meth:`PresenceProtocol.next_sweep`, :meth:`Prober.next_tick` / :meth:`Prober.due`).
@@ -20,8 +20,9 @@ from rtlib.protocol.presence_protocol import PresenceProtocol
 from rtlib.protocol.probes import Prober
 from rtlib.protocol.session import Session
 from rtlib.server.fanout import Fanout
+from rtlib.server.members import ClusterCounts
 
-__all__ = ["probe_forever", "sweep_forever", "watch_pubsub"]
+__all__ = ["keep_alive", "probe_forever", "sweep_forever", "watch_pubsub"]
 
 log = logging.getLogger("rtlib.server.loops")
 
@@ -85,3 +86,13 @@ async def watch_pubsub(fanout: Fanout, probe_redis: Redis, cfg: ServerConfig, na
             fanout.abandon()
         except (ConnectionError, RedisConnectionError, OSError):
             fanout.probes.pop(token, None)  # Redis is down: the driver's lost-Redis handler is already at work
+
+
+async def keep_alive(counts: ClusterCounts, name: str) -> None:
+    """Renew this instance's alive key three times per TTL, so its connection counts are believed."""
+    while True:
+        await asyncio.sleep(counts.alive_ttl / 3)
+        try:
+            await counts.beat()
+        except Exception as exc:  # Redis down: the lost-Redis handler is at work; the next beat retries
+            log.warning("%s: could not renew the alive key: %s", name, exc)

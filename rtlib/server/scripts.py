@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from rtlib.protocol.config import HistoryConfig
 
-__all__ = ["EXPIRE", "GET", "HISTORY", "HOLD", "LIST", "REMOVE", "UPDATE", "UPSERT", "sized", "update_script"]
+__all__ = ["COUNT", "EXPIRE", "GET", "HISTORY", "HOLD", "LIST", "REMOVE", "UPDATE", "UPSERT", "sized", "update_script"]
 
 # Every workspace event goes out through emit(): appended to the workspace's history stream (trimmed by length
 # and age) and published with its offset (the entry id) and the history's epoch, in the calling script, so
@@ -176,6 +176,23 @@ for _, dm in ipairs(due) do
 end
 table.insert(out, 1, #due)
 return out
+"""
+
+
+# KEYS: the workspace's connection counts (hash: server id -> open connections on that instance). The cluster's
+# total, over live instances only: a field whose instance key (rt:instance:{id}, kept alive with a TTL) is gone
+# belongs to an instance that died without cleaning up, and is deleted here (rtlib.server.members).
+COUNT = """
+local total = 0
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  if redis.call('EXISTS', 'rt:instance:' .. fields[i]) == 1 then
+    total = total + tonumber(fields[i + 1])
+  else
+    redis.call('HDEL', KEYS[1], fields[i])
+  end
+end
+return total
 """
 
 

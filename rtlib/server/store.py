@@ -13,6 +13,8 @@ Keys (ids never contain ``:``; see :data:`rtlib.protocol.schema.Id`):
 * ``rt:{ws}:pres:{task}`` (sorted set) member ``conn:user``, score = last heartbeat (Unix seconds)
 * ``rt:{ws}:pres:{task}:n`` (hash) user -> number of that user's entries on the task
 * ``rt:presence:due`` (sorted set) member ``ws:task``, score = oldest heartbeat on that task (sweep index)
+* ``rt:{ws}:conns`` (hash) and ``rt:instance:{id}``: connection counts across the cluster
+  (:mod:`rtlib.server.members`)
 * channel ``rt:chan:{ws}``: messages are ``exclude_conn_id + "\\n" + event JSON`` (see :mod:`rtlib.server.fanout`)
 """
 

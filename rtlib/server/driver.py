@@ -44,7 +44,7 @@ from rtlib.server.admission import AdmissionGate, gated
 from rtlib.server.auth import verify_token
 from rtlib.server.fanout import Fanout, Peer, slow_consumer_closer
 from rtlib.server.flow import close_draining, pause_reading
-from rtlib.server.loops import keep_alive, probe_forever, sweep_forever, watch_pubsub
+from rtlib.server.loops import keep_counts, probe_forever, sweep_forever, watch_pubsub
 from rtlib.server.members import ClusterCounts
 from rtlib.server.resp import RETRY, RespConnection, backoff
 from rtlib.server.static import StaticFiles
@@ -134,7 +134,7 @@ class RealtimeServer:
         assert self._probe_redis is not None
         self._watchdog = asyncio.create_task(watch_pubsub(self.fanout, self._probe_redis, self.config, self.server_id),
                                              name=f"{self.server_id}-pubsub-check")
-        self._beating = asyncio.create_task(keep_alive(self.members, self.server_id), name=f"{self.server_id}-beat")
+        self._beating = asyncio.create_task(keep_counts(self.members, self.server_id), name=f"{self.server_id}-counts")
         if self.prober is not None:
             self._probing = asyncio.create_task(probe_forever(self.prober, self.sessions, self.fanout),
                                                 name=f"{self.server_id}-prober")

@@ -22,7 +22,7 @@ from rtlib.protocol.session import Session
 from rtlib.server.fanout import Fanout
 from rtlib.server.members import ClusterCounts
 
-__all__ = ["keep_alive", "probe_forever", "sweep_forever", "watch_pubsub"]
+__all__ = ["keep_counts", "probe_forever", "sweep_forever", "watch_pubsub"]
 
 log = logging.getLogger("rtlib.server.loops")
 
@@ -88,11 +88,11 @@ async def watch_pubsub(fanout: Fanout, probe_redis: Redis, cfg: ServerConfig, na
             fanout.probes.pop(token, None)  # Redis is down: the driver's lost-Redis handler is already at work
 
 
-async def keep_alive(counts: ClusterCounts, name: str) -> None:
-    """Renew this instance's alive key three times per TTL, so its connection counts are believed."""
+async def keep_counts(counts: ClusterCounts, name: str) -> None:
+    """Renew this instance's alive key and read every local workspace's cluster total (:meth:`ClusterCounts.tick`)."""
     while True:
-        await asyncio.sleep(counts.alive_ttl / 3)
+        await asyncio.sleep(counts.tick_interval)
         try:
-            await counts.beat()
-        except Exception as exc:  # Redis down: the lost-Redis handler is at work; the next beat retries
-            log.warning("%s: could not renew the alive key: %s", name, exc)
+            await counts.tick()
+        except Exception as exc:  # Redis down: the lost-Redis handler is at work; the next tick retries
+            log.warning("%s: could not renew the connection counts: %s", name, exc)

@@ -179,22 +179,26 @@ return out
 """
 
 
-# KEYS: the workspace's connection counts (hash: server id -> open connections on that instance). The cluster's
-# total, over live instances only: a field whose instance key (rt:instance:{id}, kept alive with a TTL) is gone
-# belongs to an instance that died without cleaning up, and is deleted here (rtlib.server.members).
+# KEYS: workspaces' connection counts (hashes: server id -> open connections on that instance). Returns each
+# workspace's total over live instances only: a field whose instance key (rt:instance:{id}, kept alive with a
+# TTL) is gone belongs to an instance that died without cleaning up, and is deleted here (rtlib.server.members).
+# One call reads every workspace an instance has connections in.
 COUNT = """
-local total = 0
-local fields = redis.call('HGETALL', KEYS[1])
-for i = 1, #fields, 2 do
-  if redis.call('EXISTS', 'rt:instance:' .. fields[i]) == 1 then
-    total = total + tonumber(fields[i + 1])
-  else
-    redis.call('HDEL', KEYS[1], fields[i])
+local totals = {}
+for k = 1, #KEYS do
+  local total = 0
+  local fields = redis.call('HGETALL', KEYS[k])
+  for i = 1, #fields, 2 do
+    if redis.call('EXISTS', 'rt:instance:' .. fields[i]) == 1 then
+      total = total + tonumber(fields[i + 1])
+    else
+      redis.call('HDEL', KEYS[k], fields[i])
+    end
   end
+  totals[k] = total
 end
-return total
+return totals
 """
-
 
 def sized(text: str, history: HistoryConfig) -> str:
     """A script with the history bounds written in (they are constants of the scripts, the same on every

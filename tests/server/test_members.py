@@ -3,8 +3,6 @@ sharing it, an injected clock for the cache's age."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from redis.asyncio import Redis
 
@@ -46,7 +44,7 @@ async def test_an_instance_sees_the_other_instances_connections(redis: Redis) ->
     assert await redis.hgetall(conns_key("w1")) == {b"srv-a": b"1", b"srv-b": b"5"}
 
 
-async def test_local_changes_count_at_once_and_remote_ones_after_a_refresh(redis: Redis) -> None:
+async def test_local_changes_count_at_once_and_remote_ones_at_the_next_refresh(redis: Redis) -> None:
     clock = Clock()
     a, b = ClusterCounts(redis, "srv-a", refresh=2.0, clock=clock), ClusterCounts(redis, "srv-b", clock=clock)
     await a.beat()
@@ -57,14 +55,46 @@ async def test_local_changes_count_at_once_and_remote_ones_after_a_refresh(redis
     assert a.others("w1", 3) == 2  # a third local connection, before its write: the local count is exact
     b.changed("w1", 4)
     await _settle(b)
-    assert a.others("w1", 2) == 1  # the cached total is fresh (age 0): b's join is not seen yet
-    clock.now += 2.5
-    assert a.others("w1", 2) == 1  # stale: this answer uses the old total and starts a refresh
-    for _ in range(50):
-        await asyncio.sleep(0.01)
-        if a.others("w1", 2) == 5:
-            break
+    assert a.others("w1", 2) == 1  # b's joins are not seen before a's next refresh
+    await a.tick()  # the first tick refreshes (and beats)
     assert a.others("w1", 2) == 5
+    b.changed("w1", 1)
+    await _settle(b)
+    clock.now += 1.0
+    await a.tick()  # not due yet: 1 s < 2 s
+    assert a.others("w1", 2) == 5
+    clock.now += 1.0
+    await a.tick()
+    assert a.others("w1", 2) == 2
+
+
+async def test_one_refresh_reads_every_workspace_in_chunks(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("rtlib.server.members.CHUNK", 3)
+    a, b = ClusterCounts(redis, "srv-a"), ClusterCounts(redis, "srv-b")
+    await a.beat()
+    await b.beat()
+    for i in range(7):
+        a.changed(f"w{i}", 1)
+        b.changed(f"w{i}", i)
+    await _settle(a, b)
+    assert await a.refresh(*(f"w{i}" for i in range(7))) == [1 + i for i in range(7)]
+    assert [a.others(f"w{i}", 1) for i in range(7)] == list(range(7))
+
+
+async def test_the_alive_key_is_renewed_a_third_of_its_ttl(redis: Redis) -> None:
+    clock = Clock()
+    a = ClusterCounts(redis, "srv-a", refresh=1.0, alive_ttl=15.0, clock=clock)
+    assert a.tick_interval == 1.0
+    await a.tick()
+    assert await redis.ttl(a.alive_key) == 15
+    await redis.expire(a.alive_key, 100)
+    clock.now += 4.0
+    await a.tick()
+    assert await redis.ttl(a.alive_key) > 15  # 4 s < 5 s: not renewed
+    clock.now += 1.0
+    await a.tick()
+    assert await redis.ttl(a.alive_key) == 15
+    assert ClusterCounts(redis, "x", refresh=60.0, alive_ttl=15.0).tick_interval == 5.0
 
 
 async def test_a_dead_instances_counts_are_dropped(redis: Redis) -> None:
@@ -73,9 +103,9 @@ async def test_a_dead_instances_counts_are_dropped(redis: Redis) -> None:
     await b.beat()
     b.changed("w1", 7)
     await _settle(b)
-    assert await a.refresh("w1") == 7
+    assert await a.refresh("w1") == [7]
     await redis.delete(b.alive_key)  # b crashed: its alive key expired, its field is still there
-    assert await a.refresh("w1") == 0
+    assert await a.refresh("w1") == [0]
     assert await redis.hgetall(conns_key("w1")) == {}  # and the count script removed it
 
 

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import base64
 import hashlib
-import hashlib as _hashlib
 import signal
 import sys
 from pathlib import Path
@@ -71,7 +70,7 @@ class RedisLink(asyncio.Protocol):
         from rtlib.server.scripts import update_script  # the very script rtlib runs per update
 
         self.script = update_script().encode()
-        self.sha = _hashlib.sha1(self.script).hexdigest().encode()
+        self.sha = hashlib.sha1(self.script).hexdigest().encode()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -203,7 +202,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--redis", default="", help="Redis URL (used with --redis-script only)")
+    parser.add_argument("--redis", default="",
+                        help="Redis URL, host and port only (used with --redis-script only)")
     parser.add_argument("--redis-script", action="store_true",
                         help="run rtlib's task.update script per frame and deliver what it publishes")
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")

@@ -163,16 +163,21 @@ class RealtimeServer:
             await self._ws.wait_closed()
             self._ws = None
         await self.fanout.close()
+        if self._beating is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beating  # before close(): a last beat must not write the counts back
+            self._beating = None
         if self.members is not None:
-            with contextlib.suppress(Exception):  # Redis may be gone: the alive key's TTL cleans up then
-                await self.members.close()
+            with contextlib.suppress(Exception):  # Redis gone or paused: the alive key's TTL cleans up then
+                async with asyncio.timeout(2):
+                    await self.members.close()
         if self.store is not None and self.store.fast is not None:
             self.store.fast.close()
         if self._probe_redis is not None:
             await self._probe_redis.aclose()
             self._probe_redis = None
         if self.redis is not None:
-            await self.redis.aclose()
+            await self.redis.aclose(close_connection_pool=True)  # the pool is ours (made in start)
             self.redis = None
 
     async def __aenter__(self) -> RealtimeServer:

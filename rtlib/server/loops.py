@@ -96,3 +96,7 @@ async def keep_counts(counts: ClusterCounts, name: str) -> None:
             await counts.tick()
         except Exception as exc:  # Redis down: the lost-Redis handler is at work; the next tick retries
             log.warning("%s: could not renew the connection counts: %s", name, exc)
+        # As in sweep_forever: redis-py may swallow a cancel that lands mid-command; honour it here.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError

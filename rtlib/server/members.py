@@ -8,8 +8,9 @@ local counts to Redis and charges by the cluster's total.
 
 Keys:
 
-* ``rt:{ws}:conns`` (hash) server id -> that instance's open connections in the workspace;
-* ``rt:instance:{server id}`` (string, TTL :data:`ALIVE_TTL`) the instance is alive. It is renewed by
+* ``rt:{ws}:conns`` (hash) instance -> that instance's open connections in the workspace (an instance is
+  named by its server id and a random part, :attr:`ClusterCounts.member`);
+* ``rt:instance:{instance}`` (string, TTL :data:`ALIVE_TTL`) the instance is alive. It is renewed by
   :meth:`ClusterCounts.tick` (``rtlib.server.loops.keep_counts``). An instance that dies without cleaning up
   leaves its fields behind; the count script (:data:`rtlib.server.scripts.COUNT`) drops them once its key has
   expired.
@@ -18,20 +19,20 @@ Reads are cached: every :data:`REFRESH` seconds one script call reads the totals
 instance has connections in (``rtlib.server.loops.keep_counts``), and an update is charged with the total known
 at that moment, so the hot path never waits for Redis nor adds a round trip. (A first version refreshed each
 workspace from the hot path when its count was stale: at S1, 50 workspaces, that was 25 script calls a second
-and cost 8.5 µs per delivery, +15 %.) The local count is always exact: a count that lags can only be too low by
-the remote connections that joined since the last refresh. Server ids must be unique in a cluster (the default
-is random).
+and cost 8.5 µs per delivery, +15 %.) The local count is always exact, and only the other instances' part is
+cached: it lags by at most one refresh (:data:`REFRESH`), or one beat (a third of :data:`ALIVE_TTL`) for an
+instance whose count had to be written again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Callable
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from rtlib.server import scripts
 from rtlib.server.tasks import spawn
@@ -58,9 +59,12 @@ class ClusterCounts:
     def __init__(self, redis: Redis, server_id: str, refresh: float = REFRESH, alive_ttl: float = ALIVE_TTL,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.redis, self.server_id = redis, server_id
+        # This process's name in the counts: the server id plus a random part, so a restart under the same
+        # --server-id never revives the counts a crashed run left behind (they expire with their alive key).
+        self.member = f"{server_id}.{secrets.token_hex(4)}"
         self.refresh_after, self.alive_ttl, self.clock = refresh, alive_ttl, clock
         self._count = redis.register_script(scripts.COUNT)
-        self._totals: dict[str, int] = {}  # ws -> cluster total, as last read
+        self._remote: dict[str, int] = {}  # ws -> the other live instances' connections, as last read
         self._local: dict[str, int] = {}  # ws -> this instance's count, as last written
         self._dirty: dict[str, int] = {}  # ws -> this instance's count, not yet written
         self._writing: asyncio.Task[None] | None = None
@@ -68,11 +72,18 @@ class ClusterCounts:
 
     @property
     def alive_key(self) -> str:
-        return f"rt:instance:{self.server_id}"
+        return f"rt:instance:{self.member}"
 
     async def beat(self) -> None:
-        """Mark this instance alive for another :attr:`alive_ttl` seconds."""
-        await self.redis.set(self.alive_key, b"1", ex=max(1, round(self.alive_ttl)))
+        """Mark this instance alive for another :attr:`alive_ttl` seconds, and write every local count again
+        in the same round trip: counts lost meanwhile (a lapsed alive key lets the others delete them, a
+        write may have failed while Redis was down) are back within one beat."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.alive_key, b"1", ex=max(1, round(self.alive_ttl)))
+            for ws, n in {**self._local, **self._dirty}.items():
+                if n > 0:
+                    pipe.hset(conns_key(ws), self.member, n)
+            await pipe.execute()
         self._beaten = self.clock()
 
     @property
@@ -81,8 +92,8 @@ class ClusterCounts:
 
     async def tick(self) -> None:
         """What :func:`rtlib.server.loops.keep_counts` does every :attr:`tick_interval`: renew the alive key
-        three times per TTL, and read every local workspace's total in one round trip every
-        :attr:`refresh_after` seconds."""
+        (and the counts) three times per TTL, and read every local workspace's remote count in one round trip
+        every :attr:`refresh_after` seconds."""
         now = self.clock()
         if now - self._beaten >= self.alive_ttl / 3 - 1e-9:
             await self.beat()
@@ -92,7 +103,7 @@ class ClusterCounts:
 
     def changed(self, ws: str, local: int) -> None:
         """This instance now has ``local`` connections in ``ws``: write it soon (changes in one loop turn
-        share one round trip), then read the workspace's new total."""
+        share one round trip); a workspace new here also has its remote count read at once."""
         self._dirty[ws] = local
         if self._writing is None or self._writing.done():
             self._writing = spawn(self._write(), name=f"{self.server_id}-counts")
@@ -105,55 +116,53 @@ class ClusterCounts:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for ws, n in batch.items():
                         if n > 0:
-                            pipe.hset(conns_key(ws), self.server_id, n)
+                            pipe.hset(conns_key(ws), self.member, n)
                         else:
-                            pipe.hdel(conns_key(ws), self.server_id)
+                            pipe.hdel(conns_key(ws), self.member)
                     await pipe.execute()
-            except (RedisError, OSError) as exc:
-                # Redis is down (its clients are being closed): keep the counts for the next change's write;
-                # meanwhile the other instances see this one's old counts until its alive key expires.
+            except Exception as exc:
+                # Redis is down (its clients are being closed): the counts wait in _dirty, and the next beat
+                # writes them; meanwhile the others see this instance's old counts until its key expires.
                 self._dirty = {**batch, **self._dirty}
                 log.warning("%s: could not write connection counts: %s", self.server_id, exc)
                 return
-            joined = []
+            joined = [ws for ws, n in batch.items() if n > 0 and ws not in self._local]
             for ws, n in batch.items():
                 if n > 0:
-                    joined += [ws] if ws not in self._local else []
                     self._local[ws] = n
                 else:
                     self._local.pop(ws, None)
-                    self._totals.pop(ws, None)
-            if joined:  # a workspace new to this instance: learn its total now, not at the next tick
+                    self._remote.pop(ws, None)
+            if joined:  # a workspace new to this instance: learn the others' count now, not at the next tick
                 try:
                     await self.refresh(*joined)
-                except (RedisError, OSError) as exc:
+                except Exception as exc:
                     log.warning("%s: could not read connection counts: %s", self.server_id, exc)
 
     async def refresh(self, *workspaces: str) -> list[int]:
-        """Read these workspaces' cluster-wide totals (live instances only) into the cache, :data:`CHUNK` per
-        script call (so one call never holds Redis for long)."""
-        totals: list[int] = []
+        """Read these workspaces' connection counts on the *other* live instances into the cache, :data:`CHUNK`
+        per script call (so one call never holds Redis for long). Own counts are never read back: the local
+        count is always the exact one."""
+        remote: list[int] = []
         for i in range(0, len(workspaces), CHUNK):
             chunk = workspaces[i:i + CHUNK]
-            got = [int(t) for t in await self._count(keys=[conns_key(ws) for ws in chunk])]
-            self._totals.update(zip(chunk, got, strict=True))
-            totals += got
-        return totals
+            got = [int(n) for n in await self._count(keys=[conns_key(ws) for ws in chunk], args=[self.member])]
+            self._remote.update(zip(chunk, got, strict=True))
+            remote += got
+        return remote
 
     def others(self, ws: str, local: int) -> int:
         """The workspace's connections other than the sender's, cluster-wide, with ``local`` of them (the
-        sender's included) on this instance. No I/O: the total of the last refresh is used."""
-        # The cached total counted this instance as it was then; the local count is exact now.
-        remote = max(0, self._totals.get(ws, 0) - self._local.get(ws, 0))
-        return max(0, local + remote - 1)
+        sender's included) on this instance. No I/O: the remote count of the last refresh is used."""
+        return max(0, local - 1) + self._remote.get(ws, 0)
 
     async def close(self) -> None:
         """Take this instance out of every count (a graceful stop; a crash is cleaned up by the TTL)."""
         if self._writing is not None and not self._writing.done():
             await asyncio.wait([self._writing], timeout=5)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for ws in list(self._local) + list(self._dirty):
-                pipe.hdel(conns_key(ws), self.server_id)
+            for ws in {**self._local, **self._dirty}:
+                pipe.hdel(conns_key(ws), self.member)
             pipe.delete(self.alive_key)
             await pipe.execute()
         self._local.clear()

@@ -179,17 +179,19 @@ return out
 """
 
 
-# KEYS: workspaces' connection counts (hashes: server id -> open connections on that instance). Returns each
-# workspace's total over live instances only: a field whose instance key (rt:instance:{id}, kept alive with a
-# TTL) is gone belongs to an instance that died without cleaning up, and is deleted here (rtlib.server.members).
-# One call reads every workspace an instance has connections in.
+# KEYS: workspaces' connection counts (hashes: instance -> open connections on that instance). ARGV: the
+# calling instance. Returns each workspace's count on the *other* live instances: a field whose instance key
+# (rt:instance:{instance}, kept alive with a TTL) is gone belongs to an instance that died without cleaning up,
+# and is deleted here (rtlib.server.members). One call reads every workspace an instance has connections in.
 COUNT = """
 local totals = {}
 for k = 1, #KEYS do
   local total = 0
   local fields = redis.call('HGETALL', KEYS[k])
   for i = 1, #fields, 2 do
-    if redis.call('EXISTS', 'rt:instance:' .. fields[i]) == 1 then
+    if fields[i] == ARGV[1] then
+      -- the caller's own count: it knows it exactly
+    elseif redis.call('EXISTS', 'rt:instance:' .. fields[i]) == 1 then
       total = total + tonumber(fields[i + 1])
     else
       redis.call('HDEL', KEYS[k], fields[i])

@@ -47,8 +47,8 @@ async def test_floor_redis_versions_each_frame_and_fans_it_out(redis_url: str) -
             got = [json.loads(await asyncio.wait_for(receiver.recv(), 5)) for _ in range(3)]
             assert [e["n"] for e in got] == [0, 1, 2]
             assert all(e["type"] == "task.update" and e["version"] == 1 and e["offset"] for e in got)
-            with_redis = redis.Redis.from_url(redis_url)
-            assert with_redis.xlen("rt:w1:hist") == 3  # the history stream written by the script
+            with redis.Redis.from_url(redis_url) as sync:
+                assert sync.xlen("rt:w1:hist") == 3  # the history stream written by the script
             try:
                 await asyncio.wait_for(other.recv(), 0.3)
                 raise AssertionError("another workspace received w1's event")

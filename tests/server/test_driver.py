@@ -357,10 +357,13 @@ async def test_fanout_budget_counts_the_workspace_on_every_instance(redis_url: s
     try:
         big = await cluster.client("alice", instance=0)
         far = [await cluster.client(user, instance=1) for user in ("bob", "carol")]
-        await asyncio.sleep(0.3)  # instance 1 has written its count; instance 0 refreshes every 50 ms
-        await big.send("task.update", {"taskId": "warm", "changes": {"n": 0}, "ref": "w"})  # starts a refresh
-        await big.expect("ack", ref="w")
-        await asyncio.sleep(0.2)
+        members = cluster.servers[0].members
+        assert members is not None
+        for _ in range(100):  # instance 1 writes its count; instance 0 reads it (every 50 ms here)
+            if members.others("w1", 1) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert members.others("w1", 1) == 2
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         for n in range(4):  # ~5.1 KB events to 2 connections on instance 1: ~10 KB each, 0.5 s of budget

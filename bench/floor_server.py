@@ -49,10 +49,6 @@ def unmask(payload: bytes, key: bytes) -> bytes:
     return (int.from_bytes(payload, "big") ^ int.from_bytes(stream, "big")).to_bytes(n, "big")
 
 
-def resp(*parts: bytes) -> bytes:
-    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
-
-
 class RedisLink(asyncio.Protocol):
     """One RESP3 connection: ``EVALSHA`` calls go out (their replies are read and dropped) and the workspace
     channels' messages come back on it; a message's event is framed once and written to the room."""
@@ -67,14 +63,16 @@ class RedisLink(asyncio.Protocol):
         self.subscribed: set[str] = set()
         self.updates = 0
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from rtlib.server.resp import pack_command, script_sha
         from rtlib.server.scripts import update_script  # the very script rtlib runs per update
 
-        self.script = update_script().encode()
-        self.sha = hashlib.sha1(self.script).hexdigest().encode()
+        self.pack = pack_command
+        text = update_script()
+        self.script, self.sha = text.encode(), script_sha(text).encode()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.transport.write(resp(b"HELLO", b"3") + resp(b"SCRIPT", b"LOAD", self.script))  # type: ignore[union-attr]
+        self.transport.write(self.pack(b"HELLO", b"3") + self.pack(b"SCRIPT", b"LOAD", self.script))  # type: ignore[union-attr]
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -92,7 +90,7 @@ class RedisLink(asyncio.Protocol):
     def subscribe(self, ws: str) -> None:
         if ws not in self.subscribed and self.transport is not None:
             self.subscribed.add(ws)
-            self.transport.write(resp(b"SUBSCRIBE", f"rt:chan:{ws}".encode()))
+            self.transport.write(self.pack(b"SUBSCRIBE", f"rt:chan:{ws}".encode()))
 
     def update(self, ws: str, payload: bytes) -> None:
         """The script's keys and arguments as rtlib passes them (no idempotency ref); the event is the sender's
@@ -101,7 +99,7 @@ class RedisLink(asyncio.Protocol):
         self.updates += 1
         task = b"t-%d" % (self.updates % 50)
         w = ws.encode()
-        self.transport.write(resp(
+        self.transport.write(self.pack(
             b"EVALSHA", self.sha, b"4", b"rt:" + w + b":ver:" + task, b"rt:" + w + b":task:" + task, b"",
             b"rt:" + w + b":tasks", w, payload[:-1] + b',"version":', b"}", b"1", b"300", task, b"title", b'"x"'))
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))
 
+import procstat  # noqa: E402 (bench/ is on sys.path when run as a script)
 from redis.asyncio import Redis  # noqa: E402
 from websockets.frames import Frame, Opcode  # noqa: E402
 from websockets.protocol import Protocol, Side  # noqa: E402
@@ -80,12 +80,6 @@ def session_us(n: int) -> float:
     return (time.process_time() - t) / n * 1e6
 
 
-def _proc_cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def redis_us(n: int, batch: int, gap: float = 0.0, variant: str = "script") -> float:
     """redis-server CPU per task.update script call (version, fields, history, PUBLISH to one subscriber),
     ``batch`` calls in flight at once (1: each awaited before the next, as at S1's 100 updates/s), ``gap``
@@ -106,7 +100,7 @@ async def redis_us(n: int, batch: int, gap: float = 0.0, variant: str = "script"
         reader = asyncio.create_task(drain())
         prefix, suffix = events.task_updated_parts("w1", "alice", "t-17", {}, 1.0)
         pid = rp.proc.pid  # type: ignore[union-attr]
-        before = _proc_cpu(pid)
+        before = procstat.process_cpu_seconds(pid)
         event = prefix + b"1" + suffix
         for start in range(0, n, batch):
             if variant == "publish":
@@ -118,7 +112,7 @@ async def redis_us(n: int, batch: int, gap: float = 0.0, variant: str = "script"
             if gap:
                 await asyncio.sleep(gap)
         await asyncio.sleep(0.2)
-        used = _proc_cpu(pid) - before
+        used = procstat.process_cpu_seconds(pid) - before
         reader.cancel()
         fast.close()
         await pubsub.aclose()

@@ -232,14 +232,14 @@ def profiler(server: ServerProcess, redis: RedisProcess, duration: float) -> sub
 def measure(receivers: list[WorkerHandle], sender: WorkerHandle, server: ServerProcess, redis: RedisProcess,
             scenario: Scenario, opts: Options) -> dict[str, Any]:
     """The send phase: CPU snapshots around it, deliveries and latencies inside its window."""
-    idle = measure_idle(cpu_probes(server, redis, receivers, sender), opts.idle)
+    probes = cpu_probes(server, redis, receivers, sender)
+    idle = measure_idle(probes, opts.idle)
     count = max(1, round(scenario.rate * opts.duration))
     interval_ns = round(1e9 / scenario.rate)
     start_ns = time.monotonic_ns() + 300_000_000  # time for the commands below to arrive
     end_ns = start_ns + count * interval_ns
     for worker in receivers:
         worker.call("window", start_ns, end_ns)
-    probes = cpu_probes(server, redis, receivers, sender)
 
     sender.submit("send", start_ns, scenario.rate, count)
     time.sleep(max(0.0, (start_ns - time.monotonic_ns()) / 1e9))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,26 +17,12 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import perf_top  # noqa: E402
-
-
-async def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(100):
-        assert proc.poll() is None, "floor server exited"
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.05)
-    raise AssertionError("floor server did not listen")
+from targets import ServerProcess, floor_target  # noqa: E402
 
 
 async def test_floor_redis_versions_each_frame_and_fans_it_out(redis_url: str) -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "floor_server.py"), "--port", str(port),
-                             "--redis", redis_url, "--redis-script"])
-    try:
-        await _wait_listening(port, proc)
+    with ServerProcess(floor_target(redis_script=True).command(port, redis_url), port):
         url = f"ws://127.0.0.1:{port}/ws?workspace=w1"
         async with connect(url) as sender, connect(url) as receiver, \
                 connect(f"ws://127.0.0.1:{port}/ws?workspace=w2") as other:
@@ -54,9 +39,6 @@ async def test_floor_redis_versions_each_frame_and_fans_it_out(redis_url: str) -
                 raise AssertionError("another workspace received w1's event")
             except TimeoutError:
                 pass
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_perf_top_sorts_stacks_by_kind() -> None:

@@ -364,12 +364,11 @@ class RealtimeServer:
         fan-out budget: an update's event x the workspace's other connections on every instance
         (:class:`~rtlib.server.members.ClusterCounts`), a reply x 1. Presence requests are charged their frame's
         ``size`` per recipient (a change is broadcast at most once)."""
-        store, fanout, ws = self.store, self.fanout, session.workspace_id
-        assert store is not None
+        store, fanout, members, ws = self.store, self.fanout, self.members, session.workspace_id
+        assert store is not None and members is not None
         payload = request.payload
         now = time.time()
-        local = len(fanout.rooms.get(ws, ()))
-        others = self.members.others(ws, local) if self.members is not None else max(0, local - 1)
+        others = members.others(ws, len(fanout.rooms.get(ws, ())))
         if isinstance(payload, TaskUpdate):
             prefix, suffix = events.task_updated_parts(ws, session.user_id, payload.taskId, payload.changes, now)
             atomic = self.config.publish_mode == "atomic"

@@ -37,12 +37,7 @@ async def sweep_forever(presence: PresenceProtocol, sweep: Callable[[float], Awa
             await sweep(time.time())
         except Exception:
             log.exception("%s: presence sweep failed", name)
-        # redis-py can swallow a CancelledError that lands mid-command (it disconnects and carries on), so a
-        # cancel from stop() may never surface here: honour a pending cancel explicitly, or stop() waits for this
-        # loop forever (seen as 120 s test-teardown hangs, about one full run in two).
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise asyncio.CancelledError
+        _honour_cancel()
 
 
 async def probe_forever(prober: Prober, sessions: Mapping[str, Session], fanout: Fanout) -> None:
@@ -96,7 +91,13 @@ async def keep_counts(counts: ClusterCounts, name: str) -> None:
             await counts.tick()
         except Exception as exc:  # Redis down: the lost-Redis handler is at work; the next tick retries
             log.warning("%s: could not renew the connection counts: %s", name, exc)
-        # As in sweep_forever: redis-py may swallow a cancel that lands mid-command; honour it here.
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise asyncio.CancelledError
+        _honour_cancel()
+
+
+def _honour_cancel() -> None:
+    """Raise if the running task was cancelled. redis-py can swallow a CancelledError that lands mid-command (it
+    disconnects and carries on), so a cancel from stop() may never surface in a loop that calls Redis: without
+    this, stop() waits for that loop forever (seen as 120 s test-teardown hangs, about one full run in two)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

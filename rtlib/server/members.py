@@ -15,13 +15,13 @@ Keys:
   leaves its fields behind; the count script (:data:`rtlib.server.scripts.COUNT`) drops them once its key has
   expired.
 
-Reads are cached: every :data:`REFRESH` seconds one script call reads the totals of every workspace this
-instance has connections in (``rtlib.server.loops.keep_counts``), and an update is charged with the total known
-at that moment, so the hot path never waits for Redis nor adds a round trip. (A first version refreshed each
-workspace from the hot path when its count was stale: at S1, 50 workspaces, that was 25 script calls a second
-and cost 8.5 µs per delivery, +15 %.) The local count is always exact, and only the other instances' part is
-cached: it lags by at most one refresh (:data:`REFRESH`), or one beat (a third of :data:`ALIVE_TTL`) for an
-instance whose count had to be written again.
+Reads are cached: every :data:`REFRESH` seconds one script call reads the other instances' counts of every
+workspace this instance has connections in (``rtlib.server.loops.keep_counts``), and an update is charged with
+the count known at that moment, so the hot path never waits for Redis nor adds a round trip. (A first version
+refreshed each workspace from the hot path when its count was stale: at S1, 50 workspaces, that was 25 script
+calls a second and cost 8.5 µs per delivery, +15 %.) The local count is always exact, and only the other
+instances' part is cached: it lags by at most one refresh (:data:`REFRESH`), or one beat (a third of
+:data:`ALIVE_TTL`) for an instance whose count had to be written again.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class ClusterCounts:
         self._local: dict[str, int] = {}  # ws -> this instance's count, as last written
         self._dirty: dict[str, int] = {}  # ws -> this instance's count, not yet written
         self._writing: asyncio.Task[None] | None = None
-        self._beaten = self._refreshed = -float("inf")  # when the alive key / the totals were last renewed
+        self._beaten = self._refreshed = -float("inf")  # when the alive key / the remote counts were last renewed
 
     @property
     def alive_key(self) -> str:

@@ -17,6 +17,14 @@ class Clock:
         return self.now
 
 
+async def _alive(redis: Redis, *names: str, **kwargs: object) -> list[ClusterCounts]:
+    """One ClusterCounts per name (an instance each), alive: each has beaten once."""
+    counts = [ClusterCounts(redis, name, **kwargs) for name in names]  # type: ignore[arg-type]
+    for c in counts:
+        await c.beat()
+    return counts
+
+
 async def _settle(*counts: ClusterCounts) -> None:
     for c in counts:
         if c._writing is not None:
@@ -32,9 +40,7 @@ async def redis(redis_url: str) -> Redis:
 
 async def test_an_instance_sees_the_other_instances_connections(redis: Redis) -> None:
     clock = Clock()
-    a, b = ClusterCounts(redis, "srv-a", clock=clock), ClusterCounts(redis, "srv-b", clock=clock)
-    await a.beat()
-    await b.beat()
+    a, b = await _alive(redis, "srv-a", "srv-b", clock=clock)
     b.changed("w1", 5)
     await _settle(b)
     a.changed("w1", 1)  # a's first connection: its write is followed by a read of the total
@@ -46,9 +52,7 @@ async def test_an_instance_sees_the_other_instances_connections(redis: Redis) ->
 
 async def test_local_changes_count_at_once_and_remote_ones_at_the_next_refresh(redis: Redis) -> None:
     clock = Clock()
-    a, b = ClusterCounts(redis, "srv-a", refresh=2.0, clock=clock), ClusterCounts(redis, "srv-b", clock=clock)
-    await a.beat()
-    await b.beat()
+    a, b = await _alive(redis, "srv-a", "srv-b", refresh=2.0, clock=clock)
     a.changed("w1", 2)
     await _settle(a)
     assert a.others("w1", 2) == 1
@@ -70,9 +74,7 @@ async def test_local_changes_count_at_once_and_remote_ones_at_the_next_refresh(r
 
 async def test_one_refresh_reads_every_workspace_in_chunks(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("rtlib.server.members.CHUNK", 3)
-    a, b = ClusterCounts(redis, "srv-a"), ClusterCounts(redis, "srv-b")
-    await a.beat()
-    await b.beat()
+    a, b = await _alive(redis, "srv-a", "srv-b")
     for i in range(7):
         a.changed(f"w{i}", 1)
         b.changed(f"w{i}", i)
@@ -98,9 +100,7 @@ async def test_the_alive_key_is_renewed_every_third_of_its_ttl(redis: Redis) -> 
 
 
 async def test_a_dead_instances_counts_are_dropped(redis: Redis) -> None:
-    a, b = ClusterCounts(redis, "srv-a"), ClusterCounts(redis, "srv-b")
-    await a.beat()
-    await b.beat()
+    a, b = await _alive(redis, "srv-a", "srv-b")
     b.changed("w1", 7)
     await _settle(b)
     assert await a.refresh("w1") == [7]
@@ -112,9 +112,7 @@ async def test_a_dead_instances_counts_are_dropped(redis: Redis) -> None:
 async def test_a_beat_writes_back_counts_that_were_lost(redis: Redis) -> None:
     """A lapsed alive key lets another instance delete this one's counts; a failed write leaves them stale.
     The next beat writes every local count again."""
-    a, b = ClusterCounts(redis, "srv-a"), ClusterCounts(redis, "srv-b")
-    await a.beat()
-    await b.beat()
+    a, b = await _alive(redis, "srv-a", "srv-b")
     b.changed("w1", 3)
     await _settle(b)
     await redis.delete(b.alive_key)  # b missed its beats (Redis paused, say): a drops b's count
@@ -124,21 +122,17 @@ async def test_a_beat_writes_back_counts_that_were_lost(redis: Redis) -> None:
 
 
 async def test_a_restart_under_the_same_server_id_does_not_revive_old_counts(redis: Redis) -> None:
-    crashed = ClusterCounts(redis, "srv-b")
-    await crashed.beat()
+    [crashed] = await _alive(redis, "srv-b")
     crashed.changed("w1", 9)
     await _settle(crashed)
     await redis.delete(crashed.alive_key)  # it crashed; its alive key expired, its count is still there
-    restarted, a = ClusterCounts(redis, "srv-b"), ClusterCounts(redis, "srv-a")
+    restarted, a = await _alive(redis, "srv-b", "srv-a")
     assert restarted.member != crashed.member
-    await restarted.beat()
-    await a.beat()
     assert await a.refresh("w1") == [0]
 
 
 async def test_close_takes_the_instance_out_of_every_count(redis: Redis) -> None:
-    a = ClusterCounts(redis, "srv-a")
-    await a.beat()
+    [a] = await _alive(redis, "srv-a")
     a.changed("w1", 3)
     a.changed("w2", 1)
     await _settle(a)
@@ -151,8 +145,7 @@ async def test_close_takes_the_instance_out_of_every_count(redis: Redis) -> None
 
 
 async def test_a_storm_of_changes_ends_with_the_last_count(redis: Redis) -> None:
-    a = ClusterCounts(redis, "srv-a")
-    await a.beat()
+    [a] = await _alive(redis, "srv-a")
     for n in range(1, 401):  # a storm of 400 joins
         a.changed("w1", n)
     await _settle(a)

@@ -3,16 +3,30 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+LOCK   := constraints.txt
 
-.PHONY: install test test-recording jstest lint schema bench bench-socketio serve clean
+.PHONY: install lock test test-recording jstest lint schema bench bench-socketio serve clean
 
-$(STAMP): pyproject.toml
+## Installs are pinned by constraints.txt: a new release on the registry changes nothing until `make lock`.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c $(LOCK) -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## make lock: refresh constraints.txt on purpose: resolve pyproject.toml afresh in a scratch venv, freeze it.
+## Then `make clean test` (tests/test_lock.py checks the env matches) and commit constraints.txt with the result.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install -q --upgrade pip
+	.lock-venv/bin/pip install -q -e '.[dev]'
+	{ sed -n '/^#/p' $(LOCK); .lock-venv/bin/pip freeze --exclude-editable | sort -f; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf .lock-venv
+	@echo "constraints.txt refreshed: now run 'make clean test' and commit it with what changed"
 
 ## make test: the whole suite against a real redis-server the fixtures start on a free port (the browser
 ## tests drive Debian's chromium), node --test over the browser client, then nbval over the notebooks
@@ -50,7 +64,7 @@ bench-socketio: $(STAMP)
 	$(PY) bench/compare.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .lock-venv .pytest_cache build *.egg-info
 
 .PHONY: demo lab nbtest websize
 

@@ -8,6 +8,7 @@ first (``invalid_json`` / ``invalid_envelope``), then the type (``unknown_type``
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from datetime import UTC, datetime
@@ -379,11 +380,29 @@ def _ecma_anchors(node: Any) -> None:
             _ecma_anchors(value)
 
 
+def _clean_descriptions(node: Any) -> None:
+    """Normalise every description taken from a docstring with :func:`inspect.cleandoc`, in place.
+
+    Why: msgspec 0.23 started dedenting docstrings in generated schemas, and earlier versions did not, so the
+    committed ``docs/events.schema.json`` changed with the library version alone. ``cleandoc`` is idempotent:
+    the output is the same whichever way msgspec formats them."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "description" and isinstance(value, str):
+                node[key] = inspect.cleandoc(value)
+            else:
+                _clean_descriptions(value)
+    elif isinstance(node, list):
+        for value in node:
+            _clean_descriptions(value)
+
+
 def json_schema() -> dict[str, Any]:
     """The JSON Schema (2020-12) of every client->server and server->client frame, generated from the structs."""
     structs = list(dict.fromkeys([*CLIENT_TYPES.values(), *SERVER_PAYLOADS.values()]))
     _, defs = msgspec.json.schema_components(structs, ref_template="#/$defs/{name}")
     _ecma_anchors(defs)
+    _clean_descriptions(defs)
     defs["Id"] = {"type": "string", "pattern": f"^{ID_PATTERN}$"}
     client = [_envelope_schema(t, cls.__name__, True) for t, cls in CLIENT_TYPES.items()]
     for entry in client:

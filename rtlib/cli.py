@@ -5,25 +5,112 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import os
+import re
 import signal
+import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
+from urllib.parse import urlsplit
 
 from rtlib.protocol.config import ServerConfig
-from rtlib.server.auth import DEFAULT_TTL, issue_token
+from rtlib.server.auth import DEFAULT_TTL, check_secret, issue_token
 from rtlib.server.eventloop import run as run_loop
 
-__all__ = ["build_parser", "main"]
+__all__ = ["UsageError", "build_parser", "main"]
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+class UsageError(SystemExit):
+    """A mistake the user can fix: its one line is already on stderr; exit status 2, as argparse's own."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _fail(message: str) -> NoReturn:
+    """Print ``message`` (one line: what is wrong and what to do) on stderr and exit with status 2."""
+    print(message, file=sys.stderr, flush=True)
+    raise UsageError(message)
 
 
 def _secret(args: argparse.Namespace) -> str:
-    secret = args.secret or os.environ.get("RTLIB_SECRET")
-    if not secret:
-        sys.exit("rtlib: a signing secret is required: pass --secret or set RTLIB_SECRET")
-    return secret
+    try:
+        return check_secret(args.secret or os.environ.get("RTLIB_SECRET"))
+    except ValueError as exc:
+        text = str(exc)
+        if "required" in text:
+            text = "a signing secret is required: pass --secret or set RTLIB_SECRET"
+        _fail(f"rtlib {args.command}: {text}")
+
+
+def _shown(url: str) -> str:
+    """``url`` without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+
+
+def _check_redis_url(command: str, url: str | None) -> None:
+    """Refuse a ``--redis`` that is not a URL redis-py understands (``127.0.0.1:6379`` has no scheme)."""
+    if url is None:
+        return
+    if "://" not in url or urlsplit(url).scheme not in REDIS_SCHEMES:
+        hint = f"write redis://{url}" if "://" not in url else "use redis://HOST:PORT, rediss://HOST:PORT or unix://PATH"
+        _fail(f"rtlib {command}: --redis {_shown(url)!r} is not a Redis URL; {hint}")
+
+
+def _redis_problem(exc: BaseException) -> str:
+    """The useful part of a redis-py connection error (``Connection refused``, ``Name or service not known``)."""
+    text = str(exc).strip()
+    if m := re.search(r"connecting to \S+?\.? (.+)$", text):
+        text = m.group(1)
+    return text.rstrip(".") or type(exc).__name__
+
+
+def _unreachable(command: str, url: str, exc: BaseException) -> NoReturn:
+    _fail(f"rtlib {command}: cannot reach Redis at {_shown(url)} ({_redis_problem(exc)}); start redis-server "
+          "there, fix --redis, or leave --redis out to use an embedded one")
+
+
+def _check_redis(command: str, url: str | None) -> None:
+    """``--redis`` is a Redis URL and a Redis answers there, else one line and exit 2."""
+    if url is None:
+        return
+    _check_redis_url(command, url)
+    import redis
+
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5) as client:
+            client.ping()
+    except (redis.RedisError, OSError, ValueError) as exc:
+        _unreachable(command, url, exc)
+
+
+def _listen_problem(command: str, host: str, port: int, exc: OSError) -> str:
+    """One line for a server that could not listen on ``host:port``."""
+    if exc.errno == errno.EADDRINUSE:
+        return (f"rtlib {command}: port {port} on {host} is already in use (another rtlib?); stop that process or "
+                "pick another --port (0 picks a free one)")
+    if exc.errno == errno.EACCES:
+        return f"rtlib {command}: no permission to listen on port {port}; use a port above 1023"
+    if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+        reason = os.strerror(exc.errno) if exc.errno == errno.EADDRNOTAVAIL else exc.strerror
+        return (f"rtlib {command}: cannot listen on {host} ({reason}); --host takes an address of this machine, "
+                "e.g. 127.0.0.1 or 0.0.0.0")
+    reason = os.strerror(exc.errno) if isinstance(exc.errno, int) and exc.errno > 0 else (exc.strerror or str(exc))
+    return f"rtlib {command}: cannot listen on {host}:{port} ({reason}); check --host and --port"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,30 +266,43 @@ def _config(args: argparse.Namespace) -> ServerConfig:
     )
 
 
-async def _serve(args: argparse.Namespace, redis_url: str, config: ServerConfig) -> None:
+async def _serve(args: argparse.Namespace, redis_url: str, config: ServerConfig) -> str | None:
+    """Serve until SIGINT/SIGTERM; returns a one-line problem instead if the server cannot start."""
+    from redis.exceptions import RedisError
+
     from rtlib.server.driver import RealtimeServer
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    server = await RealtimeServer(redis_url, _secret(args), config, args.host, args.port).start()
+    server = RealtimeServer(redis_url, _secret(args), config, args.host, args.port)
+    try:
+        await server.start()
+    except (OSError, RedisError) as exc:
+        with contextlib.suppress(Exception):
+            await server.stop()
+        if isinstance(exc, RedisError) or getattr(exc, "errno", None) in (errno.ECONNREFUSED, errno.ECONNRESET):
+            return (f"rtlib serve: cannot reach Redis at {_shown(redis_url)} ({_redis_problem(exc)}); start "
+                    "redis-server there, fix --redis, or leave --redis out to use an embedded one")
+        return _listen_problem("serve", args.host, args.port, exc)
     # The import-time heap (~37,000 objects: websockets, redis, msgspec...) never becomes garbage; frozen, it
     # is left out of full collections. Measured under a 400-connection storm: gen-2 pauses of 54-78 ms (every
     # open connection stalls for them) fell to about 8 ms.
     gc.freeze()
-    print(f"rtlib {server.server_id} serving {server.url} (redis {redis_url}, {type(loop).__module__} loop); "
-          f"board page at http://{args.host}:{server.port}/app/#workspace=W&token=T", flush=True)
+    print(f"rtlib {server.server_id} serving {server.url} (redis {_shown(redis_url)}, {type(loop).__module__} "
+          f"loop); board page at http://{args.host}:{server.port}/app/#workspace=W&token=T", flush=True)
     await stop.wait()
     print(f"rtlib {server.server_id} shutting down", flush=True)
     await server.stop()
+    return None
 
 
 def _simulate(args: argparse.Namespace) -> None:
     try:  # the workbench is an extra: a server install has no pandas or matplotlib
         from rtlib.lab import Cluster, Impairment, Scenario
     except ImportError as exc:
-        sys.exit(f"rtlib simulate needs the lab extra ({exc.name} is missing): pip install 'rtlib[lab]'")
+        _fail(f"rtlib simulate needs the lab extra ({exc.name} is missing): pip install 'rtlib[lab]'")
 
     try:
         scenario = Scenario(
@@ -217,7 +317,8 @@ def _simulate(args: argparse.Namespace) -> None:
 
         parse_model(scenario.heartbeat)
     except ValueError as exc:
-        sys.exit(f"rtlib simulate: {exc}")
+        _fail(f"rtlib simulate: {exc}")
+    _check_redis("simulate", args.redis)
     with Cluster(instances=args.instances, redis=args.redis) as cluster:
         cluster.workers = args.workers
         cluster.calibrate()
@@ -238,23 +339,22 @@ def _simulate(args: argparse.Namespace) -> None:
 
 def _demo(args: argparse.Namespace) -> None:
     if not args.dev:
-        sys.exit("rtlib demo: refusing to start without --dev. The demo signs tokens with a throwaway secret and "
-                 "prints them in links; it is for a developer's own machine only.")
-    import re
-
+        _fail("rtlib demo: refusing to start without --dev. The demo signs tokens with a throwaway secret and "
+              "prints them in links; it is for a developer's own machine only.")
     from rtlib.server.demo import DemoOptions, run_demo
 
     users = tuple(u.strip() for u in args.users.split(",") if u.strip())
     ids_ok = all(re.fullmatch(r"[A-Za-z0-9_.\-]{1,128}", u) for u in (*users, args.workspace))
     if not users or not ids_ok or args.bots < 0 or args.ttl <= 0:
-        sys.exit("rtlib demo: --users and --workspace take ids (A-Z a-z 0-9 _ . -), --bots >= 0, --ttl > 0")
+        _fail("rtlib demo: --users and --workspace take ids (A-Z a-z 0-9 _ . -), --bots >= 0, --ttl > 0")
+    _check_redis("demo", args.redis)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"WARNING: rtlib demo listens on {args.host}: anyone who can reach it can use the demo links",
               file=sys.stderr)
     opts = DemoOptions(host=args.host, port=args.port, workspace=args.workspace, users=users, bots=args.bots,
                        ttl=args.ttl, bot_interval=max(0.05, args.bot_interval))
 
-    async def run(url: str) -> None:
+    async def run(url: str) -> str | None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -262,16 +362,31 @@ def _demo(args: argparse.Namespace) -> None:
         try:
             await run_demo(opts, url, stop)
         except OSError as exc:  # most often: the port is taken
-            sys.exit(f"rtlib demo: cannot listen on {opts.host}:{opts.port}: {exc.strerror or exc} (try --port 0)")
+            return _listen_problem("demo", opts.host, opts.port, exc)
         print("rtlib demo: stopped", flush=True)
+        return None
 
     if args.redis:
-        asyncio.run(run(args.redis))
+        problem = asyncio.run(run(args.redis))
     else:
-        from rtlib.server.embedded import embedded_redis
+        with _embedded("demo") as url:
+            problem = asyncio.run(run(url))
+    if problem:
+        _fail(problem)
 
-        with embedded_redis() as url:
-            asyncio.run(run(url))
+
+@contextlib.contextmanager
+def _embedded(command: str) -> Iterator[str]:
+    """An embedded redis-server for this run, or one line saying how to get one."""
+    from rtlib.server.embedded import embedded_redis
+    from rtlib.server.redis_process import RedisNotFound
+
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(embedded_redis())
+        except RedisNotFound as exc:
+            _fail(f"rtlib {command}: {exc}; or pass --redis URL of a running Redis")
+        yield url
 
 
 def _tune(args: argparse.Namespace) -> None:
@@ -281,7 +396,7 @@ def _tune(args: argparse.Namespace) -> None:
         from rtlib.model import ModelScenario, grid, sweep
         from rtlib.model.tune import report
     except ImportError as exc:
-        sys.exit(f"rtlib tune needs the lab extra ({exc.name} is missing): pip install 'rtlib[lab]'")
+        _fail(f"rtlib tune needs the lab extra ({exc.name} is missing): pip install 'rtlib[lab]'")
 
     try:
         numbers = [[float(x) for x in text.split(",") if x.strip()] for text in (args.heartbeats, args.timeouts,
@@ -297,7 +412,7 @@ def _tune(args: argparse.Namespace) -> None:
         for sc in scenarios:
             parse_model(sc.client_spec(30.0))
     except ValueError as exc:
-        sys.exit(f"rtlib tune: {exc}")
+        _fail(f"rtlib tune: {exc}")
     results = pd.concat([sweep(configs, sc, progress=sys.stderr.isatty()) for sc in scenarios], ignore_index=True)
     text, found = report(results, max_detection_p99=args.max_detection, max_mistakes_per_hour=args.max_mistakes,
                          conservative=args.conservative)
@@ -314,7 +429,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             print(issue_token(_secret(args), args.user, args.workspace, args.ttl))
         except ValueError as exc:
-            sys.exit(f"rtlib token: {exc}")
+            _fail(f"rtlib token: {exc}")
     elif args.command == "schema":
         from rtlib.protocol.schema import json_schema_text
 
@@ -337,14 +452,22 @@ def main(argv: list[str] | None = None) -> None:
         try:
             config = _config(args)
         except ValueError as exc:
-            sys.exit(f"rtlib serve: {exc}")
-        if args.redis:
-            run_loop(_serve(args, args.redis, config), args.loop)
-        else:
-            from rtlib.server.embedded import embedded_redis
+            _fail(f"rtlib serve: {exc}")
+        try:
+            from rtlib.server.eventloop import loop_name
 
-            with embedded_redis() as url, contextlib.suppress(KeyboardInterrupt):
-                run_loop(_serve(args, url, config), args.loop)
+            loop_name(args.loop)
+        except RuntimeError as exc:
+            _fail(f"rtlib serve: {exc}")
+        _check_redis("serve", args.redis)
+        problem = None
+        if args.redis:
+            problem = run_loop(_serve(args, args.redis, config), args.loop)
+        else:
+            with _embedded("serve") as url, contextlib.suppress(KeyboardInterrupt):
+                problem = run_loop(_serve(args, url, config), args.loop)
+        if problem:
+            _fail(problem)
 
 
 if __name__ == "__main__":

@@ -59,7 +59,10 @@ class _Instance:
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if "serving" not in line:
             self.stop()
-            raise RuntimeError(f"instance {index} did not start (see {self.log.name}): {line.strip()}")
+            # rtlib serve says what went wrong in its last stderr line (e.g. "cannot reach Redis at ...").
+            said = [t for t in Path(self.log.name).read_text(errors="replace").splitlines() if t.strip()]
+            why = line.strip() or (said[-1].strip() if said else f"exit status {self.proc.returncode}")
+            raise RuntimeError(f"instance {index} did not start: {why} (log: {self.log.name})")
 
     @property
     def url(self) -> str:

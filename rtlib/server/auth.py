@@ -6,7 +6,9 @@ raise :class:`~rtlib.protocol.errors.HandshakeError` so the status (401/403) is 
 
 from __future__ import annotations
 
+import logging
 import time
+import warnings
 from dataclasses import dataclass
 
 import jwt
@@ -14,10 +16,14 @@ import jwt
 from rtlib.protocol.errors import HandshakeError
 from rtlib.protocol.schema import is_id
 
-__all__ = ["DEFAULT_TTL", "Claims", "issue_token", "verify_token"]
+__all__ = ["DEFAULT_TTL", "MIN_SECRET_BYTES", "Claims", "check_secret", "issue_token", "verify_token"]
 
 DEFAULT_TTL = 3600.0
 _ALGORITHM = "HS256"
+#: RFC 7518 §3.2: an HS256 key must be at least as long as the hash output, 256 bits.
+MIN_SECRET_BYTES = 32
+log = logging.getLogger("rtlib.server.auth")
+_warned_short = False
 
 
 @dataclass(frozen=True)
@@ -29,17 +35,39 @@ class Claims:
     expires_at: float
 
 
-def _check_secret(secret: str | None) -> str:
+def check_secret(secret: str | None) -> str:
+    """``secret``, or ``ValueError`` saying what is wrong with it: missing, or shorter than
+    :data:`MIN_SECRET_BYTES` bytes (UTF-8), which HS256 must not be signed with."""
     if not secret:
         raise ValueError("a signing secret is required (--secret or the RTLIB_SECRET environment variable)")
+    size = len(secret.encode())
+    if size < MIN_SECRET_BYTES:
+        raise ValueError(f"the signing secret is {size} bytes; HS256 needs at least {MIN_SECRET_BYTES}: "
+                         "use a random one, e.g. export RTLIB_SECRET=$(openssl rand -hex 32)")
     return secret
+
+
+def _check_verifying_secret(secret: str | None) -> None:
+    """Verifying needs a secret; a short one is not refused here (a running server would answer every handshake
+    with 500) but reported once, in rtlib's words, instead of PyJWT's warning on every token."""
+    global _warned_short
+    try:
+        check_secret(secret)
+    except ValueError as exc:
+        if not secret:
+            raise
+        if not _warned_short:
+            _warned_short = True
+            log.warning("insecure signing secret: %s", exc)
+            warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)
 
 
 def issue_token(
     secret: str, user_id: str, workspaces: list[str], ttl: float = DEFAULT_TTL, now: float | None = None
 ) -> str:
-    """Sign a token for ``user_id`` valid in ``workspaces`` for ``ttl`` seconds from ``now``."""
-    _check_secret(secret)
+    """Sign a token for ``user_id`` valid in ``workspaces`` for ``ttl`` seconds from ``now``; ``ValueError`` if the
+    secret is missing or shorter than :data:`MIN_SECRET_BYTES`, an id is invalid or ``ttl`` is not positive."""
+    check_secret(secret)
     for value in (user_id, *workspaces):
         if not is_id(value):
             raise ValueError(f"invalid id {value!r}: use 1-128 of A-Z a-z 0-9 _ . -")
@@ -58,8 +86,9 @@ def verify_token(secret: str, token: str | None, now: float | None = None) -> Cl
 
     ``exp`` is required and checked here; the server also closes the connection when it passes (1008).
     ``nbf``, when present, must not be in the future. ``iat`` is informational and never checked.
+    A secret shorter than :data:`MIN_SECRET_BYTES` is logged once as insecure (``issue_token`` refuses it).
     """
-    _check_secret(secret)
+    _check_verifying_secret(secret)
     if not token:
         raise HandshakeError.unauthorized("missing token")
     # iat is informational: verifying it would refuse tokens from an issuer whose clock runs slightly ahead.

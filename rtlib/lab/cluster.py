@@ -30,6 +30,7 @@ from rtlib.lab.results import Results
 from rtlib.lab.scenario import Scenario
 from rtlib.lab.sim import Recorder, plan_clients
 from rtlib.lab.workers import WORKER_THRESHOLD, Shard, build, check, connect_all, finish, play, run_sharded
+from rtlib.server import keyspace
 from rtlib.server.auth import issue_token
 from rtlib.server.redis_process import RedisProcess, die_with_parent, free_port, stop_process
 
@@ -278,8 +279,9 @@ class Cluster:
                 ws = f"w{w}"
                 out[ws] = {}
                 for t in range(sc.tasks):
-                    version = int(r.get(f"rt:{ws}:ver:t{t}") or 0)
-                    fields = {k.decode(): json.loads(v) for k, v in r.hgetall(f"rt:{ws}:task:t{t}").items()}
+                    ver_key, fields_key = keyspace.task_keys(ws, f"t{t}")
+                    version = int(r.get(ver_key) or 0)
+                    fields = {k.decode(): json.loads(v) for k, v in r.hgetall(fields_key).items()}
                     out[ws][f"t{t}"] = (version, fields)
         return out
 

@@ -44,6 +44,7 @@ from rtlib.server.admission import AdmissionGate, gated
 from rtlib.server.auth import verify_token
 from rtlib.server.fanout import Fanout, Peer, slow_consumer_closer
 from rtlib.server.flow import close_draining, pause_reading
+from rtlib.server.keyspace import probe_channel
 from rtlib.server.loops import keep_counts, probe_forever, sweep_forever, watch_pubsub
 from rtlib.server.members import ClusterCounts
 from rtlib.server.resp import RETRY, RespConnection, backoff
@@ -116,7 +117,7 @@ class RealtimeServer:
         await self.members.beat()
         self.fanout.on_room_size = self.members.changed
         self.fanout.on_lost = self._on_redis_lost
-        self.fanout.probe_channel = f"rt:probe:{self.server_id}".encode()
+        self.fanout.probe_channel = probe_channel(self.server_id).encode()
         await self.fanout.connect(self.redis_url)
         self._ws = await serve(
             self._handle, self.host, self._port,

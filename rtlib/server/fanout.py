@@ -26,8 +26,8 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 from rtlib.protocol.errors import CloseCode
+from rtlib.server.keyspace import channel, split_frame, workspace_of_channel
 from rtlib.server.resp import RespProtocol, open_connection, pack_command, parse_redis_url
-from rtlib.server.store import channel
 from rtlib.server.tasks import spawn
 
 __all__ = ["Fanout", "Peer", "text_frame"]
@@ -173,7 +173,7 @@ class Fanout:
                 fut.set_result(None)
         elif kind == b"message":
             self.events_in += 1
-            self.deliver(reply[1][len(b"rt:chan:"):].decode(), reply[2])
+            self.deliver(workspace_of_channel(reply[1]), reply[2])
         elif kind == b"subscribe":
             waiters = self._pending.get(reply[1])
             if waiters:
@@ -195,13 +195,12 @@ class Fanout:
                 self.on_lost(exc)
 
     def deliver(self, workspace_id: str, message: bytes) -> None:
-        """Queue one published event (``exclude_conn + b"\\n" + json``) for every local peer of the room."""
+        """Queue one published event (:func:`rtlib.server.keyspace.frame`) for every local peer of the room."""
         room = self.rooms.get(workspace_id)
         if not room:
             return
-        exclude, _, event = message.partition(b"\n")
+        skip, event = split_frame(message)
         frame = text_frame(event)
-        skip = exclude.decode() if exclude else None
         dirty = self._dirty
         for conn_id, peer in room.items():
             if conn_id == skip:

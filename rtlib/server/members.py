@@ -6,12 +6,12 @@ left a gap: a sender alone on one instance, whose workspace's members are all on
 nothing and was never paced, while the others wrote its fan-out without bound. So each instance publishes its
 local counts to Redis and charges by the cluster's total.
 
-Keys:
+Keys (built by :mod:`rtlib.server.keyspace`):
 
-* ``rt:{ws}:conns`` (hash) instance -> that instance's open connections in the workspace (an instance is
-  named by its server id and a random part, :attr:`ClusterCounts.member`);
-* ``rt:instance:{instance}`` (string, TTL :data:`ALIVE_TTL`) the instance is alive. It is renewed by
-  :meth:`ClusterCounts.tick` (``rtlib.server.loops.keep_counts``). An instance that dies without cleaning up
+* :func:`~rtlib.server.keyspace.conns_key` (hash) instance -> that instance's open connections in the
+  workspace (an instance is named by its server id and a random part, :attr:`ClusterCounts.member`);
+* :func:`~rtlib.server.keyspace.alive_key` (string, TTL :data:`ALIVE_TTL`) the instance is alive. It is renewed
+  by :meth:`ClusterCounts.tick` (``rtlib.server.loops.keep_counts``). An instance that dies without cleaning up
   leaves its fields behind; the count script (:data:`rtlib.server.scripts.COUNT`) drops them once its key has
   expired.
 
@@ -35,9 +35,10 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 
 from rtlib.server import scripts
+from rtlib.server.keyspace import alive_key, conns_key
 from rtlib.server.tasks import spawn
 
-__all__ = ["ALIVE_TTL", "CHUNK", "REFRESH", "ClusterCounts", "conns_key"]
+__all__ = ["ALIVE_TTL", "CHUNK", "REFRESH", "ClusterCounts"]
 
 log = logging.getLogger("rtlib.server.members")
 
@@ -47,10 +48,6 @@ REFRESH = 2.0
 CHUNK = 256
 #: Seconds an instance counts as alive after its last beat (it beats every third of this).
 ALIVE_TTL = 15.0
-
-
-def conns_key(ws: str) -> str:
-    return f"rt:{ws}:conns"
 
 
 class ClusterCounts:
@@ -72,7 +69,7 @@ class ClusterCounts:
 
     @property
     def alive_key(self) -> str:
-        return f"rt:instance:{self.member}"
+        return alive_key(self.member)
 
     async def beat(self) -> None:
         """Mark this instance alive for another :attr:`alive_ttl` seconds, and write every local count again

@@ -31,6 +31,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.connection import SSLConnection, UnixDomainSocketConnection, parse_url
 
+from rtlib.server.keyspace import RESP3_PROBE_KEY
+
 __all__ = ["RETRY", "RedisAddress", "RespConnection", "RespError", "RespProtocol", "backoff", "open_connection",
            "pack_command", "parse_redis_url", "script_sha"]
 
@@ -193,9 +195,6 @@ async def _connect(address: RedisAddress) -> RespProtocol:
     return protocol
 
 
-_PROBE = "rt:resp3-probe"
-
-
 async def _resp3_pushes(protocol: RespProtocol, timeout: float = 2.0) -> bool:
     """Negotiate RESP3 and check that subscribe confirmations really arrive as push notifications beside normal
     replies (Redis >= 6 does; an imitation such as fakeredis may accept HELLO 3 and still answer with arrays)."""
@@ -206,9 +205,9 @@ async def _resp3_pushes(protocol: RespProtocol, timeout: float = 2.0) -> bool:
     pushes: list[Any] = []
     protocol.resp3, protocol.on_message = True, pushes.append
     try:
-        protocol.write(pack_command("SUBSCRIBE", _PROBE))
+        protocol.write(pack_command("SUBSCRIBE", RESP3_PROBE_KEY))
         await asyncio.wait_for(protocol.send(pack_command("PING")), timeout)
-        protocol.write(pack_command("UNSUBSCRIBE", _PROBE))
+        protocol.write(pack_command("UNSUBSCRIBE", RESP3_PROBE_KEY))
         await asyncio.wait_for(protocol.send(pack_command("PING")), timeout)
     except (RespError, TimeoutError, ConnectionError):
         return False

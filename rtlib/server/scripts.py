@@ -3,15 +3,28 @@
 Each script runs atomically in Redis. A script that changes what a workspace sees also publishes the event
 itself (``emit``), so the change and its announcement are one step: observers see changes in the order the store
 made them. ``HIST_LEN`` and ``HIST_AGE_MS`` are written into the texts by :func:`sized` (they are constants of
-the scripts, the same on every instance of a cluster). The key layout is in :mod:`rtlib.server.store`'s
-docstring.
+the scripts, the same on every instance of a cluster). Every key and channel a script builds itself, and the
+pub/sub framing, come from :data:`rtlib.server.keyspace.LUA` (``$channel``, ``$epoch``... below, filled in by
+:func:`_keyed` when this module is imported), so the scripts and the Python side cannot disagree on the layout.
 """
 
 from __future__ import annotations
 
+from string import Template
+
 from rtlib.protocol.config import HistoryConfig
+from rtlib.server import keyspace
 
 __all__ = ["COUNT", "EXPIRE", "GET", "HISTORY", "HOLD", "LIST", "REMOVE", "UPDATE", "UPSERT", "sized", "update_script"]
+
+
+def _keyed(text: str) -> str:
+    """``text`` with each ``$name`` replaced by the Lua expression ``keyspace.LUA[name]``.
+
+    ``string.Template`` rather than ``str.format``: Lua is full of braces (tables), and has no ``$``, so an
+    unknown or mistyped placeholder fails here, at import, instead of reaching Redis."""
+    return Template(text).substitute(keyspace.LUA)
+
 
 # Every workspace event goes out through emit(): appended to the workspace's history stream (trimmed by length
 # and age) and published with its offset (the entry id) and the history's epoch, in the calling script, so
@@ -31,23 +44,23 @@ local function epoch_of(key)
 end
 """
 
-_EMIT = _EPOCH + """
+_EMIT = _EPOCH + _keyed("""
 local function emit(ws, exclude, event)
   if HIST_LEN == 0 then
-    redis.call('PUBLISH', 'rt:chan:' .. ws, exclude .. '\\n' .. event)
+    redis.call('PUBLISH', $channel, exclude .. $separator .. event)
     return
   end
-  local epoch = epoch_of('rt:' .. ws .. ':epoch')
-  local stream = 'rt:' .. ws .. ':hist'
+  local epoch = epoch_of($epoch)
+  local stream = $history
   local id = redis.call('XADD', stream, 'MAXLEN', '~', HIST_LEN, '*', 'e', event)
   if HIST_AGE_MS > 0 then
     local ms = tonumber(string.match(id, '^(%d+)'))
     redis.call('XTRIM', stream, 'MINID', '~', string.format('%d', ms - HIST_AGE_MS))
   end
-  redis.call('PUBLISH', 'rt:chan:' .. ws,
-             exclude .. '\\n' .. string.sub(event, 1, -2) .. ',"offset":"' .. id .. '","epoch":"' .. epoch .. '"}')
+  redis.call('PUBLISH', $channel,
+             exclude .. $separator .. string.sub(event, 1, -2) .. ',"offset":"' .. id .. '","epoch":"' .. epoch .. '"}')
 end
-"""
+""")
 
 # KEYS: ver, fields, ref key (or ''), index. ARGV: workspace, event prefix, event suffix, publish (1/0), ref TTL
 # (s), task id, field, value, ... With a ref key, the update is idempotent per (user, ref) for the TTL: a retry
@@ -78,8 +91,8 @@ if ARGV[1] ~= '' then after = redis.call('XRANGE', KEYS[2], '(' .. ARGV[1], '+',
 return {epoch, first[1] and first[1][1] or false, last[1] and last[1][1] or false, after}
 """
 
-# KEYS: index. ARGV: key prefix 'rt:{ws}:', cursor ('' = from the start), limit.
-# Why a sorted set of ids (all scores 0, so ZRANGEBYLEX orders them by id) and not SCAN over 'rt:{ws}:ver:*':
+# KEYS: index. ARGV: the workspace's key prefix (keyspace.workspace_prefix), cursor ('' = from the start), limit.
+# Why a sorted set of ids (all scores 0, so ZRANGEBYLEX orders them by id) and not SCAN over the version keys:
 # SCAN walks the whole keyspace of every workspace, may return a key twice and pages by hash slot, so a cursor
 # would be neither stable nor cheap. Lexicographic paging after the last id seen is stable while tasks are
 # created concurrently (a new id lands either before the cursor, and was never promised, or after it, and is
@@ -153,14 +166,14 @@ return 1
 # KEYS: due. ARGV: cutoff, max tasks, event template. Pops every entry with score <= cutoff on up to N due
 # tasks; the keys of those tasks are derived from the index (single-node Redis: the workbench does not target
 # Cluster). A user whose last entry expired gets the template's presence.left, {ws}/{task}/{user} filled in.
-EXPIRE = _EMIT + _REINDEX + """
+EXPIRE = _EMIT + _REINDEX + _keyed("""
 local out = {}
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, dm in ipairs(due) do
   local sep = string.find(dm, ':', 1, true)
   local ws, task = string.sub(dm, 1, sep - 1), string.sub(dm, sep + 1)
-  local zset = 'rt:' .. ws .. ':pres:' .. task
-  local counts = zset .. ':n'
+  local zset = $presence
+  local counts = $presence_counts
   for _, m in ipairs(redis.call('ZRANGEBYSCORE', zset, '-inf', ARGV[1])) do
     redis.call('ZREM', zset, m)
     local user = string.sub(m, string.find(m, ':', 1, true) + 1)
@@ -176,31 +189,32 @@ for _, dm in ipairs(due) do
 end
 table.insert(out, 1, #due)
 return out
-"""
+""")
 
 
 # KEYS: workspaces' connection counts (hashes: instance -> open connections on that instance). ARGV: the
 # calling instance. Returns each workspace's count on the *other* live instances: a field whose instance key
-# (rt:instance:{instance}, kept alive with a TTL) is gone belongs to an instance that died without cleaning up,
+# (keyspace.alive_key, kept alive with a TTL) is gone belongs to an instance that died without cleaning up,
 # and is deleted here (rtlib.server.members). One call reads every workspace an instance has connections in.
-COUNT = """
+COUNT = _keyed("""
 local totals = {}
 for k = 1, #KEYS do
   local total = 0
   local fields = redis.call('HGETALL', KEYS[k])
   for i = 1, #fields, 2 do
-    if fields[i] == ARGV[1] then
+    local instance = fields[i]
+    if instance == ARGV[1] then
       -- the caller's own count: it knows it exactly
-    elseif redis.call('EXISTS', 'rt:instance:' .. fields[i]) == 1 then
+    elseif redis.call('EXISTS', $alive) == 1 then
       total = total + tonumber(fields[i + 1])
     else
-      redis.call('HDEL', KEYS[k], fields[i])
+      redis.call('HDEL', KEYS[k], instance)
     end
   end
   totals[k] = total
 end
 return totals
-"""
+""")
 
 def sized(text: str, history: HistoryConfig) -> str:
     """A script with the history bounds written in (they are constants of the scripts, the same on every

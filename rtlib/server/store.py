@@ -4,18 +4,10 @@
 It carries out decisions, it does not make them: the version rule (bump by exactly one, per task) is the
 script's single ``INCR``; presence facts go back to :mod:`rtlib.protocol.presence`, which turns them into events.
 
-Keys (ids never contain ``:``; see :data:`rtlib.protocol.schema.Id`):
-
-* ``rt:{ws}:ver:{task}`` (string) the task's version; ``rt:{ws}:task:{task}`` (hash) field -> JSON value
-* ``rt:{ws}:tasks`` (sorted set, every score 0) the workspace's task ids, for ``task.list`` (see below). Only
-  tasks created since the index exists are in it: a Redis that kept tasks from an older rtlib (the embedded one
-  keeps nothing) needs them added once, e.g. ``ZADD rt:{ws}:tasks 0 {task}`` per ``rt:{ws}:ver:*`` key.
-* ``rt:{ws}:pres:{task}`` (sorted set) member ``conn:user``, score = last heartbeat (Unix seconds)
-* ``rt:{ws}:pres:{task}:n`` (hash) user -> number of that user's entries on the task
-* ``rt:presence:due`` (sorted set) member ``ws:task``, score = oldest heartbeat on that task (sweep index)
-* ``rt:{ws}:conns`` (hash) and ``rt:instance:{id}``: connection counts across the cluster
-  (:mod:`rtlib.server.members`)
-* channel ``rt:chan:{ws}``: messages are ``exclude_conn_id + "\\n" + event JSON`` (see :mod:`rtlib.server.fanout`)
+Every key, channel and the pub/sub message framing are built by :mod:`rtlib.server.keyspace` (its docstring
+is the table of keys). The task index (``keyspace.index_key``) holds only tasks created since the index exists:
+a Redis that kept tasks from an older rtlib (the embedded one keeps nothing) needs them added once, e.g.
+``ZADD <index key> 0 {task}`` per task version key of the workspace.
 """
 
 from __future__ import annotations
@@ -29,30 +21,10 @@ from redis.asyncio import Redis
 from rtlib.protocol.config import HistoryConfig
 from rtlib.protocol.presence import EntryFact, member
 from rtlib.protocol.presence_protocol import Expire, Hold, Remove, Upsert
-from rtlib.server import scripts
+from rtlib.server import keyspace, scripts
 from rtlib.server.resp import RespConnection, script_sha
 
-__all__ = ["KEY_PREFIX", "RedisStore", "channel"]
-
-KEY_PREFIX = "rt:"
-DUE_KEY = "rt:presence:due"
-
-
-def channel(ws: str) -> str:
-    return f"rt:chan:{ws}"
-
-
-def _task_keys(ws: str, task: str) -> list[str]:
-    return [f"rt:{ws}:ver:{task}", f"rt:{ws}:task:{task}"]
-
-
-def _index_key(ws: str) -> str:
-    return f"rt:{ws}:tasks"
-
-
-def _presence_keys(ws: str, task: str) -> list[str]:
-    zset = f"rt:{ws}:pres:{task}"
-    return [zset, zset + ":n", DUE_KEY]
+__all__ = ["RedisStore"]
 
 
 def _text(value: bytes | str, errors: str = "strict") -> str:
@@ -118,11 +90,11 @@ class RedisStore:
             digest = hashlib.blake2b(task.encode(), digest_size=8)
             for name, value in changes.items():
                 digest.update(b"\0" + name.encode() + b"\0" + bytes(value))
-            ref_key = f"rt:{ws}:ref:{user}:{digest.hexdigest()}:{ref}"
+            ref_key = keyspace.ref_key(ws, user, digest.hexdigest(), ref)
         args: list[Any] = [ws, prefix, suffix, b"1" if publish else b"0", max(1, round(self.idempotency_ttl)), task]
         for name, value in changes.items():
             args += [name, bytes(value)]
-        keys = [*_task_keys(ws, task), ref_key, _index_key(ws)]
+        keys = [*keyspace.task_keys(ws, task), ref_key, keyspace.index_key(ws)]
         if self.fast is not None:
             version, retry = await self.fast.evalsha(self._update_text, self._update_sha, keys, args)
         else:
@@ -133,7 +105,7 @@ class RedisStore:
                             ) -> tuple[str, str | None, str | None, list[tuple[str, bytes]]]:
         """The workspace history's epoch (created if missing), oldest and newest entry ids, and up to
         ``max_replay + 1`` entries after ``offset`` (none if ``offset`` is None): ``(id, stored event)``."""
-        keys, args = [f"rt:{ws}:epoch", f"rt:{ws}:hist"], [offset or "", max_replay + 1]
+        keys, args = [keyspace.epoch_key(ws), keyspace.history_key(ws)], [offset or "", max_replay + 1]
         # Every handshake runs this: on the lean connection, a storm of handshakes neither waits for pool
         # connections nor makes new ones (redis-py builds each new connection slowly: it reads package
         # metadata), which profiling showed as a sixth of the server's busy time in a 400-connection storm.
@@ -146,11 +118,11 @@ class RedisStore:
 
     async def publish(self, ws: str, event: bytes, exclude_conn: str = "") -> None:
         """Publish one event to every instance serving the workspace (``exclude_conn`` skips one connection)."""
-        message = exclude_conn.encode() + b"\n" + event
+        message = keyspace.frame(event, exclude_conn)
         if self.fast is not None:
-            await self.fast.call("PUBLISH", channel(ws), message)
+            await self.fast.call("PUBLISH", keyspace.channel(ws), message)
         else:
-            await self.redis.publish(channel(ws), message)
+            await self.redis.publish(keyspace.channel(ws), message)
 
     async def get_task(self, ws: str, task: str) -> tuple[int, dict[str, msgspec.Raw]]:
         """The task's version (0 if it never existed) and all its fields, read atomically.
@@ -159,7 +131,7 @@ class RedisStore:
         invalid UTF-8, which would make every compliant reader fail its connection (1007). Such bytes are
         replaced with U+FFFD, so a poisoned task stops breaking its readers.
         """
-        version, flat = await self._get(keys=_task_keys(ws, task))
+        version, flat = await self._get(keys=keyspace.task_keys(ws, task))
         fields = {_text(flat[i], "replace"): msgspec.Raw(_utf8(flat[i + 1])) for i in range(0, len(flat), 2)}
         return int(version), fields
 
@@ -169,7 +141,8 @@ class RedisStore:
         and the cursor of the next page (``None`` on the last page). Works on any instance: the index is in Redis.
         Values are repaired on the way out exactly as in :meth:`get_task`: one poisoned task must not break a
         whole page for every reader."""
-        flat = await self._list(keys=[_index_key(ws)], args=[f"rt:{ws}:", cursor or "", limit])
+        flat = await self._list(keys=[keyspace.index_key(ws)],
+                                args=[keyspace.workspace_prefix(ws), cursor or "", limit])
         tasks = []
         for i in range(1, len(flat), 3):
             pairs = flat[i + 2]
@@ -180,13 +153,13 @@ class RedisStore:
     # --- presence: each operation is one script that also publishes its event ---------------------------------
     async def presence_upsert(self, op: Upsert) -> tuple[EntryFact, list[str]]:
         """Join or heartbeat one connection's entry; the fact and the task's viewers."""
-        added, n, viewers = await self._upsert(keys=_presence_keys(op.workspace_id, op.task_id),
+        added, n, viewers = await self._upsert(keys=keyspace.presence_keys(op.workspace_id, op.task_id),
                                                args=self._upsert_args(op))
         fact = EntryFact(op.workspace_id, op.task_id, op.conn_id, op.user_id, added == 1, int(n))
         return fact, sorted(_text(v) for v in viewers)
 
     async def presence_remove(self, op: Remove) -> EntryFact:
-        removed, n = await self._remove(keys=_presence_keys(op.workspace_id, op.task_id),
+        removed, n = await self._remove(keys=keyspace.presence_keys(op.workspace_id, op.task_id),
                                         args=self._remove_args(op))
         return EntryFact(op.workspace_id, op.task_id, op.conn_id, op.user_id, removed == 1, int(n))
 
@@ -194,7 +167,7 @@ class RedisStore:
         """Run many removals in one round trip (each still one atomic script): a closing connection's entries."""
         pipe = self.redis.pipeline(transaction=False)
         for op in ops:
-            await self._remove(keys=_presence_keys(op.workspace_id, op.task_id), args=self._remove_args(op),
+            await self._remove(keys=keyspace.presence_keys(op.workspace_id, op.task_id), args=self._remove_args(op),
                                client=pipe)
         results = await pipe.execute()
         return [EntryFact(op.workspace_id, op.task_id, op.conn_id, op.user_id, r[0] == 1, int(r[1]))
@@ -204,8 +177,9 @@ class RedisStore:
         """Back-date a lost connection's entries (leave grace), in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         for op in ops:
-            await self._hold(keys=_presence_keys(op.workspace_id, op.task_id),
-                             args=[member(op.conn_id, op.user_id), repr(op.score), f"{op.workspace_id}:{op.task_id}"],
+            await self._hold(keys=keyspace.presence_keys(op.workspace_id, op.task_id),
+                             args=[member(op.conn_id, op.user_id), repr(op.score),
+                                   keyspace.due_member(op.workspace_id, op.task_id)],
                              client=pipe)
         await pipe.execute()
 
@@ -217,19 +191,19 @@ class RedisStore:
         """
         facts: list[EntryFact] = []
         while True:
-            flat = await self._expire(keys=[DUE_KEY], args=[repr(op.cutoff), max_tasks, op.template])
+            flat = await self._expire(keys=[keyspace.DUE_KEY], args=[repr(op.cutoff), max_tasks, op.template])
             facts += self._facts(flat[1:])
             if int(flat[0]) < max_tasks:
                 return facts
 
     @staticmethod
     def _upsert_args(op: Upsert) -> list[Any]:
-        return [member(op.conn_id, op.user_id), op.user_id, repr(op.now), f"{op.workspace_id}:{op.task_id}",
-                op.workspace_id, op.conn_id, op.announce]
+        return [member(op.conn_id, op.user_id), op.user_id, repr(op.now),
+                keyspace.due_member(op.workspace_id, op.task_id), op.workspace_id, op.conn_id, op.announce]
 
     @staticmethod
     def _remove_args(op: Remove) -> list[Any]:
-        return [member(op.conn_id, op.user_id), op.user_id, f"{op.workspace_id}:{op.task_id}",
+        return [member(op.conn_id, op.user_id), op.user_id, keyspace.due_member(op.workspace_id, op.task_id),
                 op.workspace_id, op.announce]
 
     @staticmethod

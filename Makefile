@@ -50,9 +50,11 @@ jstest:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rtlib tests bench
 
-## make schema: regenerate docs/events.schema.json from the code (a test checks it is current).
+## make schema: regenerate docs/events.schema.json and the presence table in docs/protocol.md §9 from the
+## code (tests check both are current).
 schema: $(STAMP)
 	$(VENV)/bin/rtlib schema --out docs/events.schema.json
+	$(PY) scripts/presence_table.py
 
 ## make bench: server cost and latency vs the toy forwarder; writes bench/results/.
 bench: $(STAMP)

@@ -18,6 +18,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from rtlib.protocol.presence_table import Announcement, Change, LeftReason, announcement
+
 __all__ = [
     "EntryFact",
     "PresenceBook",
@@ -30,7 +32,7 @@ __all__ = [
     "split_member",
 ]
 
-LeftReason = Literal["leave", "disconnect", "timeout"]
+# LeftReason (leave / disconnect / timeout) is defined with the lifecycle table and imported above.
 
 
 @dataclass(frozen=True)
@@ -131,15 +133,17 @@ class PresenceChange:
 
 
 def joined_change(fact: EntryFact) -> PresenceChange | None:
-    """A user becomes a viewer when their first entry on the task is added."""
-    if fact.changed and fact.user_entries == 1:
+    """The ``presence.joined`` an upsert's fact announces, if any: the decision is the lifecycle table's
+    (:mod:`rtlib.protocol.presence_table`: a user becomes a viewer when their first entry is added)."""
+    if announcement(Change.ADDED if fact.changed else None, fact.user_entries) is Announcement.JOINED:
         return PresenceChange(fact.workspace_id, fact.task_id, fact.user_id, "joined", exclude_conn=fact.conn_id)
     return None
 
 
 def left_change(fact: EntryFact, reason: LeftReason) -> PresenceChange | None:
-    """A user stops being a viewer when their last entry on the task is removed (by whoever removed it)."""
-    if fact.changed and fact.user_entries == 0:
+    """The ``presence.left`` a removal's fact announces, if any (by whoever removed the entry): the decision
+    is the lifecycle table's (a user stops being a viewer when their last entry on the task is removed)."""
+    if announcement(Change.REMOVED if fact.changed else None, fact.user_entries) is Announcement.LEFT:
         return PresenceChange(fact.workspace_id, fact.task_id, fact.user_id, "left", reason=reason)
     return None
 

@@ -18,10 +18,11 @@ from rtlib.protocol.history import without_offset
 from rtlib.protocol.presence import EntryFact
 from rtlib.protocol.presence_protocol import Expire, Hold, Remove, Upsert
 from rtlib.protocol.presence_table import TABLE
+from rtlib.server import keyspace
 from rtlib.server.store import RedisStore
 
-# The key layout the scripts use (as in tests/server/test_store.py): read back, never written, by this test.
-CHANNEL, ZSET = f"rt:chan:{WS}", f"rt:{WS}:pres:{TASK}"
+# Where the scripts keep the case's task and publish its workspace's events: read back, never written here.
+CHANNEL, ZSET, COUNTS = keyspace.channel(WS), keyspace.presence_key(WS, TASK), keyspace.presence_counts_key(WS, TASK)
 _fences = itertools.count()
 
 
@@ -47,7 +48,7 @@ class RedisAdapter:
         return await self.store.redis.zscore(ZSET, entry)
 
     async def viewers(self) -> list[str]:
-        return sorted(v.decode() for v in await self.store.redis.hkeys(ZSET + ":n"))
+        return sorted(v.decode() for v in await self.store.redis.hkeys(COUNTS))
 
     async def published(self) -> list[tuple[str, Any]]:
         """Everything the scripts published so far: a fence published after them arrives after them (Redis
@@ -60,8 +61,8 @@ class RedisAdapter:
             assert msg is not None, "the fence never arrived"
             if msg["data"] == fence:
                 return got
-            exclude, _, event = msg["data"].partition(b"\n")
-            got.append((exclude.decode(), msgspec.json.decode(without_offset(event))))
+            exclude, event = keyspace.split_frame(msg["data"])
+            got.append((exclude or "", msgspec.json.decode(without_offset(event))))
 
 
 @pytest.fixture

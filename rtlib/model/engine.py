@@ -1,9 +1,10 @@
-"""The plain executor: one event at a time on a heap, through the server's own presence protocol.
+"""The plain executor: one event at a time on a heap, through the server's own presence machine.
 
-Every frame becomes a :class:`~rtlib.protocol.session.Session` request handled by
-:class:`~rtlib.protocol.presence_protocol.PresenceProtocol` and applied to a
-:class:`~rtlib.protocol.presence_protocol.BookStore` (the in-memory store that publishes exactly as the Redis
-scripts do); every instance runs a sweeper on its own clock, waking at :meth:`PresenceProtocol.next_sweep`.
+Every instance is a :class:`~rtlib.protocol.presence_machine.PresenceMachine`, the object the live server runs.
+Every frame becomes a :class:`~rtlib.protocol.session.Session` request handed to its instance's machine, and the
+effects are applied to a :class:`~rtlib.protocol.presence_protocol.BookStore` (the in-memory store that
+publishes exactly as the Redis scripts do); each machine's timer is woken on its own clock at
+:meth:`PresenceMachine.next_deadline`, read ``lag`` late like a live timer task (:func:`sweep_lags`).
 What the store published is decoded and recorded. This is the reference the vectorised
 :mod:`rtlib.model.fast` must reproduce exactly; it costs microseconds per event, so use it on small inputs.
 """
@@ -16,11 +17,12 @@ import json
 import numpy as np
 
 from rtlib.model.network import frames
-from rtlib.model.outcome import Outcome, sweep_clocks, sweep_lags
+from rtlib.model.outcome import Outcome, sweep_lags
 from rtlib.model.scenario import ModelScenario, PresenceConfig
 from rtlib.model.timelines import Timelines, run_end
 from rtlib.protocol.config import ServerConfig
-from rtlib.protocol.presence_protocol import BookStore, PresenceProtocol
+from rtlib.protocol.presence_machine import PresenceMachine
+from rtlib.protocol.presence_protocol import BookStore, Expire
 from rtlib.protocol.session import Session
 
 __all__ = ["run_engine"]
@@ -29,7 +31,7 @@ _SWEEP, _WRITE = 0, 1  # at the same Redis instant a sweep runs first (the pessi
 
 
 def run_engine(tl: Timelines, config: PresenceConfig, sc: ModelScenario) -> Outcome:
-    protocol = PresenceProtocol(config)
+    machines = [PresenceMachine(config) for _ in range(sc.instances)]
     store = BookStore()
     server = ServerConfig(heartbeat_interval=config.heartbeat_interval, presence_timeout=config.timeout,
                           sweep_interval=config.sweep_interval,
@@ -42,17 +44,20 @@ def run_engine(tl: Timelines, config: PresenceConfig, sc: ModelScenario) -> Outc
     instance = tl.instance.tolist()
     sessions = [Session(conn_id=f"c{i}", user_id=f"u{i}", workspace_id=f"w{i % 7}", config=server)
                 for i in range(tl.n)]
+    for i, session in enumerate(sessions):
+        machines[instance[i]].open(session)
     heap: list[tuple[float, int, int, int, float]] = []
     first = set(fr.first.tolist())
     for seq, (v, r) in enumerate(zip(fr.viewer.tolist(), arrival, strict=True)):
         c = offsets[instance[v]]
         heap.append((r + half_rtt, _WRITE, seq, v, r + c))
     t_lo = min(arrival) - 1.0 if arrival else 0.0
-    lags = [sweep_lags(sc, m, len(sweep_clocks(protocol, t_lo + c, end + c))).tolist() + [0.0]
-            for m, c in enumerate(offsets)]
+    wakes = int((end - t_lo) / config.sweep_interval) + 3  # more than the timers can wake
+    lags = [sweep_lags(sc, m, wakes).tolist() for m in range(sc.instances)]
     for m, c in enumerate(offsets):
-        clock = protocol.next_sweep(t_lo + c)  # heap entries carry the grid time; the sweep reads it + its lag
-        heap.append(((clock + lags[m][0] - c) + half_rtt, _SWEEP, m, 0, clock))
+        machines[m].start(t_lo + c)  # started before the first frame, like a live instance
+        read = machines[m].next_deadline() + lags[m][0]  # a timer wakes at its deadline and reads the clock late
+        heap.append(((read - c) + half_rtt, _SWEEP, m, 0, read))
     heapq.heapify(heap)
     joined: list[tuple[int, float]] = []
     joined_away: list[float] = []
@@ -66,16 +71,19 @@ def run_engine(tl: Timelines, config: PresenceConfig, sc: ModelScenario) -> Outc
         if kind == _WRITE:
             session = sessions[v]
             type_ = "presence.join" if seq in first else "presence.heartbeat"
-            op = protocol.request(session, type_, f"t{v % 13}", now)
-            store.upsert(op)
+            for op in machines[instance[v]].receive(session, type_, f"t{v % 13}", now):
+                store.upsert(op)  # type: ignore[arg-type]  # a join/heartbeat is one Upsert
             writes.append(t)
         else:
             m, c, k = seq, offsets[seq], v
-            store.expire(protocol.sweep(now + lags[m][k]))
-            sweeps += 1
-            nxt = protocol.next_sweep(now)
+            for op in machines[m].on_timer(now):
+                if isinstance(op, Expire):
+                    store.expire(op)
+                    sweeps += 1
+            nxt = machines[m].next_deadline()
             if nxt <= end + c:
-                heapq.heappush(heap, ((nxt + lags[m][k + 1] - c) + half_rtt, _SWEEP, m, k + 1, nxt))
+                read = nxt + lags[m][k + 1]
+                heapq.heappush(heap, ((read - c) + half_rtt, _SWEEP, m, k + 1, read))
         for pub in store.published[before:]:
             event = json.loads(pub.event)
             who = int(event["payload"]["userId"][1:])

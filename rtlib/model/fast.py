@@ -7,8 +7,9 @@ write at the same Redis instant run sweep first, the pessimistic order the engin
 ``now - timeout`` (:meth:`PresenceConfig.cutoff`) is ``>= s_k`` (the book's inclusive ``score <= cutoff``).
 Call that ``P_k``. If ``P_k <= a_{k+1}`` the sweep pops the entry before the next write (a ``presence.left``
 at ``P_k``, then a re-join at ``a_{k+1}``); otherwise the next write overwrites the score. The sweep times
-are each instance's chain of :meth:`PresenceProtocol.next_sweep`, the schedule the live sweeper follows, so
-``P_k`` is two ``searchsorted`` per instance. ``tests/model/test_equivalence.py`` checks event for event,
+are each instance's :class:`~rtlib.protocol.presence_machine.PresenceMachine` timer, run by
+:func:`~rtlib.protocol.presence_machine.sweep_instants` (the object the live server runs), so ``P_k`` is two
+``searchsorted`` per instance. ``tests/model/test_equivalence.py`` checks event for event,
 float for float, against the engine that runs :class:`PresenceProtocol` and :class:`BookStore` one event at
 a time.
 """
@@ -18,16 +19,15 @@ from __future__ import annotations
 import numpy as np
 
 from rtlib.model.network import frames
-from rtlib.model.outcome import Outcome, sweep_clocks, sweep_lags
+from rtlib.model.outcome import Outcome, sweep_lags
 from rtlib.model.scenario import ModelScenario, PresenceConfig
 from rtlib.model.timelines import Timelines, run_end
-from rtlib.protocol.presence_protocol import PresenceProtocol
+from rtlib.protocol.presence_machine import sweep_instants
 
 __all__ = ["run_fast"]
 
 
 def run_fast(tl: Timelines, config: PresenceConfig, sc: ModelScenario) -> Outcome:
-    protocol = PresenceProtocol(config)
     fr = frames(tl, sc)
     end = run_end(sc, config)
     half_rtt = sc.redis_rtt / 2
@@ -45,15 +45,18 @@ def run_fast(tl: Timelines, config: PresenceConfig, sc: ModelScenario) -> Outcom
     groups = [(offsets[m], [m], 1) for m in range(len(offsets))] if sc.sweep_lag > 0 else \
         [(c, [offsets.index(c)], offsets.count(c)) for c in sorted(set(offsets))]
     for c, members, same_clock in groups:
-        clocks = sweep_clocks(protocol, t_lo + c, end + c)
-        sweeps += len(clocks) * same_clock
-        if not len(clocks):
-            continue
+        wakes = int((end - t_lo) / config.sweep_interval) + 3  # more than the timer wakes (one per interval)
         for m in members:
-            now = clocks + sweep_lags(sc, m, len(clocks))  # what each sweep reads on its clock
-            cutoff = np.append(now - config.expiry, np.inf)  # PresenceConfig.cutoff, elementwise
+            # What each sweep reads on its clock: the presence machine's own timer, woken lag late (not a copy
+            # of its schedule).
+            lags = sweep_lags(sc, m, wakes)
+            now = np.array(sweep_instants(config, t_lo + c, end + c, lambda k, lags=lags: float(lags[k])))
+            sweeps += len(now) * same_clock
+            if not len(now):
+                continue
+            cutoff = np.append(config.cutoff(now), np.inf)  # PresenceConfig.cutoff, on the array
             sweep_apply = np.append((now - c) + half_rtt, np.inf)
-            k = _first_at_least(cutoff, score, clocks[0] - config.expiry, config.sweep_interval)
+            k = _first_at_least(cutoff, score, float(now[0]) - config.expiry, config.sweep_interval)
             late = sweep_apply[k] <= apply  # the sweep whose cutoff fits ran before the write reached Redis
             if late.any():
                 k[late] = np.maximum(k[late], np.searchsorted(sweep_apply, apply[late], side="right"))

@@ -7,9 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from rtlib.model.scenario import ModelScenario
-from rtlib.protocol.presence_protocol import PresenceProtocol
 
-__all__ = ["Outcome", "sweep_clocks", "sweep_lags"]
+__all__ = ["Outcome", "sweep_lags"]
 
 
 @dataclass
@@ -33,17 +32,6 @@ class Outcome:
         out = [(int(v), "joined", float(t)) for v, t in zip(self.joined_viewer, self.joined_t, strict=True)]
         out += [(int(v), "left", float(t)) for v, t in zip(self.left_viewer, self.left_t, strict=True)]
         return sorted(out)
-
-
-def sweep_clocks(protocol: PresenceProtocol, clock_from: float, clock_to: float) -> np.ndarray:
-    """The instance clock readings at which a sweeper started before ``clock_from`` sweeps, up to
-    ``clock_to``: the chain of :meth:`PresenceProtocol.next_sweep`, exactly as the live sweeper waits."""
-    out = []
-    now = protocol.next_sweep(clock_from)
-    while now <= clock_to:
-        out.append(now)
-        now = protocol.next_sweep(now)
-    return np.array(out, dtype=float)
 
 
 def sweep_lags(sc: ModelScenario, instance: int, count: int) -> np.ndarray:

@@ -83,7 +83,9 @@ class PresenceConfig:
     def next_sweep(self, now: float) -> float:
         """The first sweep strictly after ``now`` (what a sweeper that just ran at ``now`` waits for)."""
         at = next_multiple(now, self.sweep_interval)
-        return at if at > now else at + self.sweep_interval
+        # Not ``at + sweep_interval``: that sum can fall a rounding error short of the next multiple as
+        # next_multiple forms it (2.1 + 0.7 = 2.8 < 4 * 0.7), and the timer then swept twice, 4e-16 s apart.
+        return at if at > now else next_multiple(at + self.sweep_interval / 2, self.sweep_interval)
 
     def worst_case_detection(self) -> float:
         """Longest delay from a client's last heartbeat to its ``presence.left`` (timeout + grace + one sweep)."""

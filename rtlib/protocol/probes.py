@@ -92,6 +92,16 @@ class Prober:
             m += 1
         return m * tick + off
 
+    def next_deadline(self, now: float) -> float:
+        """When a driver must call :meth:`due` next: the first tick at or after the earliest scheduled probe
+        (``inf`` when none is). Waking only then, instead of on every tick, sends exactly the same probes at the
+        same ticks: a probe due at ``d`` goes out at the first tick ``>= d`` either way."""
+        if not self._heap:
+            return math.inf
+        tick, off = self.tick, TICK_PHASE * self.tick
+        at = tick_index(max(self._heap[0][0], now), tick) * tick + off
+        return at if at > now else self.next_tick(now)
+
     def __len__(self) -> int:
         return len(self._due)
 

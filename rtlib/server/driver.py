@@ -3,8 +3,9 @@
 Per connection: the handshake check (:func:`rtlib.server.auth.verify_token`, workspace, Origin), a
 :class:`~rtlib.protocol.session.Session` that turns frames into requests, and this module carrying requests
 out on :class:`~rtlib.server.store.RedisStore` and writing the results through
-:class:`~rtlib.server.fanout.Fanout`. Per instance: one presence sweeper, and in presence mode ``probe`` one
-prober (:mod:`rtlib.server.loops`).
+:class:`~rtlib.server.fanout.Fanout`. Per instance: one :class:`~rtlib.protocol.presence_machine.PresenceMachine`
+(what each connection views, the sweep and probe schedules), woken by one timer task
+(:class:`~rtlib.server.loops.PresenceTimer`), its effects carried out by :mod:`rtlib.server.effects`.
 Several instances sharing one Redis form one cluster.
 """
 
@@ -33,19 +34,18 @@ from rtlib.protocol import events
 from rtlib.protocol.config import ServerConfig
 from rtlib.protocol.errors import CloseCode, ConnectionMustClose, HandshakeError
 from rtlib.protocol.history import EPOCH_RE, OFFSET_RE, decide_resume, offset_key, offset_of, with_offset
-from rtlib.protocol.presence import PresenceChange, left_change
-from rtlib.protocol.presence_protocol import Hold, PresenceProtocol, Remove, Upsert
-from rtlib.protocol.probes import Prober
+from rtlib.protocol.presence_machine import PresenceMachine
 from rtlib.protocol.ratelimit import Pacer
 from rtlib.protocol.schema import PresencePong, PresenceRequest, TaskGet, TaskList, TaskUpdate
 from rtlib.protocol.session import Request as ClientRequest
 from rtlib.protocol.session import Session
 from rtlib.server.admission import AdmissionGate, gated
 from rtlib.server.auth import verify_token
+from rtlib.server.effects import PresenceExecutor
 from rtlib.server.fanout import Fanout, Peer, slow_consumer_closer
 from rtlib.server.flow import close_draining, pause_reading
 from rtlib.server.keyspace import probe_channel
-from rtlib.server.loops import keep_counts, probe_forever, sweep_forever, watch_pubsub
+from rtlib.server.loops import PresenceTimer, keep_counts, watch_pubsub
 from rtlib.server.members import ClusterCounts
 from rtlib.server.resp import RETRY, RespConnection, backoff
 from rtlib.server.static import StaticFiles
@@ -77,17 +77,18 @@ class RealtimeServer:
         self.store: RedisStore | None = None
         self.fanout = Fanout(config.max_write_buffer)
         self.static = StaticFiles()
-        self.sessions: dict[str, Session] = {}
         self._user_conns: Counter[str] = Counter()  # open connections per user on this instance
-        self.presence = PresenceProtocol(config.presence)
-        # Presence mode "probe": this instance's probe schedule (None in the default "timer" mode).
-        self.prober = Prober(config.heartbeat_interval) if config.presence_mode == "probe" else None
-        self._probing: asyncio.Task[None] | None = None
+        # Presence: what each connection views, the sweep schedule and (mode "probe") the probe schedule, as
+        # one sans-I/O machine; the timer task wakes it, the executor carries out its effects.
+        self.machine = PresenceMachine(
+            config.presence, config.heartbeat_interval if config.presence_mode == "probe" else None)
+        self.effects: PresenceExecutor | None = None
+        self._timer: PresenceTimer | None = None
         self._handshakes = Pacer(config.handshake_rate, config.handshake_burst, config.handshake_max_wait)
         self.admission = AdmissionGate(config.handshake_concurrency)
         self._ids = itertools.count(1)
         self._ws: WsServer | None = None
-        self._sweeper: asyncio.Task[None] | None = None
+        self._presence_task: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._reconnect: asyncio.Future[None] | None = None
         self._probe_redis: Redis | None = None
@@ -130,15 +131,13 @@ class RealtimeServer:
         if self.config.receive_buffer:  # accepted sockets inherit it from the listening socket (Linux)
             for sock in self._ws.sockets:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.receive_buffer)
-        self._sweeper = asyncio.create_task(sweep_forever(self.presence, self.sweep, self.server_id),
-                                            name=f"{self.server_id}-sweeper")
+        self.effects = PresenceExecutor(self.machine, self.store, self.fanout)
+        self._timer = PresenceTimer(self.machine, self.effects.execute, self.server_id)
+        self._presence_task = asyncio.create_task(self._timer.run(), name=f"{self.server_id}-presence")
         assert self._probe_redis is not None
         self._watchdog = asyncio.create_task(watch_pubsub(self.fanout, self._probe_redis, self.config, self.server_id),
                                              name=f"{self.server_id}-pubsub-check")
         self._beating = asyncio.create_task(keep_counts(self.members, self.server_id), name=f"{self.server_id}-counts")
-        if self.prober is not None:
-            self._probing = asyncio.create_task(probe_forever(self.prober, self.sessions, self.fanout),
-                                                name=f"{self.server_id}-prober")
         log.info("%s listening on %s", self.server_id, self.url)
         return self
 
@@ -148,15 +147,13 @@ class RealtimeServer:
             self._reconnect.cancel()
         if self._watchdog is not None:
             self._watchdog.cancel()
-        if self._probing is not None:
-            self._probing.cancel()
         if self._beating is not None:
             self._beating.cancel()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        if self._presence_task is not None:
+            self._presence_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+                await self._presence_task
+            self._presence_task = None
         if self._ws is not None:
             self.fanout.flush()
             self._ws.close(close_connections=True)  # 1001 going away; handlers run their cleanup
@@ -186,6 +183,11 @@ class RealtimeServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    @property
+    def sessions(self) -> dict[str, Session]:
+        """This instance's open connections (the presence machine holds them: it probes and removes by them)."""
+        return self.machine.sessions
 
     @property
     def server_id(self) -> str:
@@ -281,7 +283,7 @@ class RealtimeServer:
             lambda: spawn(connection.close(CloseCode.POLICY_VIOLATION, "token expired")))
         session = Session(conn_id, user_id, workspace, self.config)
         peer = Peer(conn_id, workspace, connection, on_slow=slow_consumer_closer)
-        self.sessions[conn_id] = session
+        self.machine.open(session)
         self._user_conns[user_id] += 1
         try:
             if self._user_conns[user_id] > self.config.max_connections_per_user:
@@ -290,8 +292,9 @@ class RealtimeServer:
                 return
             await self._subscribe(session, peer, resume)
             async for frame in connection:
+                now = time.time()  # read once per frame: the request, its store operation and its replies use it
                 try:
-                    outcome = session.receive(frame, time.time())
+                    outcome = session.receive(frame, now)
                 except ConnectionMustClose as exc:
                     self.fanout.flush_peer(peer)
                     await close_draining(connection, exc.code, exc.reason)
@@ -300,8 +303,8 @@ class RealtimeServer:
                 if isinstance(outcome, bytes):
                     self.fanout.send(peer, outcome)
                 else:
-                    size, recipients = await self._carry_out(session, peer, outcome, len(frame))
-                    pause = session.fanout(size, recipients, time.time())
+                    size, recipients = await self._carry_out(session, peer, outcome, len(frame), now)
+                    pause = session.fanout(size, recipients, now)
                 if pause:
                     # Over its fan-out budget: this connection is not read for a while (its frames wait in the
                     # kernel, then in the client), so it cannot make this instance write without bound.
@@ -321,7 +324,7 @@ class RealtimeServer:
             await close_draining(connection, CloseCode.INTERNAL_ERROR, "internal error")  # no internals sent
         finally:
             expiry.cancel()
-            del self.sessions[conn_id]
+            self.sessions.pop(conn_id, None)  # _drop_presence closes it in the machine; this covers a failed start
             self._user_conns[user_id] -= 1
             if not self._user_conns[user_id]:
                 del self._user_conns[user_id]
@@ -360,7 +363,8 @@ class RealtimeServer:
         finally:
             peer.held = None
 
-    async def _carry_out(self, session: Session, peer: Peer, request: ClientRequest, size: int) -> tuple[int, int]:
+    async def _carry_out(self, session: Session, peer: Peer, request: ClientRequest, size: int, now: float
+                         ) -> tuple[int, int]:
         """Serve one request; return what it made the servers write, as (bytes, recipients), for the connection's
         fan-out budget: an update's event x the workspace's other connections on every instance
         (:class:`~rtlib.server.members.ClusterCounts`), a reply x 1. Presence requests are charged their frame's
@@ -368,7 +372,6 @@ class RealtimeServer:
         store, fanout, members, ws = self.store, self.fanout, self.members, session.workspace_id
         assert store is not None and members is not None
         payload = request.payload
-        now = time.time()
         others = members.others(ws, len(fanout.rooms.get(ws, ())))
         if isinstance(payload, TaskUpdate):
             prefix, suffix = events.task_updated_parts(ws, session.user_id, payload.taskId, payload.changes, now)
@@ -389,42 +392,21 @@ class RealtimeServer:
             reply = session.task_page(payload, tasks, next_cursor, now)
             fanout.send(peer, reply)
             return len(reply), 1
+        assert self.effects is not None and self._timer is not None
         if isinstance(payload, PresenceRequest):
-            op = self.presence.request(session, request.type, payload.taskId, now)
-            if self.prober is not None:
-                self.prober.watch(session, now)
-            if isinstance(op, Remove):
-                await store.presence_remove(op)
-            else:
-                await self._upsert(session, peer, request.type, op)
-        elif isinstance(payload, PresencePong):  # a heartbeat of every task the connection views
-            for op in self.presence.pong(session, now):
-                await self._upsert(session, peer, "presence.heartbeat", op)
+            effects = self.machine.receive(session, request.type, payload.taskId, now)
+            await self.effects.execute(effects, now, (session, peer, request.type))
+            self._timer.poke()  # a first join may have scheduled a probe before the timer's next wake
+        elif isinstance(payload, PresencePong):  # a heartbeat of every task the connection views: one round trip
+            await self.effects.execute(self.machine.pong(session, now), now, (session, peer, "presence.heartbeat"))
         return size, others
 
-    async def _upsert(self, session: Session, peer: Peer, type_: str, op: Upsert) -> None:
-        """Run one join/heartbeat and send the requester the replies the protocol asks for."""
-        assert self.store is not None
-        fact, viewers = await self.store.presence_upsert(op)
-        for frame in self.presence.replies(session, type_, fact, viewers, op.now):
-            self.fanout.send(peer, frame)
-
     async def _drop_presence(self, session: Session, clean: bool = True) -> None:
-        if not session.tasks or self.store is None:
+        now = time.time()
+        effects = self.machine.close(session, now, clean)
+        if not effects or self.effects is None:
             return
-        ops = self.presence.disconnect(session, time.time(), clean)
         try:
-            if ops and isinstance(ops[0], Hold):
-                await self.store.presence_hold_many(ops)  # type: ignore[arg-type]
-            else:
-                await self.store.presence_remove_many(ops)  # type: ignore[arg-type]
+            await self.effects.execute(effects, now)
         except Exception:  # Redis gone: the entries expire by timeout on another instance instead
             log.exception("%s: could not remove presence of %s", self.server_id, session.conn_id)
-
-    # --- presence sweeps ---------------------------------------------------------------------------------------
-    async def sweep(self, now: float) -> list[PresenceChange]:
-        """Pop the entries expired at ``now``; the store publishes their ``presence.left`` (reason ``timeout``).
-        Returns those departures."""
-        assert self.store is not None
-        facts = await self.store.presence_expire(self.presence.sweep(now))
-        return [change for fact in facts if (change := left_change(fact, "timeout")) is not None]

@@ -1,53 +1,68 @@
-"""The live server's timers, each one asyncio loop per instance: the presence sweeper, the prober, the
+"""The live server's timers, each one asyncio task per instance: the presence timer (sweeps and probes), the
 pub/sub check, and the beat that keeps this instance in the cluster's connection counts.
 
-The presence loops only *wait*: when to wake and what to do then are the sans-I/O rules' answers
-(:meth:`PresenceProtocol.next_sweep`, :meth:`Prober.next_tick` / :meth:`Prober.due`).
+The presence timer only *waits*: when to wake and what to do then are the presence machine's answers
+(:meth:`PresenceMachine.next_deadline`, :meth:`PresenceMachine.on_timer`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from rtlib.protocol.config import ServerConfig
-from rtlib.protocol.presence_protocol import PresenceProtocol
-from rtlib.protocol.probes import Prober
-from rtlib.protocol.session import Session
+from rtlib.protocol.presence_machine import Effect, PresenceMachine
 from rtlib.server.fanout import Fanout
 from rtlib.server.members import ClusterCounts
 
-__all__ = ["keep_counts", "probe_forever", "sweep_forever", "watch_pubsub"]
+__all__ = ["PresenceTimer", "keep_counts", "watch_pubsub"]
 
 log = logging.getLogger("rtlib.server.loops")
 
 
-async def sweep_forever(presence: PresenceProtocol, sweep: Callable[[float], Awaitable[object]], name: str) -> None:
-    """Run ``sweep(now)`` on the one sweep schedule (:meth:`PresenceConfig.next_sweep`): absolute multiples of
-    the sweep interval, the same phase on every instance, so the analytic model and the virtual-time model
-    agree with this sweeper."""
-    while True:
-        await asyncio.sleep(max(0.0, presence.next_sweep(time.time()) - time.time()))
-        try:
-            await sweep(time.time())
-        except Exception:
-            log.exception("%s: presence sweep failed", name)
-        _honour_cancel()
+class PresenceTimer:
+    """The one presence timer of an instance: sleeps until :meth:`PresenceMachine.next_deadline`, hands the
+    machine the time it read (:meth:`PresenceMachine.on_timer`) and executes what comes back. It replaces a
+    sweep loop and a probe loop that each kept a schedule of their own.
 
+    An input can move the deadline earlier (a first join schedules a probe before the next sweep): the driver
+    then calls :meth:`poke`, which wakes the sleeper to look again."""
 
-async def probe_forever(prober: Prober, sessions: Mapping[str, Session], fanout: Fanout) -> None:
-    """Presence mode ``probe``: on every tick, send each due connection its ``presence.probe``."""
-    while True:
-        await asyncio.sleep(max(0.0, prober.next_tick(time.time()) - time.time()))
-        for session, frame in prober.due(time.time(), sessions):
-            peer = fanout.rooms.get(session.workspace_id, {}).get(session.conn_id)
-            if peer is not None:
-                fanout.send(peer, frame)
+    def __init__(self, machine: PresenceMachine, execute: Callable[[list[Effect], float], Awaitable[None]],
+                 name: str, clock: Callable[[], float] = time.time) -> None:
+        self.machine, self.execute, self.name, self.clock = machine, execute, name, clock
+        self._wake = asyncio.Event()
+        self._target = math.inf
+
+    def poke(self) -> None:
+        """Call after an input: wakes the timer if the machine's deadline is now earlier than its sleep."""
+        if self.machine.next_deadline() < self._target:
+            self._wake.set()
+
+    async def run(self) -> None:
+        self.machine.start(self.clock())
+        while True:
+            self._target = self.machine.next_deadline()
+            self._wake.clear()
+            delay = self._target - self.clock()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(None if math.isinf(delay) else delay):
+                        await self._wake.wait()
+                continue  # woken or timed out: look at the deadline again
+            now = self.clock()  # the clock is read once per wake; every effect of the wake uses it
+            try:
+                await self.execute(self.machine.on_timer(now), now)
+            except Exception:
+                log.exception("%s: presence timer effects failed", self.name)
+            _honour_cancel()
 
 
 async def watch_pubsub(fanout: Fanout, probe_redis: Redis, cfg: ServerConfig, name: str) -> None:

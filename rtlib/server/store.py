@@ -163,6 +163,19 @@ class RedisStore:
                                         args=self._remove_args(op))
         return EntryFact(op.workspace_id, op.task_id, op.conn_id, op.user_id, removed == 1, int(n))
 
+    async def presence_upsert_many(self, ops: list[Upsert]) -> list[tuple[EntryFact, list[str]]]:
+        """Run many joins/heartbeats in one round trip (each still one atomic script): a ``presence.pong`` for
+        every task a connection views costs one round trip, not one per task."""
+        if len(ops) == 1:
+            return [await self.presence_upsert(ops[0])]
+        pipe = self.redis.pipeline(transaction=False)
+        for op in ops:
+            await self._upsert(keys=keyspace.presence_keys(op.workspace_id, op.task_id), args=self._upsert_args(op),
+                               client=pipe)
+        results = await pipe.execute()
+        return [(EntryFact(op.workspace_id, op.task_id, op.conn_id, op.user_id, r[0] == 1, int(r[1])),
+                 sorted(_text(v) for v in r[2])) for op, r in zip(ops, results, strict=True)]
+
     async def presence_remove_many(self, ops: list[Remove]) -> list[EntryFact]:
         """Run many removals in one round trip (each still one atomic script): a closing connection's entries."""
         pipe = self.redis.pipeline(transaction=False)

@@ -140,8 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="inbound bytes/s sustained per connection")
     serve.add_argument("--byte-burst", type=int, default=d.byte_burst, metavar="BYTES")
     serve.add_argument("--fanout-rate", type=float, default=d.fanout_rate, metavar="BYTES",
-                       help="outbound bytes/s one connection's updates may cause on this instance (size x "
-                            "recipients); over it, the connection is not read until paid back")
+                       help="outbound bytes/s one connection's requests may make the servers write (an update: its "
+                            "size x the workspace's other connections, on every instance); over it, the connection "
+                            "is not read until paid back")
     serve.add_argument("--fanout-burst", type=int, default=d.fanout_burst, metavar="BYTES")
     serve.add_argument("--max-connections-per-user", type=int, default=d.max_connections_per_user,
                        help="per instance; the next handshake gets 429")

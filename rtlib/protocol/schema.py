@@ -320,9 +320,25 @@ def decode_client_frame(data: str | bytes) -> tuple[Envelope, msgspec.Struct]:
         payload = decoder.decode(env.payload)
     except msgspec.DecodeError as exc:
         raise ProtocolError(
-            ErrorCode.INVALID_PAYLOAD, f"invalid {env.type} payload: {exc}", _salvage_ref(env.payload)
+            ErrorCode.INVALID_PAYLOAD, f"invalid {env.type} payload: {_in_words(str(exc))}", _salvage_ref(env.payload)
         ) from None
     return env, payload
+
+
+#: msgspec names a failed pattern by its regex; a client author reads what is allowed instead.
+_PATTERN_WORDS = {
+    "Expected `str` matching regex " + repr(rf"\A{ID_PATTERN}\Z"):
+        "Expected an id (1-128 characters, each a letter A-Z or a-z, a digit, '_', '.' or '-')",
+    "Expected `str` matching regex " + repr(rf"\A{FIELD_PATTERN}\Z"):
+        "Expected a field name (a letter or '_', then at most 63 letters, digits or '_')",
+}
+
+
+def _in_words(message: str) -> str:
+    """A msgspec validation message with each rtlib pattern said in words (``at `key` in `$.changes``` stays)."""
+    for regex, words in _PATTERN_WORDS.items():
+        message = message.replace(regex, words)
+    return message
 
 
 _second_cache: list[Any] = [None, ""]  # (whole second, its "YYYY-MM-DDTHH:MM:SS" text)

@@ -58,12 +58,12 @@ schema: $(STAMP)
 
 ## make bench: server cost and latency vs the toy forwarder; writes bench/results/.
 bench: $(STAMP)
-	$(PY) bench/server_cost.py
+	$(PY) -m bench.cost.server_cost
 
 ## make bench-socketio: notebook 06's measurements at full size (rtlib vs Socket.IO on Node and Python, and two
 ## plain forwarders); installs the Node peers with npm into ~/.cache/rtlib/node-peers; writes bench/results/.
 bench-socketio: $(STAMP)
-	$(PY) bench/compare.py
+	$(PY) -m bench.peers.compare
 
 clean:
 	rm -rf $(VENV) .lock-venv .pytest_cache build *.egg-info
@@ -87,4 +87,4 @@ nbtest: $(STAMP)
 
 ## make websize: the browser client's size minified + gzipped vs socket.io-client's (npm packages in a cache dir).
 websize: $(STAMP)
-	$(PY) bench/web_client_size.py
+	$(PY) -m bench.peers.web_client_size

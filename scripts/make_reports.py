@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 #: The code each notebook runs (a change re-runs it): rtlib for all; notebook 06 runs the bench's load driver too.
 CODE = ("rtlib/**/*.py", "pyproject.toml")
-CODE_EXTRA = {"06": ("bench/**/*.py", "bench/node/*.js", "bench/node/package-lock.json")}
+CODE_EXTRA = {"06": ("bench/**/*.py", "bench/servers/node/*.js", "bench/servers/node/package-lock.json")}
 
 #: Full-size parameters per notebook (all five in about 10 minutes on a shared 2-core machine).
 FULL: dict[str, dict[str, Any]] = {

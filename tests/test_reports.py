@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))  # bench/ is a package of the repository, not installed
 
 make_reports = importlib.import_module("make_reports")
 report_index = importlib.import_module("report_index")
@@ -101,7 +101,7 @@ class _Conn:
 
 
 def test_socketio_recorder_answers_the_protocol_and_times_deliveries() -> None:
-    loadgen = importlib.import_module("loadgen")
+    loadgen = importlib.import_module("bench.harness.loadgen")
     rec = loadgen.DeliveryRecorder("socketio:task.updated")
     rec.set_window(0, 10**18)
     conn = _Conn()

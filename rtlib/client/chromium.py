@@ -3,8 +3,8 @@ GIVEN hide/show schedule and a GIVEN phase of Chromium's monotonic clock against
 
 One rule for every user of it: :class:`rtlib.client.heartbeat.ChromeHiddenTab` draws random hide/show
 episodes and asks :func:`interval_fires` when its ``setInterval`` fires; ``tests/model/test_chromium_traces.py``
-replays the schedules recorded by ``bench/chromium_presence.py`` (``notebooks/data/chromium_*.json``) through the
-same functions and compares the beats with what the server received.
+replays the schedules recorded by ``bench/presence/chromium_presence.py`` (``notebooks/data/chromium_*.json``)
+through the same functions and compares the beats with what the server received.
 
 What the model encodes, each rule measured in the recordings (Debian's Chromium 156, headless, Linux; the
 numbers are in :data:`CHROMIUM`; every recorded beat is reproduced within a few ms):

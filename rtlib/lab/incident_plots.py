@@ -2,7 +2,7 @@
 
 Same style and conventions as :mod:`rtlib.lab.plots` (figures built without pyplot; incidents drawn as dotted
 vertical lines). :func:`recovery_chart` takes a lab :class:`~rtlib.lab.results.Results`; :func:`soak_timeline`
-takes the JSON that ``bench/soak.py`` writes, so a notebook can redraw it without re-running the soak.
+takes the JSON that ``bench/resilience/soak.py`` writes, so a notebook can redraw it without re-running the soak.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The model against live runs of the lab's cluster: one validation case (``rtlib.model.live.VALIDATION_CASES``)
-run live and compared, as the tests, notebook 05 and ``bench/model_validation.py`` do it.
+run live and compared, as the tests, notebook 05 and ``bench/presence/model_validation.py`` do it.
 
 A live run in compressed time (40 ms per design second) on a shared 2-core machine can be disturbed: a
 neighbouring job that holds the CPU for 100 ms moves detections by sweeps, and the comparison then fails for a

@@ -1,4 +1,4 @@
-"""Replay a recorded Chromium presence trace (``bench/chromium_presence.py``) through the model.
+"""Replay a recorded Chromium presence trace (``bench/presence/chromium_presence.py``) through the model.
 
 A trace (``notebooks/data/chromium_*.json``) is a board page in Debian's headless Chromium, hidden and shown on
 a schedule, against ``rtlib serve`` at production timing. :func:`replay` gives the model only what the page

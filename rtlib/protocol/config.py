@@ -73,7 +73,7 @@ class ServerConfig:
     handshake_max_wait: float = 5.0
     # New connections being read and checked at once (before the pacing above); the rest of a storm waits
     # unread in the kernel, so a storm's handshakes cannot fill the event loop's iterations. Measured with
-    # bench/hostile.py: at 8 the storm's first ~150 ms cost the neighbour 10-20 ms spikes; at 2 they were gone
+    # bench/hostile/: at 8 the storm's first ~150 ms cost the neighbour 10-20 ms spikes; at 2 they were gone
     # from storm-only runs (p99 5.0-5.2 ms vs 9-16) and the storm of 400 still took 2.1 s (the pacing's 200/s).
     handshake_concurrency: int = 2
     # Kernel receive buffer of each client socket (SO_RCVBUF on the listening socket, inherited; 0 = the OS

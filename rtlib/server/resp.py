@@ -12,7 +12,7 @@
   command already written: ``task.update``'s script is not idempotent); the pub/sub reconnect loop waits
   :func:`backoff` between its attempts.
 
-Why a hand-written command connection beside redis-py at all: ``bench/resp_roundtrip.py`` times one round trip
+Why a hand-written command connection beside redis-py at all: ``bench/cost/resp_roundtrip.py`` times one round trip
 of each client in the same run (results in ``bench/results/resp_roundtrip.md``).
 """
 

@@ -11,13 +11,14 @@ from pathlib import Path
 import redis
 from websockets.asyncio.client import connect
 
+from rtlib.server import keyspace
 from rtlib.server.redis_process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))  # bench/ is a package of the repository, not installed
 
-import perf_top  # noqa: E402
-from targets import ServerProcess, floor_target  # noqa: E402
+from bench.cost import perf_top  # noqa: E402
+from bench.harness.targets import ServerProcess, floor_target  # noqa: E402
 
 
 async def test_floor_redis_versions_each_frame_and_fans_it_out(redis_url: str) -> None:
@@ -33,7 +34,7 @@ async def test_floor_redis_versions_each_frame_and_fans_it_out(redis_url: str) -
             assert [e["n"] for e in got] == [0, 1, 2]
             assert all(e["type"] == "task.update" and e["version"] == 1 and e["offset"] for e in got)
             with redis.Redis.from_url(redis_url) as sync:
-                assert sync.xlen("rt:w1:hist") == 3  # the history stream written by the script
+                assert sync.xlen(keyspace.history_key("w1")) == 3  # the history stream written by the script
             try:
                 await asyncio.wait_for(other.recv(), 0.3)
                 raise AssertionError("another workspace received w1's event")

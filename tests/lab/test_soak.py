@@ -1,4 +1,5 @@
-"""bench/soak.py's own logic, on synthetic samples (the soak itself takes minutes: `python bench/soak.py`)."""
+"""bench/resilience/soak.py's own logic, on synthetic samples (the soak itself takes minutes:
+`python -m bench.resilience.soak`)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/ is a package of the repository
 
-import soak  # noqa: E402
-
+from bench.resilience import soak  # noqa: E402
+from rtlib.server import keyspace  # noqa: E402
 from rtlib.server.redis_process import RedisProcess  # noqa: E402
 
 
@@ -30,10 +31,10 @@ def test_presence_keys_left_counts_sets_counts_and_the_due_index() -> None:
 
         with redis.Redis.from_url(r.url) as c:
             assert soak.presence_keys_left(r.url) == {"keys": 0, "entries": 0, "dueMembers": 0}
-            c.zadd("rt:w1:pres:t1", {"i0-1:u1": 1.0})
-            c.hset("rt:w1:pres:t1:n", "u1", 1)
-            c.zadd("rt:presence:due", {"w1:t1": 1.0})
-            c.set("rt:w1:ver:t1", 3)  # not presence
+            c.zadd(keyspace.presence_key("w1", "t1"), {"i0-1:u1": 1.0})
+            c.hset(keyspace.presence_counts_key("w1", "t1"), "u1", 1)
+            c.zadd(keyspace.DUE_KEY, {keyspace.due_member("w1", "t1"): 1.0})
+            c.set(keyspace.task_keys("w1", "t1")[0], 3)  # not presence
         assert soak.presence_keys_left(r.url) == {"keys": 3, "entries": 1, "dueMembers": 1}
 
 

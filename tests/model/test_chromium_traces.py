@@ -1,4 +1,4 @@
-"""The Chromium client model reproduces real browser recordings (``bench/chromium_presence.py``).
+"""The Chromium client model reproduces real browser recordings (``bench/presence/chromium_presence.py``).
 
 Each committed trace (``notebooks/data/chromium_*.json``) is replayed by :func:`rtlib.model.chromium_traces.replay`
 from what the page was given (hide/show times, its welcome, the clock phase, the server's settings). The model must

@@ -6,7 +6,7 @@ fell within the run's own measured scheduling noise of a sweep (a race no model 
 sweep off; at least 80 % of crashes within 1 s (70 % with server probes); and the model's mistake count inside
 the live count's exact 95 % Poisson interval. A case whose live run disagrees is run once more
 (``rtlib.lab.validation``: a shared machine can disturb one compressed-time run); both attempts must not fail.
-The full-size table is ``bench/model_validation.py`` -> ``bench/results/model_validation.md``."""
+The full-size table is ``bench/presence/model_validation.py`` -> ``bench/results/model_validation.md``."""
 
 from __future__ import annotations
 

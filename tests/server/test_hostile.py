@@ -1,6 +1,6 @@
 """The hostile-client harness (issue 7) at CI size: a real ``rtlib serve`` process and real sockets.
 
-The full run is a benchmark (``python bench/hostile.py --frames 10000 --seed 1``); here the same phases run
+The full run is a benchmark (``python -m bench.hostile.run --frames 10000 --seed 1``); here the same phases run
 small: ~1,200 seeded frames, small floods and storms. Asserted: 0 mismatches with the contract table, 0
 tracebacks in the server log, 0 cross-workspace deliveries, no invalid UTF-8 from the server. The neighbour's
 latency is reported, never asserted (a shared CI machine makes timings noise).
@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))  # bench/ is a package of the repository, not installed
 
-import hostile  # noqa: E402
-from hostile_classes import CLASSES, WEIGHTS, doc_rows  # noqa: E402
-from hostile_frames import generate, is_json  # noqa: E402
+from bench.hostile import run as hostile  # noqa: E402
+from bench.hostile.classes import CLASSES, WEIGHTS, doc_rows  # noqa: E402
+from bench.hostile.frames import generate, is_json  # noqa: E402
 
 
 def test_doc_table_is_the_harness_table() -> None:

@@ -1,7 +1,7 @@
 """CI-sized: a hidden board page in a real, throttling Chromium flaps with client-timer heartbeats and does not in
 presence mode ``probe``, and the Chromium model reproduces both short recordings (about 2 minutes, both at once).
 
-``bench/chromium_presence.py`` records them (Chromium started by hand, attached over CDP: Playwright's launch()
+``bench/presence/chromium_presence.py`` records them (Chromium started by hand, attached over CDP: Playwright's launch()
 turns throttling off). Intensive throttling cannot be compressed (1 minute hidden, then whole minutes), but the
 presence timing can: a 2 s heartbeat reaches the throttled 7th run in 14 s, and a 6 s timeout turns a 60 s
 throttled gap into a flap. The hide starts 1 s after a whole minute of the monotonic clock, so the first
@@ -21,13 +21,13 @@ import pytest
 from rtlib.model.chromium_traces import as_polled, recorded_flaps, replay
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))  # bench/ is a package of the repository, not installed
 CHROMIUM = os.environ.get("RTLIB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:  # pragma: no cover - .ci/run installs Debian's chromium
     pytest.skip("no Chromium binary: apt-get install chromium (or set RTLIB_CHROMIUM)", allow_module_level=True)
 pytest.importorskip("playwright")
 
-from chromium_presence import record  # noqa: E402  (bench/ is not a package)
+from bench.presence.chromium_presence import record  # noqa: E402
 
 pytestmark = pytest.mark.recording
 

@@ -1,0 +1,2 @@
+"""Notebook 06: rtlib against Socket.IO (Node and Python) and two plain forwarders, same driver, same runs
+(``compare``, tables in ``compare_report``), and the browser client's size against socket.io-client's."""

@@ -41,8 +41,8 @@ from rtlib.client.heartbeat import (
     Lossy,
     parse_model,
 )
+from rtlib.model.beats import Timelines, beats_end, draw_beats
 from rtlib.model.scenario import ModelScenario, PresenceConfig
-from rtlib.model.timelines import Timelines, _beats, beats_end
 from rtlib.protocol.probes import TICK_PHASE, TICKS_PER_INTERVAL
 
 __all__ = ["ALTERNATIVES", "client_loss", "generate_alternative", "probe_sends",
@@ -165,7 +165,7 @@ def _absences(model: HeartbeatModel, start: np.ndarray, stop: np.ndarray, seed: 
     if isinstance(base, Interval | Jitter | BackgroundTab | ChromeHiddenTab):
         return [[] for _ in range(n)], open_away
     rng = np.random.default_rng([seed, 1, 1])
-    viewer, t, _, away = _beats(base, start, stop, rng, seed, open_away)
+    viewer, t, _, away = draw_beats(base, start, stop, rng, seed, open_away)
     out: list[list[tuple[float, float]]] = [[] for _ in range(n)]
     for v, end, begin in zip(viewer.tolist(), t.tolist(), away.tolist(), strict=True):
         if not math.isnan(begin):

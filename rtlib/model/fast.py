@@ -21,7 +21,7 @@ import numpy as np
 from rtlib.model.network import frames
 from rtlib.model.outcome import Outcome, sweep_lags
 from rtlib.model.scenario import ModelScenario, PresenceConfig
-from rtlib.model.timelines import Timelines, run_end
+from rtlib.model.beats import Timelines, run_end
 from rtlib.protocol.presence_machine import sweep_instants
 
 __all__ = ["run_fast"]

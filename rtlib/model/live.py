@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from rtlib.client.heartbeat import Lossy, parse_model
-from rtlib.model.timelines import Timelines
+from rtlib.model.beats import Timelines
 from rtlib.protocol.probes import TICK_PHASE, TICKS_PER_INTERVAL
 
 __all__ = ["VALIDATION_CASES", "compare_run", "failed_checks", "live_mistakes", "pong_draws", "sweep_offset",

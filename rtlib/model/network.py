@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rtlib.model.scenario import ModelScenario
-from rtlib.model.timelines import Timelines
+from rtlib.model.beats import Timelines
 
 __all__ = ["Frames", "frames"]
 

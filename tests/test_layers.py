@@ -57,12 +57,6 @@ MODULES = sorted(PACKAGE.rglob("*.py"))
 #: Everything the cycle and size checks cover: the package, the benchmarks and the maintainers' scripts.
 CHECKED_DIRS = (PACKAGE, ROOT / "bench", ROOT / "scripts")
 CHECKED_MODULES = sorted(p for d in CHECKED_DIRS for p in d.rglob("*.py") if "node_modules" not in p.parts)
-#: TEMPORARY, issue 19: the one import cycle left when the cycle check was added. timelines.py and alternatives.py
-#: import each other (timelines inside functions). The lead engineer is breaking it himself; delete this entry
-#: when he does (test_temporary_cycle_allowance_is_still_needed fails once the cycle is gone). Never add one.
-TEMPORARY_ALLOWED_CYCLES: set[frozenset[str]] = {frozenset({"rtlib.model.timelines", "rtlib.model.alternatives"})}
-
-
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_imports_only_go_downward(path: Path) -> None:
     layer = _layer(path)
@@ -166,16 +160,11 @@ def test_import_graph_sees_bench_scripts_and_function_level_imports() -> None:
 
 def test_no_import_cycles() -> None:
     graph = _import_graph()
-    cycles = [c for c in _cycles(graph) if c not in TEMPORARY_ALLOWED_CYCLES]
+    cycles = _cycles(graph)
     report = [" <-> ".join(sorted(c)) + ": " + "; ".join(
         f"{a} imports {b} ({', '.join(graph[a][b])})" for a in sorted(c) for b in sorted(graph[a]) if b in c)
         for c in cycles]
     assert not cycles, "import cycles (function-level imports count):\n" + "\n".join(report)
-
-
-def test_temporary_cycle_allowance_is_still_needed() -> None:
-    gone = TEMPORARY_ALLOWED_CYCLES - set(_cycles(_import_graph()))
-    assert not gone, f"no longer a cycle, delete it from TEMPORARY_ALLOWED_CYCLES: {[sorted(c) for c in gone]}"
 
 
 def test_server_needs_no_lab_dependencies() -> None:

@@ -245,6 +245,8 @@ class RealtimeServer:
         if self.static.handles(url.path):  # the board page: plain GETs, no token, no Origin rule
             return self.static.respond(connection, url.path)
         if url.path != WS_PATH:
+            log.info("%s: refused a request from %s: 404 Not Found (no endpoint at %s)", self.server_id,
+                     connection.remote_address, url.path)
             return connection.respond(HTTPStatus.NOT_FOUND, f"no endpoint at {url.path}; use {WS_PATH}\n")
         query = parse_qs(url.query)
         try:
@@ -262,12 +264,16 @@ class RealtimeServer:
             allowed = self.config.allowed_origins
             if origin is not None and allowed is not None and origin not in allowed:
                 raise HandshakeError.forbidden(f"origin {origin!r} is not allowed")
-        except HandshakeError as exc:
+        except HandshakeError as exc:  # logged with its reason (the query, with its token, never is)
+            log.info("%s: refused a handshake from %s: %d %s (%s)", self.server_id, connection.remote_address,
+                     exc.status, exc.status.phrase, exc.message)
             return connection.respond(exc.status, exc.message + "\n")
         resume = None
         if "offset" in query or "epoch" in query:
             offset, epoch = (query.get("offset") or [""])[0], (query.get("epoch") or [""])[0]
             if not OFFSET_RE.fullmatch(offset) or not EPOCH_RE.fullmatch(epoch):
+                log.info("%s: refused a handshake from %s: 400 Bad Request (resume needs both offset=MS-SEQ and "
+                         "epoch=DIGITS)", self.server_id, connection.remote_address)
                 return connection.respond(HTTPStatus.BAD_REQUEST, "resume needs both offset=MS-SEQ and epoch=DIGITS\n")
             resume = (offset, epoch)
         connection.rtlib = (claims.user_id, workspace, claims.expires_at, resume)  # type: ignore[attr-defined]

@@ -1,9 +1,9 @@
 """The board's static files, served by ``rtlib serve`` itself under ``/app/`` (``/ws`` is untouched).
 
 ``websockets`` answers plain HTTP GETs through ``process_request``; this module turns a request path into
-a response. The served files are read once, at start-up, into a table keyed by their relative name, and a
-request can only pick an entry of that table: no request path is ever joined to a filesystem path, so
-``..``, encoded dots, absolute paths and symlinks cannot reach anything else.
+a response (``/`` redirects to ``/app/``). The served files are read once, at start-up, into a table keyed by
+their relative name, and a request can only pick an entry of that table: no request path is ever joined to a
+filesystem path, so ``..``, encoded dots, absolute paths and symlinks cannot reach anything else.
 """
 
 from __future__ import annotations
@@ -58,17 +58,17 @@ class StaticFiles:
                 continue
             self.files[rel.as_posix()] = (path.read_bytes(), ctype)
 
-    @staticmethod
-    def handles(path: str) -> bool:
-        """True for ``/app`` and everything below it."""
-        return path == APP_PATH.rstrip("/") or path.startswith(APP_PATH)
+    def handles(self, path: str) -> bool:
+        """True for ``/app`` and everything below it, and for ``/`` when the board is there (a person who opens
+        the server's address in a browser is sent to the board)."""
+        return path == APP_PATH.rstrip("/") or path.startswith(APP_PATH) or (path == "/" and "index.html" in self.files)
 
     def respond(self, connection: ServerConnection, path: str) -> Response:
         """The response for a GET of ``path`` (already split from its query string)."""
+        if path == "/":  # temporary (302): the root may serve something else one day
+            return _redirect(connection, HTTPStatus.FOUND, APP_PATH)
         if path == APP_PATH.rstrip("/"):
-            response = connection.respond(HTTPStatus.PERMANENT_REDIRECT, f"see {APP_PATH}\n")
-            response.headers["Location"] = APP_PATH
-            return response
+            return _redirect(connection, HTTPStatus.PERMANENT_REDIRECT, APP_PATH)
         name = path[len(APP_PATH):] or "index.html"
         entry = self.files.get(name)
         if entry is None:
@@ -82,3 +82,9 @@ class StaticFiles:
         for key, value in _SECURITY_HEADERS.items():
             headers[key] = value
         return replace(response, body=body)
+
+
+def _redirect(connection: ServerConnection, status: HTTPStatus, location: str) -> Response:
+    response = connection.respond(status, f"see {location}\n")
+    response.headers["Location"] = location
+    return response

@@ -2,7 +2,7 @@
 
 The event loop accepts a storm's connections a hundred or more per iteration, and for each one
 ``websockets`` at once starts a handler task whose first steps (the handshake's futures, then reading and
-parsing the request, the token check, :meth:`~rtlib.server.driver.RealtimeServer._process_request`) run in
+parsing the request, the token check, :meth:`~rtlib.server.handshake.Handshakes.process_request`) run in
 the next iterations. Measured with ``bench/hostile/loopspy`` during a 400-connection storm: 100-175 such steps per
 iteration, 11-24 ms each, during which no open connection's frame is read or written.
 :class:`~rtlib.protocol.ratelimit.Pacer` spaces the handshakes that *passed* those checks; this gate bounds

@@ -31,7 +31,7 @@ async def test_stop_returns_when_a_sweep_swallows_the_cancel(redis_url: str) -> 
     if not done:  # the bug: the sweeper loops on; end it so the test fails instead of hanging
         server.store.presence_expire = real_expire  # type: ignore[method-assign]
         while not stopping.done():
-            assert server._sweeper is not None
-            server._sweeper.cancel()
+            assert server._presence_task is not None
+            server._presence_task.cancel()
             await asyncio.sleep(0.05)
     assert done, "stop() waited for a sweeper whose cancel was swallowed"

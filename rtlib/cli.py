@@ -222,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--viewers", type=float, default=0.5, help="share of clients that open a task")
     sim.add_argument("--crash", type=float, default=0.0, help="share of viewers that vanish mid-run")
     sim.add_argument("--churn", type=float, default=0.0, help="share of clients that reconnect mid-run")
-    sim.add_argument("--heartbeat", default="interval:30", help="heartbeat model, e.g. background:30:300")
+    sim.add_argument("--heartbeat", metavar="MODEL",
+                     help="the clients' heartbeat model, e.g. background:30:300 (default: interval:S, S being "
+                          "--heartbeat-interval: the clients beat as the servers ask)")
     sim.add_argument("--heartbeat-interval", type=float, default=30.0, metavar="S",
                      help="server setting, design seconds")
     sim.add_argument("--presence-timeout", type=float, default=60.0, metavar="S",
@@ -244,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--redis", metavar="URL", help="use this Redis (default: embedded redis-server)")
     sim.add_argument("--workers", type=int, help="client worker processes (default: automatic)")
     sim.add_argument("--out", type=Path, default=Path("sim-results"), help="folder for the CSVs and summary.json")
+    sim.add_argument("--keep-temp", action="store_true",
+                     help="keep the instances' logs (an rtlib-lab-* folder in the temporary directory); "
+                          "without it they are removed after the run")
 
     demo = sub.add_parser("demo", help="DEVELOPMENT ONLY: a server, a seeded board, demo users' links, bots")
     demo.add_argument("--dev", action="store_true",
@@ -346,37 +351,67 @@ def _simulate(args: argparse.Namespace) -> None:
     except ImportError as exc:
         _fail(f"rtlib simulate needs the lab extra ({exc.name} is missing): pip install 'rtlib[lab]'")
 
+    heartbeat = args.heartbeat or f"interval:{args.heartbeat_interval:g}"
     try:
         scenario = Scenario(
             clients=args.clients, workspaces=args.workspaces, tasks=args.tasks, duration=args.duration,
             update_rate=args.rate, editors=args.editors, viewers=args.viewers, crash=args.crash, churn=args.churn,
-            heartbeat=args.heartbeat, heartbeat_interval=args.heartbeat_interval,
+            heartbeat=heartbeat, heartbeat_interval=args.heartbeat_interval,
             presence_timeout=args.presence_timeout, sweep_interval=args.sweep_interval, ordering=args.ordering,
             presence_mode=args.presence_mode, visibility_beat=args.visibility_beat, leave_grace=args.leave_grace,
             publish_mode=args.publish_mode, impairment=Impairment(args.delay, args.jitter, args.loss),
             time_scale=args.time_scale, seed=args.seed, hot_tasks=min(2, args.tasks))
         from rtlib.client.heartbeat import parse_model
 
-        parse_model(scenario.heartbeat)
+        model = parse_model(scenario.heartbeat)
     except ValueError as exc:
         _fail(f"rtlib simulate: {exc}")
+    if warning := _heartbeat_mismatch(model, scenario):
+        print(warning, file=sys.stderr, flush=True)
     _check_redis("simulate", args.redis)
-    with Cluster(instances=args.instances, redis=args.redis) as cluster:
+    cluster = Cluster(instances=args.instances, redis=args.redis, keep_logs=args.keep_temp)
+    try:
+        try:
+            cluster.start(scenario)
+        except RuntimeError as exc:  # an instance did not start: its own one line, and where its log is
+            _fail(f"rtlib simulate: {exc}")
         cluster.workers = args.workers
         cluster.calibrate()
         results = cluster.run(scenario)
+    finally:
+        cluster.close()
     out = results.write(args.out)
     s = results.summary()
     lat = s["latency_ms"]
+    causes = s["departures_by_cause"]
     rows = [("clients", s["clients"]), ("instances", s["instances"]), ("updates sent", s["updates_sent"]),
             ("deliveries", s["deliveries"]), ("expected", s["expected"]), ("lost", s["lost"]),
             ("out of order", s["out_of_order"]), ("converged", s["converged"]),
             ("latency ms p50/p90/p99/max", f"{lat['p50']} / {lat['p90']} / {lat['p99']} / {lat['max']}"),
-            ("simulator overhead ms", s["calibration_ms"]), ("departures detected", s["departures"]),
+            ("simulator overhead ms", s["calibration_ms"]),
+            ("departures seen", f"{s['departures']}: {causes['leave']} left (presence.leave, incl. the end of "
+                                f"the run), {causes['disconnect']} disconnected, {causes['crash']} crashed "
+                                "(by timeout)"),
             ("false departures", s["false_departures"])]
     for name, value in rows:
         print(f"{name:>28}  {value}")
     print(f"wrote {out}/deliveries.csv, presence.csv, applies.csv, connections.csv, summary.json")
+    if args.keep_temp:
+        print(f"instance logs kept in {cluster.logdir}")
+
+
+def _heartbeat_mismatch(model: Any, scenario: Any) -> str | None:
+    """A warning when the simulated clients beat on another interval than the servers ask for (timer mode):
+    e.g. --heartbeat-interval 10 --presence-timeout 20 with clients still beating every 30 s."""
+    inner = model
+    while hasattr(inner, "model"):  # lossy:LOSS:<model>
+        inner = inner.model
+    beats = getattr(inner, "interval", None)
+    if scenario.presence_mode != "timer" or beats is None or beats == scenario.heartbeat_interval:
+        return None
+    return (f"rtlib simulate: warning: the clients beat every {beats:g} s (--heartbeat {scenario.heartbeat}) but the "
+            f"servers ask for every {scenario.heartbeat_interval:g} s (--heartbeat-interval); viewers may be timed "
+            f"out falsely. Leave --heartbeat out to match")
 
 
 def _demo(args: argparse.Namespace) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -88,7 +89,7 @@ class Cluster:
     """
 
     def __init__(self, instances: int = 2, redis: str | None = None, redis_persist: bool = False,
-                 **server_options: Any) -> None:
+                 keep_logs: bool = False, **server_options: Any) -> None:
         if instances < 1:
             raise ValueError("need at least one instance")
         self.n = instances
@@ -102,13 +103,17 @@ class Cluster:
         self._instances: list[_Instance] = []
         self._options: dict[str, Any] | None = None
         self._loop: LoopThread | None = None
+        # The instances' logs: removed by close() unless keep_logs (or an instance failed to start: its error
+        # message names its log).
         self._logdir = Path(tempfile.mkdtemp(prefix="rtlib-lab-"))
+        self.keep_logs = keep_logs
         self.workers: int | None = None  # worker processes for clients; None: automatic (>= 1,000 clients)
         self.calibration_ms = float("nan")
         self.started_at: float | None = None  # wall clock (time.time()) of design second 0 of the last run
 
     # --- lifecycle ------------------------------------------------------------------------------------------
     def start(self, scenario: Scenario | None = None) -> Cluster:
+        self._logdir.mkdir(exist_ok=True)  # again after a close()
         if self.redis_url is None:
             self._redis_proc = RedisProcess(persist=self.redis_persist).start()
             self.redis_url = self._redis_proc.url
@@ -123,7 +128,12 @@ class Cluster:
         for inst in self._instances:
             inst.stop()
         assert self.redis_url is not None
-        self._instances = [_Instance(k, self.redis_url, self.secret, options, self._logdir) for k in range(self.n)]
+        try:
+            self._instances = [_Instance(k, self.redis_url, self.secret, options, self._logdir)
+                               for k in range(self.n)]
+        except RuntimeError:
+            self.keep_logs = True
+            raise
         self._options = options
 
     def close(self) -> None:
@@ -138,6 +148,13 @@ class Cluster:
             self._redis_proc.stop()
             self._redis_proc = None
             self.redis_url = None
+        if not self.keep_logs:
+            shutil.rmtree(self._logdir, ignore_errors=True)
+
+    @property
+    def logdir(self) -> Path:
+        """Where the instances write their logs (``instance-N.log``); gone after close() unless ``keep_logs``."""
+        return self._logdir
 
     def __enter__(self) -> Cluster:
         return self.start()

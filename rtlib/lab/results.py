@@ -24,6 +24,7 @@ DELIVERY_COLUMNS = ["task", "version", "sender", "origin", "ref", "receiver", "r
 APPLY_COLUMNS = ["client", "task", "version", "outcome", "out_of_order", "t"]
 PRESENCE_COLUMNS = ["observer", "subject", "task", "kind", "reason", "t_observed"]
 DEPARTURE_COLUMNS = ["user", "task", "how", "t_actual"]
+DEPARTURE_CAUSES = ("leave", "disconnect", "crash")  # the "how" of a departure (rtlib.lab.sim)
 CONNECTION_COLUMNS = ["user", "workspace", "instance", "event", "t", "detail"]
 SEND_COLUMNS = ["sender", "workspace", "task", "ref", "t_sent", "instance"]
 ACK_COLUMNS = ["sender", "workspace", "ref", "task", "version", "t_acked"]
@@ -161,6 +162,15 @@ class Results:
         first = left.groupby(["subject", "task"]).agg(t_observed=("t_observed", "min"), t_actual=("t_actual", "first"))
         return (first["t_observed"] - first["t_actual"]).rename("detection_delay")
 
+    def departures_by_cause(self) -> dict[str, int]:
+        """Real departures seen (a first ``presence.left`` after the subject really left), by how they left:
+        ``leave`` (a clean ``presence.leave``, including every viewer's at the end of the run), ``disconnect``
+        (a churned tab closed its socket) and ``crash`` (vanished: only the presence timeout can tell)."""
+        left = self.presence[(self.presence["kind"] == "left") & self.presence["t_actual"].notna()]
+        causes = (left.groupby(["subject", "task"])["cause"].first() if "cause" in left else pd.Series(dtype=object))
+        counts = causes.value_counts()
+        return {cause: int(counts.get(cause, 0)) for cause in DEPARTURE_CAUSES}
+
     def false_departures(self) -> pd.DataFrame:
         """``presence.left`` (timeout) of users who never left: flapping, seen once per subject and time."""
         left = self.presence[(self.presence["kind"] == "left") & self.presence["t_actual"].isna()]
@@ -203,6 +213,7 @@ class Results:
                            float("nan")},
             "calibration_ms": self.calibration_ms,
             "departures": len(delays),
+            "departures_by_cause": self.departures_by_cause(),
             "detection_delay_s": {"p50": float(delays.median()) if len(delays) else float("nan"),
                                   "max": float(delays.max()) if len(delays) else float("nan")},
             "false_departures": len(self.false_departures()),
@@ -225,13 +236,18 @@ def _recoveries(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
 
 
 def _attach_departures(presence: pd.DataFrame, departures: pd.DataFrame) -> pd.DataFrame:
-    """Give each observed ``left`` the ground-truth time of the subject's real departure, if there was one."""
-    truth = departures.dropna(subset=["task"]).groupby(["user", "task"])["t_actual"].min()
+    """Give each observed ``left`` the ground-truth time (``t_actual``) and way (``cause``: leave, disconnect or
+    crash) of the subject's real departure, if there was one."""
+    first = departures.dropna(subset=["task"]).sort_values("t_actual").groupby(["user", "task"]).first()
+    truth, how = first["t_actual"], first["how"]
     keys = list(zip(presence["subject"], presence["task"], strict=True))
-    t_actual = []
+    t_actual, cause = [], []
     for key, kind, seen in zip(keys, presence["kind"], presence["t_observed"], strict=True):
         t = truth.get(key, np.nan)
         # A left observed before the subject really left is a false departure, not a detection.
-        t_actual.append(t if kind == "left" and not np.isnan(t) and seen >= t else np.nan)
+        real = kind == "left" and not np.isnan(t) and seen >= t
+        t_actual.append(t if real else np.nan)
+        cause.append(how.get(key) if real else None)
     presence["t_actual"] = t_actual
+    presence["cause"] = cause
     return presence

@@ -20,7 +20,7 @@ from rtlib.client.ordering import diverged
 from rtlib.lab.scenario import Scenario
 from rtlib.lab.sim import ClientPlan, Recorder, SimClient
 
-__all__ = ["WORKER_THRESHOLD", "Shard", "check", "connect_all", "play", "run_sharded"]
+__all__ = ["WORKER_THRESHOLD", "Shard", "check", "connect_all", "play", "run_sharded", "start_clock"]
 
 WORKER_THRESHOLD = 1000
 Truth = dict[str, dict[str, tuple[int, dict[str, Any]]]]
@@ -39,7 +39,11 @@ class Shard:
 
 
 def build(shard: Shard, rec: Recorder) -> list[SimClient]:
-    return [SimClient(p, shard.scenario, shard.urls, shard.tokens[p.user], rec, time.monotonic() + 3600,
+    """The shard's clients. Their clock starts only once everyone is connected (:func:`play` sets it), so until
+    then they share a provisional design second 0, an hour ahead; :func:`play` moves what they recorded
+    while connecting onto the real one."""
+    provisional = time.monotonic() + 3600
+    return [SimClient(p, shard.scenario, shard.urls, shard.tokens[p.user], rec, provisional,
                       shard.tasks, shard.editor_rate if p.editor else 0.0) for p in shard.plans]
 
 
@@ -56,8 +60,7 @@ async def connect_all(clients: list[SimClient], parallel: int = 100) -> None:
 
 async def play(clients: list[SimClient], sc: Scenario, t0: float) -> None:
     """Play every plan from monotonic time ``t0``; drain; re-request resyncs that are still missing."""
-    for c in clients:
-        c.t0 = t0
+    start_clock(clients, t0)
     await asyncio.gather(*(c.run(sc.duration) for c in clients))
     await asyncio.sleep(sc.drain)
     for c in clients:
@@ -65,6 +68,21 @@ async def play(clients: list[SimClient], sc: Scenario, t0: float) -> None:
         for task in stalled(c.now(), 0.0) if stalled else []:
             await c.send("task.get", {"taskId": task})
     await asyncio.sleep(min(sc.drain, 1.0))
+
+
+def start_clock(clients: list[SimClient], t0: float) -> None:
+    """Make monotonic ``t0`` every client's design second 0. Rows recorded before (the ``connected`` rows of
+    :func:`connect_all`, timed on :func:`build`'s provisional clock) are moved onto it: a tab that connected
+    2 s before the start has ``t = -2 / time_scale``, not ``-3600 / time_scale``."""
+    shift: dict[int, dict[str, float]] = {}
+    recorders = {}
+    for c in clients:
+        recorders[id(c.rec)] = c.rec
+        shift.setdefault(id(c.rec), {})[c.plan.user] = (c.t0 - t0) / c.sc.time_scale
+        c.t0 = t0
+    for key, rec in recorders.items():
+        by_user = shift[key]
+        rec.connections[:] = [(*row[:4], row[4] + by_user.get(row[0], 0.0), *row[5:]) for row in rec.connections]
 
 
 def check(clients: list[SimClient], truth: Truth, rec: Recorder) -> dict[str, list[str]]:

@@ -1,8 +1,9 @@
 """The board in a real browser: Playwright for Python driving Debian's chromium (never a downloaded browser).
 
 Servers are real ``rtlib serve`` processes on the session's real Redis, so one can be SIGKILLed and restarted
-on the same port. Edits and checks from Python use the wire protocol directly. Writes the README's screenshot
-(``docs/img/board.png``) and the observed edit-to-display latency (``bench/results/web_edit_latency.json``).
+on the same port. Edits and checks from Python use the wire protocol directly. With ``RTLIB_RECORD=1`` it
+rewrites the README's screenshot (``docs/img/board.png``) and the observed edit-to-display latency
+(``bench/results/web_edit_latency.json``); otherwise both go to a temporary folder and the clone stays clean.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ from rtlib.server.demo import SAMPLE_TASKS
 from rtlib.server.redis_process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def recorded(tracked: Path, tmp_path: Path) -> Path:
+    """Where a measurement or a screenshot goes: the tracked file only when re-recording on purpose
+    (``RTLIB_RECORD=1``); otherwise a scratch file, so running the tests changes nothing tracked."""
+    return tracked if os.environ.get("RTLIB_RECORD") == "1" else tmp_path / tracked.name
 CHROMIUM = os.environ.get("RTLIB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 try:
     from playwright.async_api import Browser, Page, async_playwright, expect
@@ -127,8 +134,8 @@ def card(page: Page, task_id: str):
     return page.locator(f'.card[data-task-id="{task_id}"]')
 
 
-async def test_an_edit_in_one_browser_appears_in_the_other_within_a_second(browser: Browser,
-                                                                            server: ServeProcess) -> None:
+async def test_an_edit_in_one_browser_appears_in_the_other_within_a_second(browser: Browser, server: ServeProcess,
+                                                                            tmp_path: Path) -> None:
     alice, alice_errors = await open_board(browser, server, "alice")
     bob, bob_errors = await open_board(browser, server, "bob")
     await expect(bob.locator('.column[data-status="doing"] .card')).to_have_count(3)
@@ -162,13 +169,14 @@ async def test_an_edit_in_one_browser_appears_in_the_other_within_a_second(brows
     result = {"edits": len(latencies), "latencyMs": latencies, "medianMs": statistics.median(latencies),
               "maxMs": max(latencies), "browser": browser.version,
               "what": "Enter in one browser context -> the other context's DOM shows the new title (same machine)"}
-    (ROOT / "bench" / "results" / "web_edit_latency.json").write_text(json.dumps(result, indent=2) + "\n")
+    recorded(ROOT / "bench" / "results" / "web_edit_latency.json", tmp_path).write_text(
+        json.dumps(result, indent=2) + "\n")
     print(f"edit-to-display latency ms: {latencies}")
     assert alice_errors == [] and bob_errors == []
 
 
-async def test_the_detail_view_shows_who_views_this_task_and_only_this_task(browser: Browser,
-                                                                          server: ServeProcess) -> None:
+async def test_the_detail_view_shows_who_views_this_task_and_only_this_task(browser: Browser, server: ServeProcess,
+                                                                          tmp_path: Path) -> None:
     alice, alice_errors = await open_board(browser, server, "alice")
     bob, bob_errors = await open_board(browser, server, "bob")
     await card(alice, "T-002").click()
@@ -176,7 +184,7 @@ async def test_the_detail_view_shows_who_views_this_task_and_only_this_task(brow
     await card(bob, "T-002").click()
     await expect(bob.locator("#viewers .viewer")).to_have_text(["alice", "bob (you)"])
     await expect(alice.locator("#viewers .viewer")).to_have_text(["alice (you)", "bob"])
-    await bob.screenshot(path=str(ROOT / "docs" / "img" / "board.png"))
+    await bob.screenshot(path=str(recorded(ROOT / "docs" / "img" / "board.png", tmp_path)))
     # Closing the view (Esc) removes the viewer on the other side; so does closing the tab.
     await alice.keyboard.press("Escape")
     await expect(bob.locator("#viewers .viewer")).to_have_text(["bob (you)"])

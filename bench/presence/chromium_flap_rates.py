@@ -14,8 +14,9 @@ import argparse
 import random
 import time
 
-from rtlib.client.chromium import probe_beats, probe_times, server_view
+from rtlib.client.chromium import probe_beats, server_view
 from rtlib.client.heartbeat import ChromeHiddenTab
+from rtlib.protocol.probes import probe_schedule
 
 __all__ = ["flaps_per_viewer_hour", "main"]
 
@@ -31,7 +32,7 @@ def flaps_per_viewer_hour(alternative: str, *, hours: float, viewers: int, visib
         start = rng.uniform(0, 3600)
         end = start + hours * 3600 / viewers
         if alternative == "probe":  # answered from the message handler: no timer, no throttling
-            beats = probe_beats(probe_times(start, end, 30))
+            beats = probe_beats(probe_schedule(start, end, 30))
         else:
             beats = [b.t for b in model.beats(start, end, rng)]
         flaps += len(server_view(beats, start, end, timeout=60, sweep_interval=5, grace=grace)[1])

@@ -40,7 +40,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from rtlib.protocol.presence import PresenceConfig
-from rtlib.protocol.probes import TICK_PHASE, TICKS_PER_INTERVAL, tick_index
 
 __all__ = [
     "CHROMIUM",
@@ -48,7 +47,6 @@ __all__ = [
     "aligned",
     "interval_fires",
     "probe_beats",
-    "probe_times",
     "server_view",
     "visibility_beats",
 ]
@@ -142,20 +140,6 @@ def visibility_beats(origin: float, end: float, interval: float, hidden: Sequenc
     return sorted(fires + changes)
 
 
-def probe_times(join: float, end: float, interval: float, tick_phase: float = TICK_PHASE) -> list[float]:
-    """When a server in presence mode ``probe`` probes a connection whose first join was at ``join``
-    (:class:`rtlib.protocol.probes.Prober`): due every ``interval`` from one interval after the join, sent on
-    the first of the prober's ticks at or after, ``(m + tick_phase) * interval / TICKS_PER_INTERVAL`` of Unix
-    time. ``tick_phase`` 0: the Prober before commit 428f548 (ticks on the sweep grid), which the first probe
-    recording ran on."""
-    tick = interval / TICKS_PER_INTERVAL
-    out, due = [], join + interval
-    while (t := tick_index(due, tick, tick_phase) * tick + tick_phase * tick) <= end:
-        out.append(t)
-        due += interval  # as the Prober reschedules: one interval after the probe was due
-    return out
-
-
 def probe_beats(probes: Iterable[float], delay: float = 0.003) -> list[float]:
     """The ``--presence-mode probe`` client: it answers each server probe from its message handler, which a
     hidden page runs within milliseconds, so its beats are the probe times plus ``delay`` whatever the timers."""
@@ -166,7 +150,7 @@ def server_view(attempts: Iterable[float], join: float, end: float, *, timeout: 
                 sweep_interval: float = 5.0, grace: float = 0.0, rejoin_delay: float = 0.005
                 ) -> tuple[list[float], list[float]]:
     """What the server makes of a viewer who joined at ``join`` and then beat at ``attempts``, up to ``end``:
-    ``(beats received, flaps)``. The live rule (:meth:`PresenceConfig.sweep_at_or_after` and
+    ``(beats received, flaps)``. The live rule (:meth:`PresenceConfig.popped_at` and
     :attr:`PresenceConfig.expiry`): sweeps at the absolute multiples of ``sweep_interval`` pop an entry
     ``timeout + grace`` old or older, and announce ``presence.left`` (a sweep at the very instant of a beat pops
     it first: the beat still needs network time to land). rtlib-client.js answers its own timeout
@@ -177,7 +161,7 @@ def server_view(attempts: Iterable[float], join: float, end: float, *, timeout: 
     beats, flaps, last, i = [join], [], join, 0
     while True:
         nxt = queue[i] if i < len(queue) else math.inf
-        sweep = schedule.sweep_at_or_after(last + schedule.expiry)
+        sweep = schedule.popped_at(last)  # the server's own rule, not a restatement
         if sweep <= nxt and sweep <= end:
             flaps.append(sweep)
             last = sweep + rejoin_delay  # the page's re-join

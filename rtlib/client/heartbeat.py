@@ -397,7 +397,7 @@ def false_departures(beats: Iterable[Beat], start: float, end: float, timeout: f
                      *, ties: Literal["sweep_first", "beat_first"] = "sweep_first") -> list[float]:
     """When a server would declare a user gone who never left, for a user joined at ``start`` until ``end``.
 
-    The server's rule (:meth:`rtlib.protocol.presence.PresenceConfig.sweep_at_or_after`): sweeps run at the
+    The server's rule (:meth:`rtlib.protocol.presence.PresenceConfig.popped_at`): sweeps run at the
     absolute multiples of ``sweep_interval`` (Unix time, the same phase on every instance) and pop an entry
     whose last heartbeat is ``<= now - timeout`` (inclusive). So the
     user is declared gone at the first sweep ``s >= last + timeout``, if ``s <= end`` and ``s`` comes
@@ -414,7 +414,7 @@ def false_departures(beats: Iterable[Beat], start: float, end: float, timeout: f
     departures: list[float] = []
     last = start
     for t in [b.t for b in beats if b.delivered] + [math.inf]:
-        sweep = schedule.sweep_at_or_after(last + timeout)
+        sweep = schedule.popped_at(last)  # the server's own rule, not a restatement
         before_beat = sweep <= t if ties == "sweep_first" else sweep < t
         if before_beat and sweep <= end:
             departures.append(sweep)

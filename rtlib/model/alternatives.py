@@ -13,8 +13,8 @@ executors then run the server's unchanged rules on them (the equivalence test co
   out + ``handler_delay``; :mod:`rtlib.model.network` adds the trip back. The client model only says whether
   the viewer answers: not after it departed, not while its page is suspended (``ios``, ``sleep``: the beats'
   ``away_since`` windows), and a ``lossy`` model loses that share of the answers (as ``rtlib.lab.sim`` does).
-  :func:`probe_sends` is the Prober's schedule in bulk; ``tests/model/test_alternatives.py`` drives the real
-  :class:`Prober` tick by tick and checks they agree ("one set of rules, two drivers").
+  :func:`probe_sends` calls the Prober's own schedule functions on arrays; ``tests/model/test_alternatives.py``
+  drives a real :class:`~rtlib.protocol.presence_machine.PresenceMachine` and checks they agree.
 * **visibility beat** (``visibility_beat=True``): a ``chrome:`` model becomes its ``chromevis:`` twin
   (:func:`rtlib.client.chromium.visibility_beats`, the rule calibrated on recorded Chromium traces): a beat at
   every hide and show, and the ``setInterval`` restarted from the handler (a new timer chain, which Chromium
@@ -43,7 +43,7 @@ from rtlib.client.heartbeat import (
 )
 from rtlib.model.beats import Timelines, beats_end, draw_beats
 from rtlib.model.scenario import ModelScenario, PresenceConfig
-from rtlib.protocol.probes import TICK_PHASE, TICKS_PER_INTERVAL
+from rtlib.protocol.probes import TICKS_PER_INTERVAL, probe_due, send_tick
 
 __all__ = ["ALTERNATIVES", "client_loss", "generate_alternative", "probe_sends",
            "probe_timelines", "with_visibility"]
@@ -75,24 +75,17 @@ def client_loss(model: HeartbeatModel) -> float:
 
 def probe_sends(join_clock: np.ndarray, stop_clock: np.ndarray, interval: float
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """:class:`~rtlib.protocol.probes.Prober`'s schedule in bulk: per viewer (joined at ``join_clock`` on its
-    instance's clock), probe ``k`` is due at ``join + interval + interval + ...`` (added up the way the Prober
-    reschedules) and sent at the first tick (``(m + 1/2) * interval / 30``) at or after it, while ``<=
-    stop_clock``. Returns (viewer, instance-clock send time), grouped by viewer in time order."""
-    tick = interval / TICKS_PER_INTERVAL
+    """Every probe a :class:`~rtlib.protocol.probes.Prober` sends, in bulk, by its own rule
+    (:func:`~rtlib.protocol.probes.probe_due`, :func:`~rtlib.protocol.probes.send_tick`, called on arrays): per
+    viewer watched at ``join_clock`` on its instance's clock, probe ``n`` is due ``n`` intervals later and sent
+    at the first tick at or after, while ``<= stop_clock``. Returns (viewer, instance-clock send time), grouped
+    by viewer in time order."""
     counts = np.floor(np.maximum(stop_clock - join_clock, 0.0) / interval).astype(np.int64) + 1
     viewer = np.repeat(np.arange(len(counts)), counts)
-    due = np.full(len(viewer), float(interval))
     first = np.zeros(len(counts), dtype=np.int64)
     np.cumsum(counts[:-1], out=first[1:])
-    due[first[counts > 0]] = join_clock[counts > 0] + interval
-    for lo, n in zip(first.tolist(), counts.tolist(), strict=True):  # sequential float sums, per viewer
-        if n > 1:
-            np.cumsum(due[lo:lo + n], out=due[lo:lo + n])
-    off = TICK_PHASE * tick
-    m = np.ceil((due - off) / tick)  # probes.tick_index, elementwise
-    m = np.where((m - 1) * tick + off >= due, m - 1, np.where(m * tick + off >= due, m, m + 1))
-    send = m * tick + off
+    n = np.arange(len(viewer)) - first[viewer] + 1  # 1, 2, ... per viewer
+    send = send_tick(probe_due(join_clock[viewer], n, interval), interval / TICKS_PER_INTERVAL)
     keep = send <= stop_clock[viewer]
     return viewer[keep], send[keep]
 

@@ -21,10 +21,10 @@ from rtlib.client.chromium import (
     Throttling,
     interval_fires,
     probe_beats,
-    probe_times,
     server_view,
     visibility_beats,
 )
+from rtlib.protocol.probes import probe_schedule
 
 __all__ = ["POLL", "TRACE_DIR", "as_polled", "hidden_periods", "load_trace", "recorded_flaps", "replay",
            "timer_origin", "traces"]
@@ -83,7 +83,7 @@ def replay(trace: Trace, throttling: Throttling = CHROMIUM) -> tuple[list[float]
     hidden, offset = hidden_periods(trace), trace["clock"]["offset"]
     if alt == "probe":
         # The recorder stores the Prober's tick phase from commit 428f548 on; earlier ticks were on the grid.
-        attempts = probe_beats(probe_times(trace["beats"][0], end, interval, trace.get("probe_tick_phase", 0.0)))
+        attempts = probe_beats(probe_schedule(trace["beats"][0], end, interval, trace.get("probe_tick_phase", 0.0)))
     elif alt == "visibility":
         attempts = visibility_beats(origin, end, interval, hidden, mono_offset=offset, throttling=throttling)
     else:  # "timer" and "grace": the page's own interval

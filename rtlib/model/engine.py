@@ -16,10 +16,10 @@ import json
 
 import numpy as np
 
+from rtlib.model.beats import Timelines, run_end
 from rtlib.model.network import frames
 from rtlib.model.outcome import Outcome, sweep_lags
 from rtlib.model.scenario import ModelScenario, PresenceConfig
-from rtlib.model.beats import Timelines, run_end
 from rtlib.protocol.config import ServerConfig
 from rtlib.protocol.presence_machine import PresenceMachine
 from rtlib.protocol.presence_protocol import BookStore, Expire

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from rtlib.model.beats import Timelines, run_end
 from rtlib.model.network import frames
 from rtlib.model.outcome import Outcome, sweep_lags
 from rtlib.model.scenario import ModelScenario, PresenceConfig
-from rtlib.model.beats import Timelines, run_end
 from rtlib.protocol.presence_machine import sweep_instants
 
 __all__ = ["run_fast"]
@@ -54,9 +54,9 @@ def run_fast(tl: Timelines, config: PresenceConfig, sc: ModelScenario) -> Outcom
             sweeps += len(now) * same_clock
             if not len(now):
                 continue
-            cutoff = np.append(config.cutoff(now), np.inf)  # PresenceConfig.cutoff, on the array
+            sweep_now = np.append(now, np.inf)
             sweep_apply = np.append((now - c) + half_rtt, np.inf)
-            k = _first_at_least(cutoff, score, float(now[0]) - config.expiry, config.sweep_interval)
+            k = _first_popping(config, sweep_now, score)
             late = sweep_apply[k] <= apply  # the sweep whose cutoff fits ran before the write reached Redis
             if late.any():
                 k[late] = np.maximum(k[late], np.searchsorted(sweep_apply, apply[late], side="right"))
@@ -72,18 +72,20 @@ def run_fast(tl: Timelines, config: PresenceConfig, sc: ModelScenario) -> Outcom
                    sweeps, fr.attempted_beats, fr.lost_beats, end)
 
 
-def _first_at_least(sorted_ext: np.ndarray, x: np.ndarray, origin: float, step: float) -> np.ndarray:
-    """``np.searchsorted(sorted_ext, x)`` for a nearly evenly spaced ``sorted_ext`` (``origin + i * step``, last
-    element ``inf``): an arithmetic guess, then corrected against the array itself, so the result is exact."""
-    last = len(sorted_ext) - 1
-    k = np.clip(np.ceil((x - origin) / step), 0, last).astype(np.int64)
+def _first_popping(config: PresenceConfig, sweep_now: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Per score, the index of the first sweep (``sweep_now``: the times the sweeps read, sorted, last ``inf``)
+    that pops it, by the server's own predicate :meth:`PresenceConfig.is_expired`: an arithmetic guess on the
+    nearly even grid, then corrected against the predicate itself, so the result is exact."""
+    last = len(sweep_now) - 1
+    step = config.sweep_interval
+    k = np.clip(np.ceil((score + config.expiry - sweep_now[0]) / step), 0, last).astype(np.int64)
     while True:
-        down = (k > 0) & (sorted_ext[k - 1] >= x)
+        down = (k > 0) & config.is_expired(score, sweep_now[np.maximum(k - 1, 0)])
         if not down.any():
             break
         k[down] -= 1
     while True:
-        up = sorted_ext[k] < x
+        up = ~config.is_expired(score, sweep_now[k])
         if not up.any():
             return k
         k[up] += 1

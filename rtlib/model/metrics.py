@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from rtlib.model.beats import Timelines
 from rtlib.model.outcome import Outcome
 from rtlib.model.scenario import ModelScenario
-from rtlib.model.beats import Timelines
 from rtlib.protocol import events
 
 __all__ = ["EVENT_BYTES", "HEARTBEAT_FRAME_BYTES", "PONG_FRAME_BYTES", "PROBE_FRAME_BYTES", "metrics",

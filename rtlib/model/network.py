@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rtlib.model.scenario import ModelScenario
 from rtlib.model.beats import Timelines
+from rtlib.model.scenario import ModelScenario
 
 __all__ = ["Frames", "frames"]
 

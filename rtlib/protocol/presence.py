@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from rtlib.protocol.presence_table import Announcement, Change, LeftReason, announcement
 
@@ -65,12 +65,26 @@ class PresenceConfig:
         here, once, and every sweep (live, model, analytic) inherits it."""
         return self.timeout + self.leave_grace
 
-    def cutoff(self, now: float) -> float:
+    # The predicates below are the rules themselves, written once. They use only arithmetic and comparisons,
+    # so they work on floats (the server, the plain executor) and elementwise on numpy arrays (the fast
+    # executor, the analytic functions) alike: protocol/ imports no numpy, and no caller keeps a copy.
+    def cutoff(self, now: Any) -> Any:
         """Entries whose last heartbeat is at or before this time have expired at ``now``."""
         return now - self.expiry
 
-    def is_expired(self, last_heartbeat: float, now: float) -> bool:
+    def is_expired(self, last_heartbeat: Any, now: Any) -> Any:
+        """Expired? Inclusive: an entry exactly ``expiry`` old is popped (what the Lua ``EXPIRE`` script does)."""
         return last_heartbeat <= self.cutoff(now)
+
+    def popped_at(self, last_heartbeat: Any) -> Any:
+        """The sweep of the aligned schedule that pops an entry whose last beat was ``last_heartbeat`` if no beat
+        comes first: the first multiple ``s`` of the sweep interval with :meth:`is_expired` at ``s``. (Not simply
+        the multiple at or after ``last + expiry``: in floats that one can miss the inclusive rule by a rounding
+        error.)"""
+        step = self.sweep_interval
+        k = _multiple_index(last_heartbeat + self.expiry, step)
+        k = k - self.is_expired(last_heartbeat, (k - 1) * step)
+        return (k + (1 - self.is_expired(last_heartbeat, k * step))) * step
 
     # The one sweep schedule. Aligned: every instance sweeps at the absolute multiples of sweep_interval
     # (Unix time), so all instances share one phase and a model, the analytic functions and the live server
@@ -92,10 +106,17 @@ class PresenceConfig:
         return self.expiry + self.sweep_interval
 
 
-def next_multiple(t: float, step: float) -> float:
-    """The smallest multiple of ``step`` that is ``>= t`` (robust to ``t / step`` rounding up)."""
-    k = math.ceil(t / step)
-    return (k - 1) * step if (k - 1) * step >= t else k * step
+def _multiple_index(t: Any, step: float) -> Any:
+    """The smallest ``k`` with ``k * step >= t``, for a float or elementwise on an array (a float ``k``)."""
+    k = -((-t) // step)  # ceil(t / step), then one step of correction each way for the division's rounding
+    k = k - ((k - 1) * step >= t)
+    return k + (k * step < t)
+
+
+def next_multiple(t: Any, step: float) -> Any:
+    """The smallest multiple of ``step`` that is ``>= t`` (robust to ``t / step`` rounding either way); works on
+    floats and elementwise on numpy arrays."""
+    return _multiple_index(t, step) * step
 
 
 def member(conn_id: str, user_id: str) -> str:

@@ -18,38 +18,40 @@ from rtlib.model.scenario import ModelScenario, PresenceConfig
 from rtlib.model.timelines import generate
 from rtlib.model.tune import grid, simulate, sweep
 from rtlib.protocol.config import ServerConfig
-from rtlib.protocol.presence_protocol import PresenceProtocol
-from rtlib.protocol.probes import TICK_PHASE, Prober
+from rtlib.protocol.presence_machine import PresenceMachine, Send
+from rtlib.protocol.probes import TICK_PHASE
 from rtlib.protocol.session import Session
 
 
 @pytest.mark.parametrize("interval", [30.0, 1.2, 7.0])
-def test_probe_sends_are_the_probers_schedule_driven_tick_by_tick(interval: float) -> None:
-    """One set of rules, two drivers: the real Prober, woken at its own next_tick chain like the live driver,
-    sends exactly the probes probe_sends computes in bulk."""
+def test_probe_sends_are_what_the_presence_machine_sends(interval: float) -> None:
+    """One set of rules, two drivers: a real PresenceMachine in probe mode, woken at its own next_deadline like
+    the live timer task, sends exactly the probes probe_sends computes in bulk with the Prober's functions,
+    float for float."""
     rng = np.random.default_rng(1)
     joins = np.sort(rng.uniform(1000.0, 1000.0 + 3 * interval, 12))
     stops = joins + rng.uniform(0.0, 12 * interval, 12)
     viewer, send = probe_sends(joins, stops, interval)
     cfg = ServerConfig(heartbeat_interval=interval, presence_timeout=2 * interval, presence_mode="probe")
-    prober, protocol = Prober(interval), PresenceProtocol(cfg.presence)
+    machine = PresenceMachine(cfg.presence, probe_interval=interval)
+    machine.start(900.0)
     sessions = {f"c{i}": Session(f"c{i}", f"u{i}", "w1", cfg) for i in range(12)}
     got: list[tuple[int, float]] = []
     pending = sorted((float(j), i) for i, j in enumerate(joins))
-    now = prober.next_tick(900.0)
-    while now <= float(stops.max()) + interval:
-        while pending and pending[0][0] <= now:  # joins between two ticks, handled in time order
-            at, i = pending.pop(0)
-            protocol.request(sessions[f"c{i}"], "presence.join", "t1", at)
-            prober.watch(sessions[f"c{i}"], at)
-        for s, _ in prober.due(now, sessions):
-            i = int(s.conn_id[1:])
-            if now <= stops[i]:
-                got.append((i, now))
-        now = prober.next_tick(now)
+    while (now := min(machine.next_deadline(), pending[0][0] if pending else math.inf)) <= stops.max() + interval:
+        if pending and pending[0][0] == now:  # a join arrives: an input, handled at its own time
+            _, i = pending.pop(0)
+            machine.open(sessions[f"c{i}"])
+            machine.receive(sessions[f"c{i}"], "presence.join", "t1", now)
+            continue
+        for effect in machine.on_timer(now):
+            if isinstance(effect, Send):
+                i = int(effect.conn_id[1:])
+                if now <= stops[i]:
+                    got.append((i, now))
     want = sorted(zip(viewer.tolist(), send.tolist(), strict=True))
     assert len(want) == len(got) > 12
-    assert all(a == c and math.isclose(b, d, abs_tol=1e-9) for (a, b), (c, d) in zip(want, sorted(got), strict=True))
+    assert want == sorted(got)
 
 
 def test_probe_answers_do_not_depend_on_the_clients_timer() -> None:

@@ -19,11 +19,11 @@ from rtlib.client.chromium import (
     Throttling,
     interval_fires,
     probe_beats,
-    probe_times,
     server_view,
     visibility_beats,
 )
 from rtlib.model.chromium_traces import as_polled, load_trace, recorded_flaps, replay, traces
+from rtlib.protocol.probes import probe_schedule
 
 TRACES = traces()
 #: Seconds: each model beat against the server's receive time of the matching recorded beat (so each gap is
@@ -95,8 +95,8 @@ def test_visibility_beats_at_each_change_and_probes_ignore_throttling() -> None:
     beats = visibility_beats(0.5, 420, 30, [(100.0, 400.0)], mono_offset=7.0)
     # The 7th run after the hide's restart is throttled to a whole minute; the show replaces the overdue run.
     assert beats == [30.5, 60.5, 90.5, 100.0, 130.0, 160.0, 190.0, 220.0, 250.0, 280.0, 353.0, 400.0]
-    assert probe_beats(probe_times(10.2, 100, 30, 0.0), delay=0.002) == [41.002, 71.002]
-    assert probe_times(10.2, 100, 30) == [40.5, 70.5]  # ticks half a tick (0.5 s) off the sweep grid
+    assert probe_beats(probe_schedule(10.2, 100, 30, 0.0), delay=0.002) == [41.002, 71.002]
+    assert probe_schedule(10.2, 100, 30) == [40.5, 70.5]  # ticks half a tick (0.5 s) off the sweep grid
 
 
 def test_server_view_flaps_and_rejoins() -> None:

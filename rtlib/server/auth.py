@@ -42,8 +42,8 @@ def check_secret(secret: str | None) -> str:
         raise ValueError("a signing secret is required (--secret or the RTLIB_SECRET environment variable)")
     size = len(secret.encode())
     if size < MIN_SECRET_BYTES:
-        raise ValueError(f"the signing secret is {size} bytes; HS256 needs at least {MIN_SECRET_BYTES}: "
-                         "use a random one, e.g. export RTLIB_SECRET=$(openssl rand -hex 32)")
+        raise ValueError(f"the signing secret is {size} byte{'' if size == 1 else 's'}; HS256 needs at least "
+                         f"{MIN_SECRET_BYTES}: use a random one, e.g. export RTLIB_SECRET=$(openssl rand -hex 32)")
     return secret
 
 

@@ -47,6 +47,7 @@ async def test_a_refused_handshake_is_logged_with_its_reason(cluster: Instances,
     with caplog.at_level(logging.INFO, logger="rtlib.server.handshake"):
         with pytest.raises(InvalidStatus):
             await connect(f"{cluster.servers[0].url}?{query}")
-    lines = [r.getMessage() for r in caplog.records if r.name == "rtlib.server.handshake" and "refused" in r.getMessage()]
+    lines = [r.getMessage() for r in caplog.records
+             if r.name == "rtlib.server.handshake" and "refused" in r.getMessage()]
     assert len(lines) == 1 and said in lines[0], lines
     assert "token=" not in lines[0] and "garbage" not in lines[0]

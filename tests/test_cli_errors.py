@@ -4,6 +4,7 @@ and exit status 2 (argparse's own status for usage errors). No traceback, no lib
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -102,6 +103,8 @@ def test_a_lab_instance_that_does_not_start_says_why() -> None:
             cluster.start()
     finally:
         cluster.close()
+    assert (cluster.logdir / "instance-0.log").exists(), "the log the message names is kept"
+    shutil.rmtree(cluster.logdir)
 
 
 @pytest.mark.parametrize("command", [["token", "--user", "u", "--workspace", "w"], ["serve", "--port", "0"]])

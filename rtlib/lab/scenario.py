@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from rtlib.client.ordering import STRATEGIES
+from rtlib.protocol.presence import PresenceConfig, PresenceMode
+
+_P = PresenceConfig  # presence settings and their defaults are declared once, there
 
 __all__ = ["Impairment", "Scenario"]
 
@@ -56,15 +59,15 @@ class Scenario:
     crash: float = 0.0  # share of viewers whose socket is dropped mid-run with no leave
     churn: float = 0.0  # share of clients that disconnect and reconnect mid-run
     heartbeat: str = "interval:30"  # a rtlib.client.heartbeat model spec, in design seconds
-    heartbeat_interval: float = 30.0  # server settings, design seconds
-    presence_timeout: float = 60.0
-    sweep_interval: float = 5.0
+    heartbeat_interval: float = _P.heartbeat_interval  # server settings, design seconds (defaults: PresenceConfig)
+    presence_timeout: float = _P.timeout
+    sweep_interval: float = _P.sweep_interval
     # Presence alternatives (docs/protocol.md §9): "probe" = the server probes, the clients' answers are the
     # beats (their heartbeat model then only says when they stop answering); visibility_beat is announced to
     # clients; leave_grace holds a timeout's presence.left back (design seconds).
-    presence_mode: Literal["timer", "probe"] = "timer"
-    visibility_beat: bool = False
-    leave_grace: float = 0.0
+    presence_mode: PresenceMode = _P.mode
+    visibility_beat: bool = _P.visibility_beat
+    leave_grace: float = _P.leave_grace
     publish_mode: Literal["atomic", "split"] = "atomic"
     ordering: str = "gap_resync"
     impairment: Impairment = field(default_factory=Impairment)
@@ -89,16 +92,19 @@ class Scenario:
             raise ValueError(f"ordering must be one of {STRATEGIES}")
         if self.publish_mode not in ("atomic", "split"):
             raise ValueError("publish_mode must be 'atomic' or 'split'")
-        if self.presence_mode not in ("timer", "probe"):
-            raise ValueError("presence_mode must be 'timer' or 'probe'")
-        if not (math.isfinite(self.leave_grace) and self.leave_grace >= 0):
-            raise ValueError("leave_grace must be a non-negative number of seconds")
+        self.presence  # noqa: B018 - validates the presence settings (mode, grace) in their one place
         if self.hot_tasks > self.tasks:
             raise ValueError("hot_tasks cannot exceed tasks")
 
     def wall(self, design_seconds: float) -> float:
         """Design seconds -> wall seconds of a live run."""
         return design_seconds * self.time_scale
+
+    @property
+    def presence(self) -> PresenceConfig:
+        """The presence settings, in design seconds (validated by :class:`PresenceConfig` itself)."""
+        return PresenceConfig(self.heartbeat_interval, self.presence_timeout, self.sweep_interval, self.leave_grace,
+                              self.presence_mode, self.visibility_beat)
 
     def server_options(self) -> dict[str, object]:
         """The server settings this scenario needs, in wall seconds."""

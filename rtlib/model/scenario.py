@@ -12,7 +12,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from rtlib.protocol.presence import PresenceConfig
+from rtlib.protocol.presence import PresenceConfig, check_presence_mode
 
 __all__ = ["ModelScenario", "PresenceConfig"]
 
@@ -51,8 +51,7 @@ class ModelScenario:
     def __post_init__(self) -> None:
         if self.viewers < 1 or self.instances < 1:
             raise ValueError("need at least one viewer and one instance")
-        if self.presence_mode not in ("timer", "probe"):
-            raise ValueError("presence_mode must be 'timer' or 'probe'")
+        check_presence_mode(self.presence_mode)
         if self.tasks_per_viewer < 1:
             raise ValueError("tasks_per_viewer must be at least 1")
         for name in ("hours", "join_spread", "skew", "delay", "jitter", "redis_rtt", "sweep_phase",

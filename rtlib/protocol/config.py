@@ -5,14 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from rtlib.protocol.presence import PresenceConfig
+from rtlib.protocol.presence import PresenceConfig, PresenceMode
 
 __all__ = ["HistoryConfig", "PresenceMode", "PublishMode", "ServerConfig"]
 
 PublishMode = Literal["atomic", "split"]
-#: "timer": clients beat from their own timer (the design review's); "probe": the server sends each viewing
-#: connection a ``presence.probe`` every heartbeat interval and the client's answer is the heartbeat.
-PresenceMode = Literal["timer", "probe"]
+_P = PresenceConfig  # presence settings and their defaults are declared once, there
 
 
 @dataclass(frozen=True)
@@ -36,16 +34,13 @@ class HistoryConfig:
 class ServerConfig:
     """Everything a server instance needs besides its Redis connection and signing secret."""
 
-    heartbeat_interval: float = 30.0
-    presence_timeout: float = 60.0
-    sweep_interval: float = 5.0
-    # How presence is kept alive (docs/protocol.md §9): see PresenceMode. Browsers throttle a hidden tab's
-    # timers to once a minute, but still run its message handlers within milliseconds.
-    presence_mode: PresenceMode = "timer"
-    # Announced in session.welcome: clients also beat when their page becomes hidden or visible again.
-    visibility_beat: bool = False
-    # A timed-out viewer's presence.left is held back this long and dropped if it beats again (0: off).
-    leave_grace: float = 0.0
+    # Presence (docs/protocol.md §9), flat for the CLI and callers; validated as one PresenceConfig (.presence).
+    heartbeat_interval: float = _P.heartbeat_interval
+    presence_timeout: float = _P.timeout
+    sweep_interval: float = _P.sweep_interval
+    presence_mode: PresenceMode = _P.mode
+    visibility_beat: bool = _P.visibility_beat
+    leave_grace: float = _P.leave_grace
     max_frame_bytes: int = 64 * 1024
     rate_limit: float = 100.0  # frames per second, sustained
     rate_burst: int = 200
@@ -108,10 +103,8 @@ class ServerConfig:
     def __post_init__(self) -> None:
         object.__setattr__(
             self, "presence", PresenceConfig(self.heartbeat_interval, self.presence_timeout, self.sweep_interval,
-                                             self.leave_grace)
+                                             self.leave_grace, self.presence_mode, self.visibility_beat)
         )
-        if self.presence_mode not in ("timer", "probe"):
-            raise ValueError(f"presence_mode must be 'timer' or 'probe', got {self.presence_mode!r}")
         object.__setattr__(self, "history", HistoryConfig(self.history_length, self.history_age, self.max_replay))
         if self.idempotency_ttl < 0:
             raise ValueError("idempotency_ttl must not be negative")

@@ -21,10 +21,13 @@ from typing import Any, Literal
 from rtlib.protocol.presence_table import Announcement, Change, LeftReason, announcement
 
 __all__ = [
+    "PRESENCE_MODES",
     "EntryFact",
     "PresenceBook",
     "PresenceChange",
     "PresenceConfig",
+    "PresenceMode",
+    "check_presence_mode",
     "joined_change",
     "next_multiple",
     "left_change",
@@ -35,9 +38,17 @@ __all__ = [
 # LeftReason (leave / disconnect / timeout) is defined with the lifecycle table and imported above.
 
 
+#: "timer": clients beat from their own timer (the design review's); "probe": the server sends each viewing
+#: connection a ``presence.probe`` every heartbeat interval and the client's answer is the heartbeat.
+PresenceMode = Literal["timer", "probe"]
+PRESENCE_MODES: tuple[PresenceMode, ...] = ("timer", "probe")
+
+
 @dataclass(frozen=True)
 class PresenceConfig:
-    """Presence timing, in seconds (fractions allowed: simulations compress time)."""
+    """Presence settings, in seconds (fractions allowed: simulations compress time), declared and validated
+    here only: the server's :class:`~rtlib.protocol.config.ServerConfig`, the lab's ``Scenario`` and the model's
+    ``ModelScenario`` take their defaults from this class and build one of these to validate."""
 
     heartbeat_interval: float = 30.0
     timeout: float = 60.0
@@ -45,8 +56,13 @@ class PresenceConfig:
     #: Seconds a timed-out viewer's ``presence.left`` is held back; a beat within them drops it (no flap).
     #: 0 = off. A clean leave or disconnect is never delayed.
     leave_grace: float = 0.0
+    #: Who drives the heartbeat (docs/protocol.md §9): see :data:`PresenceMode`.
+    mode: PresenceMode = "timer"
+    #: Announced in ``session.welcome``: clients also beat when their page becomes hidden or visible again.
+    visibility_beat: bool = False
 
     def __post_init__(self) -> None:
+        check_presence_mode(self.mode)
         for name in ("heartbeat_interval", "timeout", "sweep_interval"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -104,6 +120,12 @@ class PresenceConfig:
     def worst_case_detection(self) -> float:
         """Longest delay from a client's last heartbeat to its ``presence.left`` (timeout + grace + one sweep)."""
         return self.expiry + self.sweep_interval
+
+
+def check_presence_mode(mode: str) -> None:
+    """The one check of a presence mode's name (a clear error for anything else)."""
+    if mode not in PRESENCE_MODES:
+        raise ValueError(f"presence_mode must be one of {', '.join(map(repr, PRESENCE_MODES))}, got {mode!r}")
 
 
 def _multiple_index(t: Any, step: float) -> Any:

@@ -54,10 +54,13 @@ class PresenceMachine:
     """Presence of one server instance: connections' views, probe and sweep schedules, as effects."""
 
     def __init__(self, config: PresenceConfig, probe_interval: float | None = None) -> None:
-        """``probe_interval``: presence mode ``probe`` (the server probes each viewing connection that often);
-        ``None`` is mode ``timer`` (clients beat on their own timers)."""
+        """In presence mode ``probe`` (``config.mode``) the server probes each viewing connection every heartbeat
+        interval (or ``probe_interval``, which also turns probing on); in mode ``timer`` clients beat on their
+        own timers."""
         self.config = config
         self.protocol = PresenceProtocol(config)
+        if probe_interval is None and config.mode == "probe":
+            probe_interval = config.heartbeat_interval
         self.prober = Prober(probe_interval) if probe_interval is not None else None
         self.sessions: dict[str, Session] = {}
         self._sweep_at = math.inf  # the next sweep; set by start()

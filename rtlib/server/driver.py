@@ -70,8 +70,7 @@ class RealtimeServer:
         self.handshakes = Handshakes(config, secret, self._user_conns, lambda: self.fanout.connected)
         # Presence: what each connection views, the sweep schedule and (mode "probe") the probe schedule, as
         # one sans-I/O machine; the timer task wakes it, the executor carries out its effects.
-        self.machine = PresenceMachine(
-            config.presence, config.heartbeat_interval if config.presence_mode == "probe" else None)
+        self.machine = PresenceMachine(config.presence)
         self.executor: Executor | None = None
         self.connections: Connections | None = None
         self._timer: PresenceTimer | None = None

@@ -166,7 +166,7 @@ async def _trace(connections: int, workspaces: int, frames: int, top: int) -> di
     from rtlib.protocol.config import ServerConfig
     from rtlib.server.driver import RealtimeServer
 
-    secret = "bench-secret-not-for-production"
+    secret = "bench-secret-not-for-production-0123456789"
     target = rtlib_target(secret)
     started = time.monotonic()
     with RedisProcess() as redis, ExitStack() as stack:

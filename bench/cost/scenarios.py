@@ -25,7 +25,6 @@ import math
 import signal
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -295,7 +294,6 @@ def parse_args(argv: list[str] | None) -> Suite:
 
 def main(argv: list[str] | None = None) -> int:
     suite = parse_args(argv)
-    warnings.filterwarnings("ignore", message="The HMAC key")  # the benchmark's own fixed secret
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # unwind: stop every child
     idle_memory.raise_fd_limit(max(20_000, suite.s4_connections * 2 + 1024))
     load = wait_for_quiet(suite.wait_quiet) if suite.wait_quiet else background_load()

@@ -78,7 +78,10 @@ def _token_issuer(secret: str) -> Callable[[str, str], str]:
     return lambda user, workspace: issue_token(secret, user, [workspace], ttl=3600.0)
 
 
-def rtlib_target(secret: str = "bench-secret-not-for-production", extra_args: tuple[str, ...] = ()) -> Target:
+BENCH_SECRET = "bench-secret-not-for-production-0123456789"  # >= 32 bytes: rtlib refuses shorter HS256 secrets
+
+
+def rtlib_target(secret: str = BENCH_SECRET, extra_args: tuple[str, ...] = ()) -> Target:
     """The rtlib server: deliveries are ``task.updated`` events (``session.welcome``, ``ack`` ... are not).
 
     ``extra_args`` go to ``rtlib serve`` as they are (e.g. ``("--rate-limit", "100000")``).

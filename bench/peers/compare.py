@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -164,7 +163,6 @@ def _s3_knee(name: str, plan: Plan, say: Callable[[str], None]) -> dict[str, Any
 
 def run(plan: Plan, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure every case of ``plan``; a JSON-able dict (see the module docstring)."""
-    warnings.filterwarnings("ignore", message="The HMAC key")  # the benchmark's own fixed secret
     raise_fd_limit()
     idle_memory.raise_fd_limit(plan.idle_connections * 2 + 1024)
     started = time.monotonic()

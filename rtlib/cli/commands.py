@@ -118,6 +118,7 @@ def _simulate(args: argparse.Namespace) -> None:
     s = results.summary()
     lat = s["latency_ms"]
     causes = s["departures_by_cause"]
+    rt = s["realtime"]
     rows = [("clients", s["clients"]), ("instances", s["instances"]), ("updates sent", s["updates_sent"]),
             ("deliveries", s["deliveries"]), ("expected", s["expected"]), ("lost", s["lost"]),
             ("out of order", s["out_of_order"]), ("converged", s["converged"]),
@@ -126,9 +127,15 @@ def _simulate(args: argparse.Namespace) -> None:
             ("departures seen", f"{s['departures']}: {causes['leave']} left (presence.leave, incl. the end of "
                                 f"the run), {causes['disconnect']} disconnected, {causes['crash']} crashed "
                                 "(by timeout)"),
-            ("false departures", s["false_departures"])]
+            ("false departures", s["false_departures"]),
+            ("clients' lateness s p99/max", f"{rt.get('late_p99_s', 0)} / {rt.get('late_max_s', 0)} over {rt['wakes']} "
+                                           f"wakes, {rt['overruns']} past {rt['overrun_limit_s']:g} s")]
     for name, value in rows:
         print(f"{name:>28}  {value}")
+    if not rt["kept_real_time"]:  # compressed time only holds while the clients keep up with it
+        print(f"rtlib simulate: warning: the simulated clients fell behind real time ({rt['overruns']} of "
+              f"{rt['wakes']} wakes later than {rt['overrun_limit_s']:g} design s): presence timings measure this "
+              "machine's load; raise --time-scale or lower --clients", file=sys.stderr)
     print(f"wrote {out}/deliveries.csv, presence.csv, applies.csv, connections.csv, summary.json")
     if args.keep_temp:
         print(f"instance logs kept in {cluster.logdir}")

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rtlib.lab.realtime import overrun_report
 from rtlib.lab.scenario import Scenario
 
 __all__ = ["DELIVERY_COLUMNS", "Results"]
@@ -22,7 +23,7 @@ __all__ = ["DELIVERY_COLUMNS", "Results"]
 DELIVERY_COLUMNS = ["task", "version", "sender", "origin", "ref", "receiver", "receiver_instance", "t_sent",
                     "t_server", "t_received", "latency_ms", "dropped"]
 APPLY_COLUMNS = ["client", "task", "version", "outcome", "out_of_order", "t"]
-PRESENCE_COLUMNS = ["observer", "subject", "task", "kind", "reason", "t_observed"]
+PRESENCE_COLUMNS = ["observer", "subject", "task", "kind", "reason", "t_observed", "t_server"]
 DEPARTURE_COLUMNS = ["user", "task", "how", "t_actual"]
 DEPARTURE_CAUSES = ("leave", "disconnect", "crash")  # the "how" of a departure (rtlib.lab.sim)
 CONNECTION_COLUMNS = ["user", "workspace", "instance", "event", "t", "detail"]
@@ -49,6 +50,8 @@ class Results:
     recoveries: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=RECOVERY_COLUMNS))
     cross: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CROSS_COLUMNS))
     caches: dict[str, dict[str, tuple[int, dict[str, Any]]]] = field(default_factory=dict)
+    #: How late each scheduled client wake ran, design seconds (rtlib.lab.realtime): did the run keep real time?
+    lateness: list[float] = field(default_factory=list)
 
     @classmethod
     def from_records(cls, scenario: Scenario, rec: Any, t0_wall: float, diverged: dict[str, list[str]],
@@ -61,6 +64,9 @@ class Results:
             (datetime.fromisoformat(ts).timestamp() - t0_wall) / scenario.time_scale if ts else np.nan
             for ts in deliveries["t_server"]]
         presence = pd.DataFrame(rec.presence, columns=PRESENCE_COLUMNS)
+        # The server's clock when it made the change (the event's timestamp): a sweep's or a request's own time.
+        presence["t_server"] = [(datetime.fromisoformat(ts).timestamp() - t0_wall) / scenario.time_scale
+                                if ts else np.nan for ts in presence["t_server"]]
         departures = pd.DataFrame(rec.departures, columns=DEPARTURE_COLUMNS)
         presence = _attach_departures(presence, departures)
         return cls(scenario, deliveries, pd.DataFrame(rec.applies, columns=APPLY_COLUMNS), presence,
@@ -69,7 +75,7 @@ class Results:
                    acks=pd.DataFrame(getattr(rec, "acks", []), columns=ACK_COLUMNS),
                    recoveries=_recoveries(getattr(rec, "recoveries", [])),
                    cross=pd.DataFrame(getattr(rec, "cross", []), columns=CROSS_COLUMNS),
-                   caches=dict(getattr(rec, "caches", {})))
+                   caches=dict(getattr(rec, "caches", {})), lateness=list(getattr(rec, "lateness", [])))
 
     # --- derived numbers ---------------------------------------------------------------------------------
     def expected_deliveries(self) -> int:
@@ -217,7 +223,13 @@ class Results:
             "detection_delay_s": {"p50": float(delays.median()) if len(delays) else float("nan"),
                                   "max": float(delays.max()) if len(delays) else float("nan")},
             "false_departures": len(self.false_departures()),
+            "realtime": self.realtime(),
         }
+
+    def realtime(self) -> dict[str, Any]:
+        """Whether the simulated clients kept real time (:func:`rtlib.lab.realtime.overrun_report`): a compressed
+        run whose clients woke late measured the machine, not the design."""
+        return overrun_report(self.lateness, self.scenario.sweep_interval, self.scenario.time_scale)
 
     def write(self, out: Path) -> Path:
         """Write deliveries/presence/applies/connections CSVs and summary.json into ``out``."""

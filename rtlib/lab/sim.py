@@ -28,6 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from rtlib.client.heartbeat import Lossy, parse_model
 from rtlib.client.ordering import make_cache
 from rtlib.lab.impair import Impairer
+from rtlib.lab.realtime import RealtimeClock
 from rtlib.lab.scenario import Scenario
 from rtlib.protocol.history import offset_key
 from rtlib.protocol.schema import SERVER_PAYLOADS, PresenceLeft, ServerEnvelope, TaskUpdated
@@ -86,12 +87,13 @@ class Recorder:
     sends: list[tuple[Any, ...]] = field(default_factory=list)
     acks: list[tuple[Any, ...]] = field(default_factory=list)
     recoveries: list[tuple[Any, ...]] = field(default_factory=list)  # reconnect -> caught up, per resume
+    lateness: list[float] = field(default_factory=list)  # per scheduled wake, design seconds late (realtime)
     cross: list[tuple[Any, ...]] = field(default_factory=list)  # deliveries of another workspace's canary
     caches: dict[str, dict[str, tuple[int, dict[str, Any]]]] = field(default_factory=dict)
 
     def merge(self, other: Recorder) -> None:
         for name in ("deliveries", "applies", "presence", "departures", "connections", "sends", "acks",
-                     "recoveries", "cross"):
+                     "recoveries", "cross", "lateness"):
             getattr(self, name).extend(getattr(other, name))
         self.caches.update(other.caches)
 
@@ -111,7 +113,7 @@ class SimClient:
     def __init__(self, plan: ClientPlan, scenario: Scenario, urls: list[str], token: str, rec: Recorder,
                  t0: float, tasks: list[str], editor_rate: float = 0.0) -> None:
         self.plan, self.sc, self.urls, self.token, self.rec = plan, scenario, urls, token, rec
-        self.t0 = t0  # monotonic time of design second 0
+        self.clock = RealtimeClock(t0, scenario.time_scale, rec.lateness)  # design time; records its overruns
         self.tasks = tasks  # every task id of the workspace (the app's task list, refetched on reconnect)
         self.editor_rate = editor_rate  # this client's task.update per design second
         self.rng = random.Random(f"{scenario.seed}:{plan.index}")
@@ -137,14 +139,21 @@ class SimClient:
         self.pong_rng = random.Random(f"{scenario.seed}:{plan.index}:pong")
 
     # --- clock -------------------------------------------------------------------------------------
+    @property
+    def t0(self) -> float:
+        """Monotonic time of design second 0 (the clock's origin)."""
+        return self.clock.t0
+
+    @t0.setter
+    def t0(self, value: float) -> None:
+        self.clock.t0 = value
+
     def now(self) -> float:
         """Design seconds since the run started."""
-        return (time.monotonic() - self.t0) / self.sc.time_scale
+        return self.clock.now()
 
     async def sleep_until(self, design_t: float) -> None:
-        delay = self.t0 + design_t * self.sc.time_scale - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        await self.clock.sleep_until(design_t)
 
     # --- connection ------------------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -363,7 +372,7 @@ class SimClient:
             ev = _payloads[kind].decode(frame.payload)
             reason = ev.reason if isinstance(ev, PresenceLeft) else None
             self.rec.presence.append((self.plan.user, ev.userId, ev.taskId, kind.split(".")[1], reason,
-                                      self.now()))
+                                      self.now(), frame.timestamp))
         elif kind == "presence.probe":
             if self.viewing and not self.stopping and self.pong_rng.random() >= self.pong_loss:
                 seq = _payloads[kind].decode(frame.payload).seq

@@ -67,8 +67,8 @@ class Handshakes:
         # session, so accepted ones are paced: a storm waits here instead of stalling the open connections.
         wait = self.pacer.reserve(time.monotonic())
         if wait is None:
-            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE,
-                                      "too many new connections on this instance; retry with backoff\n")
+            return self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE,
+                                "too many new connections on this instance; retry with backoff")
         if wait > 0:
             await asyncio.sleep(wait)
         return None

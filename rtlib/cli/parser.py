@@ -8,6 +8,7 @@ from typing import Any
 
 from rtlib import __version__
 from rtlib.protocol.config import ServerConfig
+from rtlib.protocol.presence import PRESENCE_MODES
 from rtlib.server.auth import DEFAULT_TTL
 
 __all__ = ["HelpFormatter", "build_parser"]
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a viewer without a beat for this long is gone (presence.left, reason timeout)")
     serve.add_argument("--sweep-interval", type=float, default=d.sweep_interval, metavar="S",
                        help="how often this instance expires timed-out viewers")
-    serve.add_argument("--presence-mode", choices=["timer", "probe"], default=d.presence_mode,
+    serve.add_argument("--presence-mode", choices=PRESENCE_MODES, default=d.presence_mode,
                        help="timer: clients beat from their own timer; probe: the server probes each viewing "
                             "connection every heartbeat interval and the answer is the heartbeat")
     serve.add_argument("--visibility-beat", action="store_true",
@@ -129,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--presence-timeout", type=float, default=60.0, metavar="S",
                      help="server setting, design seconds")
     sim.add_argument("--sweep-interval", type=float, default=5.0, metavar="S", help="server setting, design seconds")
-    sim.add_argument("--presence-mode", default="timer", choices=["timer", "probe"],
+    sim.add_argument("--presence-mode", default="timer", choices=PRESENCE_MODES,
                      help="timer: clients beat from their own timer; probe: the servers probe, clients answer")
     sim.add_argument("--visibility-beat", action="store_true", help="clients also beat on hide/show")
     sim.add_argument("--leave-grace", type=float, default=0.0, metavar="S",
@@ -176,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="presence timeouts to try")
     tune.add_argument("--sweeps", default="5", metavar="S,S,...", help="sweep intervals to try")
     tune.add_argument("--graces", default="0", metavar="S,S,...", help="leave graces to try (docs/protocol.md §9)")
-    tune.add_argument("--presence-mode", choices=["timer", "probe"], default="timer",
+    tune.add_argument("--presence-mode", choices=PRESENCE_MODES, default="timer",
                       help="probe: the server's probes drive the beats (the client model says who answers)")
     tune.add_argument("--visibility-beat", action="store_true", help="chrome: clients also beat on hide/show")
     tune.add_argument("--viewers", type=int, default=2000, help="simulated viewers per run")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -92,6 +93,14 @@ async def close_draining(client: WsClient) -> None:
         async for _ in client.ws:
             pass
     await closing
+
+
+def missing(reason: str) -> None:
+    """A test cannot run here (no Chromium, no Playwright...): skip it with the reason, except under CI=true,
+    where nothing the README promises may be skipped, so it fails instead (.ci/run installs what is needed)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
 
 
 def token(user: str, *workspaces: str, ttl: float = 600) -> str:

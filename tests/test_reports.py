@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import missing
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -66,8 +67,11 @@ def test_index_states_answers_and_verdicts(reports: Path) -> None:
 def test_pages_render_in_chromium_without_console_errors(reports: Path) -> None:
     check_reports = importlib.import_module("check_reports")
     if check_reports.find_chromium() is None:
-        pytest.skip("no chromium (Debian: apt-get install -y chromium)")
-    pytest.importorskip("playwright")
+        missing("no chromium (Debian: apt-get install -y chromium)")
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        missing("playwright is not installed (pip install -e '.[dev]')")
     pages = [reports / "index.html", *sorted(p for p in reports.glob("*.html") if p.name != "index.html")]
     problems = check_reports.check(pages, reports / "index.png", reports / "index.html")
     assert problems == {p.name: [] for p in pages}

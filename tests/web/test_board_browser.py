@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SECRET, token
+from conftest import SECRET, missing, token
 from websockets.asyncio.client import connect
 
 from rtlib.server.demo import SAMPLE_TASKS
@@ -37,10 +37,9 @@ CHROMIUM = os.environ.get("RTLIB_CHROMIUM") or shutil.which("chromium") or shuti
 try:
     from playwright.async_api import Browser, Page, async_playwright, expect
 except ImportError:  # pragma: no cover - the dev extra installs it
-    pytest.skip("playwright is not installed (pip install -e '.[dev]')", allow_module_level=True)
+    missing("playwright is not installed (pip install -e '.[dev]')")
 if CHROMIUM is None:  # pragma: no cover - .ci/run installs Debian's chromium
-    pytest.skip("no Chromium binary: apt-get install chromium (or set RTLIB_CHROMIUM); browser tests skipped",
-                allow_module_level=True)
+    missing("no Chromium binary: apt-get install chromium (or set RTLIB_CHROMIUM); browser tests skipped")
 
 WS = "w1"
 # Presence compressed so a killed instance's entries expire within the test, yet heartbeats are unhurried.

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import missing
 
 from rtlib.model.chromium_traces import as_polled, recorded_flaps, replay
 
@@ -24,8 +25,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # bench/ is a package of the repository, not installed
 CHROMIUM = os.environ.get("RTLIB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:  # pragma: no cover - .ci/run installs Debian's chromium
-    pytest.skip("no Chromium binary: apt-get install chromium (or set RTLIB_CHROMIUM)", allow_module_level=True)
-pytest.importorskip("playwright")
+    missing("no Chromium binary: apt-get install chromium (or set RTLIB_CHROMIUM)")
+try:
+    import playwright  # noqa: F401
+except ImportError:
+    missing("playwright is not installed (pip install -e '.[dev]')")
 
 from bench.presence.chromium_presence import record  # noqa: E402
 

@@ -40,12 +40,23 @@ test: $(STAMP)
 test-recording: $(STAMP)
 	$(PY) -m pytest -q -m recording tests/web/test_hidden_tab_browser.py
 
-## make jstest: node's built-in test runner over rtlib/web/rtlib-client.js (ordering, backoff, protocol).
-## Without node it is skipped with a message, except in CI (CI=true), where that is a failure.
+## make jstest: node's built-in test runner over rtlib/web: rtlib-client.js (ordering, backoff, protocol) and
+## rtlib-query.js against the real @tanstack/query-core (versions pinned in tests/web/package-lock.json, installed
+## into tests/web/node_modules by `npm ci` when the lock is newer than the last install; nothing else is fetched).
+## Without node (or npm, for the adapter) that part is skipped with a message, except in CI (CI=true): a failure.
 jstest:
-	@if command -v node >/dev/null 2>&1; then node --test tests/web/rtlib-client.test.mjs; \
-	elif [ -n "$$CI" ]; then echo "make jstest: node is missing (apt-get install nodejs)"; exit 1; \
-	else echo "make jstest: SKIPPED: node is not installed (apt-get install nodejs)"; fi
+	@if ! command -v node >/dev/null 2>&1; then \
+	  if [ -n "$$CI" ]; then echo "make jstest: node is missing (apt-get install nodejs)"; exit 1; fi; \
+	  echo "make jstest: SKIPPED: node is not installed (apt-get install nodejs)"; \
+	elif ! command -v npm >/dev/null 2>&1; then \
+	  if [ -n "$$CI" ]; then echo "make jstest: npm is missing (apt-get install npm)"; exit 1; fi; \
+	  echo "make jstest: rtlib-query tests SKIPPED: npm is not installed (apt-get install npm)"; \
+	  node --test tests/web/rtlib-client.test.mjs; \
+	else \
+	  if [ ! tests/web/node_modules/.npm-ci-stamp -nt tests/web/package-lock.json ]; then \
+	    (cd tests/web && npm ci --no-audit --no-fund --loglevel=error) || exit 1; \
+	    touch tests/web/node_modules/.npm-ci-stamp; fi; \
+	  node --test tests/web/rtlib-client.test.mjs tests/web/rtlib-query.test.mjs; fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rtlib tests bench

@@ -4,6 +4,7 @@
 // this tab views, and it reconnects by itself. Everything it learns comes out as EventTarget events:
 //   "status"   {status: "connecting" | "connected" | "reconnecting" | "offline", attempt}
 //   "task"     {taskId, version, fields, changes, userId, source: "update" | "snapshot"}
+//   "loading"  {}  every task is being (re)loaded with task.list: cached tasks may be stale until "synced"
 //   "synced"   {}  every task of the workspace is loaded (after each (re)connect that was not resumed)
 //   "resumed"  {recovered}  a reconnect resumed from the last offset: true = the missed events are replayed
 //   "presence" {taskId, viewers}  sorted user ids viewing a task this client views
@@ -202,6 +203,22 @@ export class RtlibClient extends EventTarget {
     });
   }
 
+  /** Fetch a task (task.get) through the cache: its snapshot replaces the cached state (updates arriving
+   *  meanwhile are buffered, then drained). Resolves with {taskId, version} once the snapshot is applied,
+   *  rejects like update(): not connected, an error event, or no reply (the connection lost or ackTimeout). */
+  refresh(taskId) {
+    const ref = this.#ref("g");
+    return new Promise((resolve, reject) => {
+      if (!this.#send("task.get", { taskId, ref })) {
+        reject(Object.assign(new Error("not connected: the task.get was not sent"), { sent: false }));
+        return;
+      }
+      this.cache.resync(taskId);
+      const timer = setTimeout(() => this.#settle(ref, new Error("no task.snapshot")), this.options.ackTimeout);
+      this.#acks.set(ref, { resolve, reject, timer });
+    });
+  }
+
   /** Start viewing a task: presence.join now, heartbeats on the server's schedule, re-join after reconnects. */
   view(taskId) {
     if (this.viewing.has(taskId)) return;
@@ -272,6 +289,7 @@ export class RtlibClient extends EventTarget {
       case "task.snapshot": {
         const applied = this.cache.onSnapshot(p.taskId, p.version, p.fields, now);
         if (applied) this.#emitSnapshot(p.taskId, applied);
+        if (p.ref) this.#settle(p.ref, null, { taskId: p.taskId, version: p.version }); // a refresh() answered
         return;
       }
       case "task.page":
@@ -308,12 +326,21 @@ export class RtlibClient extends EventTarget {
     if (frame.payload.recovered === true) {
       // Resumed: the server replays what was missed, in order, right after this welcome (protocol.md §11a).
       this.dispatchEvent(new CustomEvent("resumed", { detail: { recovered: true } }));
-      return;
+      // Nothing to reload, unless the drop cut a task.list short: its unlisted tasks were never loaded. A
+      // task.get the drop cut short is sent again (its task would buffer updates for ever).
+      if (!this.cache.listing) {
+        for (const [id, e] of this.cache.tasks) if (e.syncing) this.#resync(id);
+        return;
+      }
+    } else {
+      if (frame.payload.epoch) [this.offset, this.epoch] = [frame.payload.offset, frame.payload.epoch];
+      if (frame.payload.recovered === false) {
+        this.dispatchEvent(new CustomEvent("resumed", { detail: { recovered: false } }));
+      }
     }
-    if (frame.payload.epoch) [this.offset, this.epoch] = [frame.payload.offset, frame.payload.epoch];
-    if (frame.payload.recovered === false) this.dispatchEvent(new CustomEvent("resumed", { detail: { recovered: false } }));
     // Events were missed while disconnected and cannot be replayed: reload every task (protocol.md §10).
     this.cache.beginListing();
+    this.dispatchEvent(new CustomEvent("loading"));
     this.#send("task.list", { limit: this.options.pageLimit, ref: this.#ref("l") });
   }
 

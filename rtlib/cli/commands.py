@@ -44,6 +44,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         allowed_origins=tuple(args.allowed_origins) if args.allowed_origins else None,
         server_id=args.server_id, publish_mode=args.publish_mode, history_length=args.history_length,
         history_age=args.history_age, max_replay=args.max_replay, idempotency_ttl=args.idempotency_ttl,
+        broker_grace=args.broker_grace,
     )
 
 

@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-replay", type=int, default=d.max_replay, help="events replayed on resume at most")
     serve.add_argument("--idempotency-ttl", type=float, default=d.idempotency_ttl, metavar="S",
                        help="a task.update's (user, ref) is remembered this long (0: off)")
+    serve.add_argument("--broker-grace", type=float, default=d.broker_grace, metavar="S",
+                       help="while Redis is unreachable, connections stay open this long (then closed 1013)")
     serve.add_argument("--server-id", default="", help="instance name in session.welcome (default: random)")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
                        help="INFO logs start-up, shutdown and refused handshakes with their reason")

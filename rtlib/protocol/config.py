@@ -90,10 +90,19 @@ class ServerConfig:
     # first attempt's ack instead of bumping the version twice.
     idempotency_ttl: float = 300.0
     # The pub/sub subscriber is checked end to end every pubsub_check_interval: a probe published to the
-    # instance's own channel must come back within pubsub_check_timeout, else the subscriber is replaced and
-    # the clients reconnect and resume. A deaf subscriber is caught within interval + timeout (3 s).
+    # instance's own channel must come back within pubsub_check_timeout, else Redis counts as unreachable from
+    # this instance: the subscriber is replaced and every open connection is caught up from the history once it
+    # is back (docs/protocol.md §11b). A deaf subscriber is caught within interval + timeout (3 s).
     pubsub_check_interval: float = 1.0
     pubsub_check_timeout: float = 2.0
+    # Redis unreachable (paused, restarting, failing over): connections stay open this long, task requests are
+    # answered `unavailable` (retry after broker_retry_after seconds), presence beats are held; then they are
+    # closed 1013, spread uniformly over broker_close_spread seconds so their reconnects do not arrive at once.
+    # 30 s covers a Sentinel or Cluster failover (cluster-node-timeout 15 s + an election) and is the most a
+    # viewer beating every 30 s under a 60 s timeout can be unheard before another instance sweeps it.
+    broker_grace: float = 30.0
+    broker_retry_after: float = 1.0
+    broker_close_spread: float = 10.0
     # The fan-out budget charges an update by the workspace's connections on every instance; each instance
     # reads that count from Redis at most this often (in the background: an update never waits for it).
     member_count_refresh: float = 2.0
@@ -122,6 +131,8 @@ class ServerConfig:
                              "handshake's own 10 s timeout) are required")
         if self.receive_buffer < 0:
             raise ValueError("receive_buffer must not be negative (0: the OS default)")
+        if self.broker_grace < 0 or self.broker_retry_after <= 0 or self.broker_close_spread < 0:
+            raise ValueError("broker_grace >= 0, broker_retry_after > 0 and broker_close_spread >= 0 are required")
         if self.member_count_refresh <= 0:
             raise ValueError("member_count_refresh must be positive")
         if self.handshake_concurrency < 1:

@@ -5,8 +5,8 @@ A failure ends in exactly one of three ways, and this module is the only place t
 * an ``error`` event (the connection stays open): :class:`ErrorCode`;
 * a WebSocket close code: :class:`CloseCode`;
 * an HTTP status refusing the handshake: :class:`HandshakeError` (401 bad token, 403 not allowed,
-  404 wrong path, 429 too many connections for this user on this instance, 503 this instance has lost Redis and
-  is reconnecting).
+  404 wrong path, 429 too many connections for this user on this instance, 503 this instance cannot reach Redis
+  right now).
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ class ErrorCode(StrEnum):
     INVALID_PAYLOAD = "invalid_payload"
     FORBIDDEN_WORKSPACE = "forbidden_workspace"
     RATE_LIMITED = "rate_limited"
+    #: Not a client mistake: Redis cannot be reached (docs/protocol.md §11b). The only retryable code; the
+    #: error carries ``retryAfter`` (seconds).
+    UNAVAILABLE = "unavailable"
 
 
 ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
@@ -42,6 +45,9 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.INVALID_PAYLOAD: "the payload does not match the schema of its event type",
     ErrorCode.FORBIDDEN_WORKSPACE: "the envelope's workspaceId is not the connection's workspace",
     ErrorCode.RATE_LIMITED: "the connection sent frames or bytes faster than its budgets allow; frame dropped",
+    ErrorCode.UNAVAILABLE: "the server cannot reach Redis right now; the request was not carried out (a "
+                           "task.update in flight when Redis stopped answering: its outcome is unknown), retry "
+                           "after retryAfter seconds (a task.update with the same ref)",
 }
 
 
@@ -55,7 +61,9 @@ class CloseCode(IntEnum):
     POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009  # frame above --max-frame-bytes (websockets enforces it via max_size)
     INTERNAL_ERROR = 1011  # unexpected server fault; no internals are sent
-    TRY_AGAIN_LATER = 1013  # slow consumer: its unsent backlog passed the write-buffer limit
+    # "slow consumer": its unsent backlog passed the write-buffer limit; "redis unavailable": Redis was
+    # unreachable for longer than --broker-grace (reconnect with backoff, preferably to another instance)
+    TRY_AGAIN_LATER = 1013
 
 
 class ProtocolError(Exception):

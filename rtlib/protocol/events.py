@@ -22,6 +22,7 @@ __all__ = [
     "presence_change",
     "presence_probe",
     "presence_state",
+    "resync",
     "snapshot",
     "task_page",
     "task_updated_parts",
@@ -68,15 +69,30 @@ def task_page(ws: str, user: str, tasks: list[tuple[str, int, dict[str, msgspec.
     return encode_event("task.page", ws, payload, user, now)
 
 
-def error(ws: str, user: str, code: ErrorCode, message: str, ref: str | None, now: float) -> bytes:
+def error(ws: str, user: str, code: ErrorCode, message: str, ref: str | None, now: float,
+          retry_after: float | None = None) -> bytes:
+    """``error``; ``retry_after`` (code ``unavailable``): seconds to wait before sending the request again."""
     payload: dict[str, Any] = {"code": str(code), "message": message}
     if ref is not None:
         payload["ref"] = ref
+    if retry_after is not None:
+        payload["retryAfter"] = retry_after
     return encode_event("error", ws, payload, user, now)
 
 
 def error_from(ws: str, user: str, exc: ProtocolError, now: float) -> bytes:
     return error(ws, user, exc.code, exc.message, exc.ref, now)
+
+
+def resync(ws: str, user: str, epoch: str | None, offset: str | None, reason: str, now: float) -> bytes:
+    """``session.resync``: the connection stayed open through a Redis outage, but the events it missed cannot be
+    replayed (the history was lost or trimmed): reload every task and re-join presence, as after a welcome with
+    ``recovered: false``; ``epoch``/``offset`` are where it stands now (absent with history off)."""
+    payload: dict[str, Any] = {}
+    if epoch is not None:
+        payload["epoch"], payload["offset"] = epoch, offset
+    payload["reason"] = reason
+    return encode_event("session.resync", ws, payload, user, now)
 
 
 def presence_probe(ws: str, user: str, seq: int, now: float) -> bytes:

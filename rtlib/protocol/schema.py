@@ -215,10 +215,21 @@ class ErrorPayload(msgspec.Struct):
     code: ErrorCode
     message: str
     ref: Ref | None = None
+    retryAfter: float | None = None  # code "unavailable": seconds to wait before retrying (docs/protocol.md §11b)
+
+
+class SessionResync(msgspec.Struct):
+    """After a Redis outage the connection stayed open but its missed events cannot be replayed: reload every
+    task, re-join presence (docs/protocol.md §11b)."""
+
+    reason: str
+    epoch: str | None = None  # the history's epoch now (absent when history is off)
+    offset: str | None = None  # where this connection stands in it
 
 
 SERVER_PAYLOADS: dict[str, type[msgspec.Struct]] = {
     "session.welcome": SessionWelcome,
+    "session.resync": SessionResync,
     "task.updated": TaskUpdated,
     "ack": Ack,
     "task.snapshot": TaskSnapshot,

@@ -15,7 +15,6 @@ import logging
 import time
 from collections import Counter
 
-from redis.exceptions import ConnectionError as RedisConnectionError
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -25,6 +24,7 @@ from rtlib.protocol.history import decide_resume, offset_key, offset_of, with_of
 from rtlib.protocol.presence_machine import PresenceMachine
 from rtlib.protocol.requests import plan
 from rtlib.protocol.session import Session
+from rtlib.server.broker import is_outage
 from rtlib.server.effects import Executor, Requester
 from rtlib.server.fanout import Fanout, Peer, slow_consumer_closer
 from rtlib.server.flow import close_draining, pause_reading
@@ -70,13 +70,15 @@ class Connections:
             await self._serve(connection, session, peer)
         except ConnectionClosed:
             pass
-        except (ConnectionError, RedisConnectionError):
-            # Redis went away mid-request: the instance's lost-Redis handler closes the others the same way.
-            await close_draining(connection, CloseCode.INTERNAL_ERROR, "redis unavailable")
-        except Exception:
-            log.exception("%s: unexpected fault on %s", self.config.server_id, conn_id)
-            self.fanout.flush_peer(peer)
-            await close_draining(connection, CloseCode.INTERNAL_ERROR, "internal error")  # no internals sent
+        except Exception as exc:
+            if is_outage(exc):
+                # Only a welcome gets here (requests answer `unavailable` and go on): Redis went away before this
+                # connection could be subscribed and placed in the history. Nothing to keep: try again later.
+                await close_draining(connection, CloseCode.TRY_AGAIN_LATER, "redis unavailable")
+            else:
+                log.exception("%s: unexpected fault on %s", self.config.server_id, conn_id)
+                self.fanout.flush_peer(peer)
+                await close_draining(connection, CloseCode.INTERNAL_ERROR, "internal error")  # no internals sent
         finally:
             expiry.cancel()
             self.user_conns[user_id] -= 1
@@ -123,6 +125,7 @@ class Connections:
         if not history.length:
             await self.fanout.add(peer)
             self.fanout.send(peer, session.welcome(time.time()))
+            peer.since = peer.epoch = None
             return
         peer.held = []
         try:
@@ -134,6 +137,7 @@ class Connections:
             self.fanout.send(peer, session.welcome(time.time(), epoch, last or "0-0",
                                                    outcome.recovered if outcome else None))
             seen = offset_key(last or "0-0")
+            peer.since, peer.epoch = last or "0-0", epoch  # what it has been sent: a catch-up starts from here
             if outcome is not None and outcome.recovered:
                 for entry_id, event in entries:
                     self.fanout.send(peer, with_offset(event, entry_id, epoch))

@@ -1,13 +1,15 @@
 """The live server instance: a thin websockets + redis.asyncio driver of the sans-I/O rules.
 
-This module is the instance's lifecycle: its Redis clients, its listening socket, its background tasks, losing
-and regaining Redis, shutdown. The rest is in three parts it wires together:
+This module is the instance's lifecycle: its Redis clients, its listening socket, its background tasks,
+shutdown. The rest is in parts it wires together:
 
 * the handshake path (:mod:`rtlib.server.handshake`): admission, checks, pacing;
 * the per-connection path (:mod:`rtlib.server.connection`): frames in, one clock read per frame,
   :func:`rtlib.protocol.requests.plan` for the effects, :class:`rtlib.server.effects.Executor` to carry them out;
 * presence: one :class:`~rtlib.protocol.presence_machine.PresenceMachine` (what each connection views, the
-  sweep and probe schedules) woken by one timer task (:class:`~rtlib.server.loops.PresenceTimer`).
+  sweep and probe schedules) woken by one timer task (:class:`~rtlib.server.loops.PresenceTimer`);
+* losing and regaining Redis (:mod:`rtlib.server.outage`): connections stay open through an outage up to
+  ``--broker-grace`` and are caught up server-side once Redis answers (``docs/protocol.md`` §11b).
 
 Several instances sharing one Redis form one cluster.
 """
@@ -20,6 +22,7 @@ import logging
 import secrets
 import socket
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -28,10 +31,10 @@ from websockets.asyncio.server import Server as WsServer
 from websockets.asyncio.server import serve
 
 from rtlib.protocol.config import ServerConfig
-from rtlib.protocol.errors import CloseCode
 from rtlib.protocol.presence_machine import PresenceMachine
 from rtlib.protocol.session import Session
 from rtlib.server.admission import AdmissionGate, gated
+from rtlib.server.broker import Broker
 from rtlib.server.connection import Connections
 from rtlib.server.effects import Executor
 from rtlib.server.fanout import Fanout
@@ -39,10 +42,10 @@ from rtlib.server.handshake import WS_PATH, Handshakes
 from rtlib.server.keyspace import probe_channel
 from rtlib.server.loops import PresenceTimer, keep_counts, watch_pubsub
 from rtlib.server.members import ClusterCounts
-from rtlib.server.resp import RETRY, RespConnection, backoff
+from rtlib.server.outage import Outages
+from rtlib.server.resp import RETRY, RespConnection
 from rtlib.server.static import StaticFiles
 from rtlib.server.store import RedisStore
-from rtlib.server.tasks import spawn
 
 __all__ = ["WS_PATH", "RealtimeServer"]
 
@@ -67,17 +70,20 @@ class RealtimeServer:
         self.store: RedisStore | None = None
         self.fanout = Fanout(config.max_write_buffer)
         self._user_conns: Counter[str] = Counter()  # open connections per user on this instance
-        self.handshakes = Handshakes(config, secret, self._user_conns, lambda: self.fanout.connected)
-        # Presence: what each connection views, the sweep schedule and (mode "probe") the probe schedule, as
-        # one sans-I/O machine; the timer task wakes it, the executor carries out its effects.
-        self.machine = PresenceMachine(config.presence)
+        # Up, or down since when (docs/protocol.md §11b): new handshakes are refused (503) while Redis is down.
+        self.broker = Broker()
+        self.handshakes = Handshakes(config, secret, self._user_conns, lambda: self.broker.up)
+        # Presence: what each connection views, the sweep and (mode "probe") probe schedules, and blindness while
+        # Redis is unreachable, as one sans-I/O machine; the timer task wakes it, the executor carries out its
+        # effects. A timer wake more than a sweep interval late means this loop stalled: not held against viewers.
+        self.machine = PresenceMachine(config.presence, stall_after=config.sweep_interval)
+        self.outages: Outages | None = None
         self.executor: Executor | None = None
         self.connections: Connections | None = None
         self._timer: PresenceTimer | None = None
         self._ws: WsServer | None = None
         self._presence_task: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
-        self._reconnect: asyncio.Future[None] | None = None
         self._probe_redis: Redis | None = None
         self.members: ClusterCounts | None = None  # connection counts across the cluster (fan-out budget)
         self._beating: asyncio.Task[None] | None = None
@@ -104,11 +110,13 @@ class RealtimeServer:
         self.members = ClusterCounts(self.redis, self.server_id, refresh=self.config.member_count_refresh)
         await self.members.beat()
         self.fanout.on_room_size = self.members.changed
-        self.fanout.on_lost = self._on_redis_lost
         self.fanout.probe_channel = probe_channel(self.server_id).encode()
         await self.fanout.connect(self.redis_url)
-        self.executor = Executor(self.machine, self.store, self.fanout)
+        self.executor = Executor(self.machine, self.store, self.fanout, self.broker, self.config.broker_retry_after)
         self._timer = PresenceTimer(self.machine, self.executor.execute, self.server_id)
+        self.outages = Outages(self.config, self.redis_url, self.broker, self.machine, self.fanout, self.store,
+                               self._execute, self._timer.poke)
+        self.fanout.on_lost = self.outages.lost
         self.connections = Connections(self.config, self.machine, self.executor, self._timer, self.store,
                                        self.fanout, self.members, self._user_conns)
         self._ws = await serve(
@@ -124,16 +132,17 @@ class RealtimeServer:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.receive_buffer)
         self._presence_task = asyncio.create_task(self._timer.run(), name=f"{self.server_id}-presence")
         assert self._probe_redis is not None
-        self._watchdog = asyncio.create_task(watch_pubsub(self.fanout, self._probe_redis, self.config, self.server_id),
-                                             name=f"{self.server_id}-pubsub-check")
+        self._watchdog = asyncio.create_task(
+            watch_pubsub(self.fanout, self._probe_redis, self.config, self.server_id, self.broker.answered),
+            name=f"{self.server_id}-pubsub-check")
         self._beating = asyncio.create_task(keep_counts(self.members, self.server_id), name=f"{self.server_id}-counts")
         log.info("%s listening on %s", self.server_id, self.url)
         return self
 
     async def stop(self) -> None:
         """Close every connection with 1001 (their presence is removed, ``reason: disconnect``), then Redis."""
-        if self._reconnect is not None:
-            self._reconnect.cancel()
+        if self.outages is not None:
+            await self.outages.stop()
         if self._watchdog is not None:
             self._watchdog.cancel()
         if self._beating is not None:
@@ -199,24 +208,6 @@ class RealtimeServer:
     def url(self) -> str:
         return f"ws://{self.host}:{self.port}{WS_PATH}"
 
-    def _on_redis_lost(self, exc: Exception | None) -> None:
-        # Without pub/sub this instance would silently stop delivering: end every connection so clients
-        # reconnect (to another instance, or here once Redis is back) and resync; refuse new ones with 503
-        # until the pub/sub link is back.
-        for peer in [p for room in self.fanout.rooms.values() for p in room.values()]:
-            spawn(peer.connection.close(CloseCode.INTERNAL_ERROR, "redis unavailable"))
-        if self._ws is not None and (self._reconnect is None or self._reconnect.done()):
-            self._reconnect = asyncio.ensure_future(self._reconnect_pubsub())
-
-    async def _reconnect_pubsub(self) -> None:
-        failures = 0
-        while self._ws is not None:
-            try:
-                await self.fanout.reconnect(self.redis_url)
-                log.warning("%s: redis pub/sub reconnected", self.server_id)
-                return
-            except OSError as exc:  # the same backoff as every Redis retry (resp.backoff), for as long as it takes
-                failures += 1
-                delay = backoff(failures)
-                log.warning("%s: redis pub/sub reconnect failed (%s); retry in %.2fs", self.server_id, exc, delay)
-                await asyncio.sleep(delay)
+    async def _execute(self, effects: Sequence[object], now: float) -> int:
+        assert self.executor is not None
+        return await self.executor.execute(effects, now)  # type: ignore[arg-type]

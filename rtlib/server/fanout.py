@@ -43,7 +43,7 @@ def text_frame(payload: bytes) -> bytes:
 class Peer:
     """The outbound side of one local WebSocket connection: a queue of frames flushed in batches."""
 
-    __slots__ = ("conn_id", "connection", "held", "on_slow", "queue", "workspace_id")
+    __slots__ = ("conn_id", "connection", "epoch", "held", "on_slow", "queue", "since", "workspace_id")
 
     def __init__(self, conn_id: str, workspace_id: str, connection: Any,
                  on_slow: Callable[[Peer], None] | None = None) -> None:
@@ -55,6 +55,10 @@ class Peer:
         # While not None, room events are kept here (as event JSON) instead of being sent: a resuming
         # connection is subscribed first, caught up from history, then released (no gap, no duplicate).
         self.held: list[bytes] | None = None
+        # Where this connection started in the workspace history (its welcome's offset and epoch, or where a
+        # catch-up left it): with the room's last delivered event, what it has been sent (rtlib.server.catchup).
+        self.since: str | None = None
+        self.epoch: str | None = None
 
 
 class Fanout:
@@ -72,20 +76,27 @@ class Fanout:
         # Called with (workspace, local peers) whenever a room grows or shrinks (the cluster's connection counts).
         self.on_room_size: Callable[[str, int], None] | None = None
         self.events_in = 0  # pub/sub messages received (one per event per instance; the pub/sub check reads it)
+        # The last event delivered to each room (its offset is parsed only when needed: a catch-up after an
+        # outage reads the history from there, rtlib.server.catchup), and rooms whose live events are held
+        # while such a catch-up reads the history (released after it, newer ones only).
+        self.last_event: dict[str, bytes] = {}
+        self.holding: dict[str, list[bytes]] = {}
         # End-to-end check of the subscriber: the instance publishes probes to this channel of its own and
         # waits for them here (see rtlib.server.loops.watch_pubsub); a connection that is up but delivers
         # nothing (Redis paused, a proxy in between) is caught by the missing probe.
         self.probe_channel: bytes | None = None
         self.probes: dict[bytes, asyncio.Future[None]] = {}
 
-    async def connect(self, redis_url: str) -> None:
-        """Open the pub/sub connection (any URL :func:`~rtlib.server.resp.parse_redis_url` reads)."""
+    async def connect(self, redis_url: str, chans: list[bytes] | None = None) -> None:
+        """Open the pub/sub connection (any URL :func:`~rtlib.server.resp.parse_redis_url` reads) and subscribe
+        the probe channel and ``chans`` in one command."""
         protocol = await open_connection(parse_redis_url(redis_url), resp3=True)
         protocol.subscribe_mode(self._on_reply, self.flush_soon)
         protocol.on_lost = self._connection_lost
         self._protocol = protocol
-        if self.probe_channel is not None:
-            await self._command(b"SUBSCRIBE", self.probe_channel)
+        chans = ([self.probe_channel] if self.probe_channel is not None else []) + (chans or [])
+        if chans:
+            await self._subscribe(chans)
 
     @property
     def connected(self) -> bool:
@@ -102,11 +113,34 @@ class Fanout:
         if protocol is self._protocol:  # not a connection already replaced by a reconnect
             self._on_lost(exc)
 
-    async def reconnect(self, redis_url: str) -> None:
-        """Open a new pub/sub connection and re-subscribe every room that still has local peers."""
-        await self.connect(redis_url)
-        for workspace_id in list(self.rooms):
-            await self._command(b"SUBSCRIBE", channel(workspace_id).encode())
+    async def reconnect(self, redis_url: str) -> int:
+        """Open a new pub/sub connection and re-subscribe the probe channel and every room that still has local
+        peers, in one ``SUBSCRIBE`` command (returns the count: 1, whatever the number of rooms); from now on
+        each room's live events are held (:attr:`holding`) until a catch-up releases them. A failure closes the
+        new connection and raises."""
+        self.holding = {ws: [] for ws in self.rooms}
+        try:
+            await self.connect(redis_url, [channel(ws).encode() for ws in self.rooms])
+        except BaseException:
+            if self._protocol is not None:
+                self._protocol.close()
+            raise
+        return 1
+
+    async def _subscribe(self, chans: list[bytes]) -> None:
+        """One ``SUBSCRIBE`` of several channels; returns once Redis confirmed each."""
+        loop = asyncio.get_running_loop()
+        waiters = []
+        for chan in chans:
+            fut: asyncio.Future[None] = loop.create_future()
+            self._pending.setdefault(chan, []).append(fut)
+            waiters.append(fut)
+        self._write(pack_command(b"SUBSCRIBE", *chans))
+        await asyncio.gather(*waiters)
+
+    def release(self, workspace_id: str) -> list[bytes]:
+        """Stop holding a room's live events; the messages held (pub/sub framing), for the catch-up to filter."""
+        return self.holding.pop(workspace_id, [])
 
     def _write(self, data: bytes) -> None:
         if not self.connected:
@@ -149,6 +183,7 @@ class Fanout:
         self._sized(peer.workspace_id, len(room))
         if not room:
             del self.rooms[peer.workspace_id]
+            self.last_event.pop(peer.workspace_id, None)
             if not self._closing and self.connected:
                 self._write(pack_command(b"UNSUBSCRIBE", channel(peer.workspace_id)))
 
@@ -199,7 +234,11 @@ class Fanout:
         room = self.rooms.get(workspace_id)
         if not room:
             return
+        if self.holding and workspace_id in self.holding:  # a catch-up is reading this room's history
+            self.holding[workspace_id].append(message)
+            return
         skip, event = split_frame(message)
+        self.last_event[workspace_id] = event
         frame = text_frame(event)
         dirty = self._dirty
         for conn_id, peer in room.items():
@@ -219,6 +258,16 @@ class Fanout:
             self._dirty.append(peer)
             self.flush_soon()
         peer.queue.append(text_frame(event))
+
+    def send_framed(self, peer: Peer, frames: list[bytes]) -> None:
+        """Queue frames already framed (:func:`text_frame`: a catch-up frames each replayed event once for
+        every connection of its room) for one peer, in order with its other frames."""
+        if not frames:
+            return
+        if not peer.queue:
+            self._dirty.append(peer)
+            self.flush_soon()
+        peer.queue.extend(frames)
 
     def flush_soon(self) -> None:
         """Flush after the callbacks already scheduled: a read from Redis that resolves a ``task.update``'s

@@ -65,10 +65,13 @@ class PresenceTimer:
             _honour_cancel()
 
 
-async def watch_pubsub(fanout: Fanout, probe_redis: Redis, cfg: ServerConfig, name: str) -> None:
+async def watch_pubsub(fanout: Fanout, probe_redis: Redis, cfg: ServerConfig, name: str,
+                       answered: Callable[[float], None] | None = None) -> None:
     """Publish a probe to this instance's own channel and expect it back in time; a subscriber that is
-    connected but delivers nothing is dropped (:meth:`Fanout.abandon`), so the driver's lost-Redis handler
-    replaces it and the clients resume."""
+    connected but delivers nothing is dropped (:meth:`Fanout.abandon`): the driver then counts Redis as
+    unreachable (a paused Redis looks exactly like this) and rides it out (:mod:`rtlib.server.outage`): it
+    replaces the subscriber and catches every connection up, without closing any. ``answered(t)``: a probe
+    published at ``t`` came back (Redis answered then: blindness, if it comes, starts after it)."""
     n = 0
     while True:
         await asyncio.sleep(cfg.pubsub_check_interval)
@@ -78,12 +81,15 @@ async def watch_pubsub(fanout: Fanout, probe_redis: Redis, cfg: ServerConfig, na
         token = f"{n}".encode()
         back = fanout.probes[token] = asyncio.get_running_loop().create_future()
         events_before = fanout.events_in
+        sent_at = time.time()
         try:
             async with asyncio.timeout(cfg.pubsub_check_timeout):
                 # redis-py, not the lean connection: cancelling a publish stuck on a paused Redis is
                 # safe there (the connection is discarded), and the hot path's pipeline is untouched.
                 await probe_redis.publish(fanout.probe_channel, token)
                 await back
+            if answered is not None:
+                answered(sent_at)
         except TimeoutError:
             fanout.probes.pop(token, None)
             if fanout.events_in > events_before:
@@ -91,11 +97,11 @@ async def watch_pubsub(fanout: Fanout, probe_redis: Redis, cfg: ServerConfig, na
                 # read the probe yet. Dropping it now would close every client at the worst moment.
                 log.info("%s: pub/sub probe late, but events are arriving; subscriber kept", name)
                 continue
-            log.warning("%s: redis pub/sub delivered no probe within %.1fs; replacing the subscriber",
-                        name, cfg.pubsub_check_timeout)
+            log.warning("%s: redis pub/sub delivered no probe within %.1fs: Redis unreachable or the subscriber "
+                        "deaf; replacing it", name, cfg.pubsub_check_timeout)
             fanout.abandon()
         except (ConnectionError, RedisConnectionError, OSError):
-            fanout.probes.pop(token, None)  # Redis is down: the driver's lost-Redis handler is already at work
+            fanout.probes.pop(token, None)  # Redis is down: the driver's outage handling is already at work
 
 
 async def keep_counts(counts: ClusterCounts, name: str) -> None:

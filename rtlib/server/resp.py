@@ -202,6 +202,8 @@ async def _resp3_pushes(protocol: RespProtocol, timeout: float = 2.0) -> bool:
         await asyncio.wait_for(protocol.send(pack_command("HELLO", "3")), timeout)
     except RespError:  # Redis 5 has no HELLO
         return False
+    except TimeoutError:  # a paused Redis (the kernel accepted the connection): not reachable, not Redis 5
+        raise ConnectionError("redis did not answer HELLO") from None
     pushes: list[Any] = []
     protocol.resp3, protocol.on_message = True, pushes.append
     try:

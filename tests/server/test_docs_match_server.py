@@ -30,6 +30,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from rtlib.cli import build_parser
 from rtlib.protocol.config import ServerConfig
 from rtlib.protocol.schema import CLIENT_TYPES, SERVER_PAYLOADS
+from rtlib.server import keyspace
 from rtlib.server.driver import RealtimeServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -189,6 +190,12 @@ async def produce_every_event(servers: list[RealtimeServer]) -> list[dict[str, A
     last = [f for f in alice.seen if "offset" in f][-1]  # resume from the last event alice saw
     resumed = await Tab.open(a, "alice", query=f"&offset={last['offset']}&epoch={last['epoch']}")
     await resumed.take("session.welcome", recovered=True)
+    # session.resync: srv-a loses its subscriber while the workspace's history is lost (as when Redis restarts
+    # without persistence); its connections stay open and are told to resync (§11b).
+    assert a.redis is not None
+    await a.redis.delete(keyspace.epoch_key("acme"), keyspace.history_key("acme"))
+    a.fanout.abandon()
+    await resumed.take("session.resync")
     dave = await Tab.open(p, "dave")
     await dave.send(frame("presence.join", {"taskId": "T-42"}))
     await dave.take("presence.probe")

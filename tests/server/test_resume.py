@@ -151,8 +151,10 @@ class _Reader:
                                                         sweep_interval=0.05, pubsub_check_interval=0.2,
                                                         pubsub_check_timeout=0.5)])
 @pytest.mark.parametrize("fault", ["client kill", "output buffer limit", "redis paused"])
-async def test_a_dropped_or_deaf_subscriber_is_replaced_and_resuming_clients_lose_nothing(
+async def test_a_dropped_or_deaf_subscriber_is_replaced_and_clients_lose_nothing_without_reconnecting(
         cluster: Instances, redis_url: str, redis_process: RedisProcess, fault: str) -> None:
+    """Issue 20: the subscriber is replaced and every open connection caught up from the history, server-side:
+    the reader is never closed (it would resume if it were), and sees every version once, in order."""
     import redis as sync_redis
 
     writer = await cluster.client("writer", instance=1)
@@ -161,14 +163,21 @@ async def test_a_dropped_or_deaf_subscriber_is_replaced_and_resuming_clients_los
     admin = sync_redis.Redis.from_url(redis_url)
 
     async def write(n: int) -> None:
-        """Send update n until acked, reconnecting when the writer's own instance drops it. The ref makes a
-        retry of an update that did land a no-op (idempotent), so versions stay 1..30."""
+        """Send update n until acked, retrying after an `unavailable` error (Redis unreachable from the writer's
+        instance meanwhile) or reconnecting if it were closed. The ref makes a retry of an update that did land
+        a no-op (idempotent), so versions stay 1..30."""
         nonlocal writer
         for _ in range(100):
             try:
                 await writer.send("task.update", {"taskId": "t", "changes": {"n": n}, "ref": f"u{n}"})
-                await writer.expect("ack", timeout=3, ref=f"u{n}")
-                return
+                while True:
+                    reply = await writer.recv(timeout=3)
+                    if reply["type"] == "ack" and reply["payload"]["ref"] == f"u{n}":
+                        return
+                    if reply["type"] == "error" and reply["payload"].get("ref") == f"u{n}":
+                        assert reply["payload"]["code"] == "unavailable", reply
+                        await asyncio.sleep(reply["payload"]["retryAfter"])
+                        break
             except (ConnectionClosed, TimeoutError):
                 await asyncio.sleep(0.1)
                 with contextlib.suppress(InvalidStatus, OSError, ConnectionClosed, TimeoutError):
@@ -199,5 +208,6 @@ async def test_a_dropped_or_deaf_subscriber_is_replaced_and_resuming_clients_los
         follow.cancel()
         admin.config_set("client-output-buffer-limit", "pubsub 32mb 8mb 60")
         admin.close()
-    assert reader.resumes and all(reader.resumes), reader.resumes  # the subscriber really went, and came back
+    assert sum(s.outages.outages for s in cluster.servers if s.outages) >= 1  # the subscriber really went...
+    assert reader.resumes == []  # ...and came back without closing anyone
     assert reader.versions == list(range(1, 31))

@@ -7,6 +7,7 @@
 //   "loading"  {}  every task is being (re)loaded with task.list: cached tasks may be stale until "synced"
 //   "synced"   {}  every task of the workspace is loaded (after each (re)connect that was not resumed)
 //   "resumed"  {recovered}  a reconnect resumed from the last offset: true = the missed events are replayed
+//                           (also {recovered: false} on session.resync: the connection stayed open, reloading)
 //   "presence" {taskId, viewers}  sorted user ids viewing a task this client views
 //   "protocolerror" {code, message, ref}  an error event the server sent (the connection stays open)
 // The pure parts (TaskCache, backoffDelay) are exported for tests and for other front ends.
@@ -284,6 +285,8 @@ export class RtlibClient extends EventTarget {
     switch (frame.type) {
       case "session.welcome":
         return this.#welcomed(frame);
+      case "session.resync": // open through a Redis outage, but the missed events are gone (protocol.md §11b)
+        return this.#resynced(p);
       case "task.updated":
         return this.#emitApplied(p.taskId, this.cache.onUpdated(p.taskId, p.version, p.changes, frame.userId, now));
       case "task.snapshot": {
@@ -339,6 +342,17 @@ export class RtlibClient extends EventTarget {
       }
     }
     // Events were missed while disconnected and cannot be replayed: reload every task (protocol.md §10).
+    this.cache.beginListing();
+    this.dispatchEvent(new CustomEvent("loading"));
+    this.#send("task.list", { limit: this.options.pageLimit, ref: this.#ref("l") });
+  }
+
+  /** As after a welcome that did not recover, on the same connection: keep the new position, re-join what this
+   *  tab views, reload every task. */
+  #resynced(p) {
+    if (p.epoch) [this.offset, this.epoch] = [p.offset, p.epoch];
+    for (const taskId of this.viewing) this.#send("presence.join", { taskId });
+    this.dispatchEvent(new CustomEvent("resumed", { detail: { recovered: false } }));
     this.cache.beginListing();
     this.dispatchEvent(new CustomEvent("loading"));
     this.#send("task.list", { limit: this.options.pageLimit, ref: this.#ref("l") });

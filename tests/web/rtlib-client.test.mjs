@@ -197,6 +197,26 @@ test("a reconnect resumes from the last offset: recovered skips the reload, not 
   c.close();
 });
 
+test("session.resync (Redis came back without the history) reloads and re-joins on the same connection", () => {
+  const c = new RtlibClient({ url: "ws://x/ws", token: "t", workspaceId: "w", WebSocketImpl: FakeSocket });
+  const resumed = [];
+  c.addEventListener("resumed", (e) => resumed.push(e.detail.recovered));
+  c.connect();
+  const ws = FakeSocket.last;
+  ws.open();
+  ws.deliver("session.welcome", { heartbeatInterval: 30, presenceTimeout: 60, epoch: "77", offset: "5-0" });
+  ws.deliver("task.page", { tasks: [{ taskId: "T1", version: 4, fields: { a: 1 } }], nextCursor: null });
+  c.view("T1");
+  ws.sent.length = 0;
+  ws.deliver("session.resync", { epoch: "78", offset: "0-0", reason: "epoch changed: the history was lost" });
+  assert.deepEqual(ws.sent.map((f) => f.type), ["presence.join", "task.list"]);
+  assert.deepEqual([c.epoch, c.offset, resumed], ["78", "0-0", [false]]);
+  ws.deliver("task.page", { tasks: [{ taskId: "T1", version: 1, fields: { a: 9 } }], nextCursor: null });
+  assert.deepEqual(c.tasks.get("T1"), { version: 1, fields: { a: 9 } }); // a new history: its versions count
+  assert.equal(FakeSocket.last, ws); // no reconnect
+  c.close();
+});
+
 test("presence mode probe: no heartbeat timer; each presence.probe is answered with presence.pong", async () => {
   const c = new RtlibClient({ url: "ws://x/ws", token: "t", workspaceId: "w", WebSocketImpl: FakeSocket });
   c.connect();

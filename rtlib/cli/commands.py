@@ -23,6 +23,7 @@ from rtlib.cli.errors import (
     shown,
 )
 from rtlib.cli.parser import build_parser
+from rtlib.cli.tune import run_tune
 from rtlib.protocol.config import ServerConfig
 from rtlib.server.auth import issue_token
 from rtlib.server.eventloop import run as run_loop
@@ -194,40 +195,6 @@ def _demo(args: argparse.Namespace) -> None:
         fail(problem)
 
 
-def _tune(args: argparse.Namespace) -> None:
-    try:  # the model needs numpy, pandas and tqdm: the lab extra
-        import pandas as pd
-
-        from rtlib.model import ModelScenario, grid, sweep
-        from rtlib.model.tune import report
-    except ImportError as exc:
-        fail(f"rtlib tune needs the lab extra ({exc.name} is missing): pip install 'rtlib[lab]'")
-
-    try:
-        numbers = [[float(x) for x in text.split(",") if x.strip()] for text in (args.heartbeats, args.timeouts,
-                                                                                  args.sweeps, args.graces)]
-        configs = grid(*numbers)
-        models = args.client_model or ["interval:{hb}", "lossy:0.1:interval:{hb}"]
-        scenarios = [ModelScenario(viewers=args.viewers, hours=args.hours, client=m, departures=args.departures,
-                                   instances=args.instances, skew=args.skew, delay=args.delay, jitter=args.jitter,
-                                   loss=args.loss, seed=args.seed, presence_mode=args.presence_mode,
-                                   visibility_beat=args.visibility_beat) for m in models]
-        from rtlib.client.heartbeat import parse_model
-
-        for sc in scenarios:
-            parse_model(sc.client_spec(30.0))
-    except ValueError as exc:
-        fail(f"rtlib tune: {exc}")
-    results = pd.concat([sweep(configs, sc, progress=sys.stderr.isatty()) for sc in scenarios], ignore_index=True)
-    text, found = report(results, max_detection_p99=args.max_detection, max_mistakes_per_hour=args.max_mistakes,
-                         conservative=args.conservative)
-    print(f"{len(configs)} configurations x {len(scenarios)} client models, {args.viewers} viewers x {args.hours:g} h "
-          f"each, {args.instances} instances, seed {args.seed}, presence mode {scenarios[0].alternative}")
-    print(text)
-    if not found:
-        sys.exit(2)
-
-
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "token":
@@ -250,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "simulate":
         _simulate(args)
     elif args.command == "tune":
-        _tune(args)
+        run_tune(args)
     elif args.command == "serve":
         logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         secret(args)

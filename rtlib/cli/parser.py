@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rtlib import __version__
+from rtlib.cli.tune import add_tune_arguments
 from rtlib.protocol.config import ServerConfig
 from rtlib.protocol.presence import PRESENCE_MODES
 from rtlib.server.auth import DEFAULT_TTL
@@ -164,34 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--ttl", type=float, default=7200.0, metavar="SECONDS", help="token lifetime")
     demo.add_argument("--redis", metavar="URL", help="use this Redis (default: embedded redis-server)")
 
-    tune = sub.add_parser("tune", help="recommend presence timing from the virtual-time model (rtlib.model)")
-    tune.add_argument("--max-detection", type=float, default=60.0, metavar="S",
-                      help="p99 of the delay from a silent departure to its presence.left")
-    tune.add_argument("--max-mistakes", type=float, default=0.01, metavar="RATE",
-                      help="false departures per present viewer-hour")
-    tune.add_argument("--client-model", action="append", metavar="SPEC",
-                      help="repeatable, all must meet the requirement; {hb} = the heartbeat interval being tried "
-                           "(default: interval:{hb} and lossy:0.1:interval:{hb}); e.g. chrome:{hb}:60 (hidden "
-                           "Chrome tabs, Chromium 156's 60 s grace), ios:{hb}, sleep:{hb}")
-    tune.add_argument("--heartbeats", default="5,10,15,20,25,30,45,60", metavar="S,S,...",
-                      help="heartbeat intervals to try")
-    tune.add_argument("--timeouts", default="15,20,30,40,45,50,60,70,75,90,100,120,150,180", metavar="S,S,...",
-                      help="presence timeouts to try")
-    tune.add_argument("--sweeps", default="5", metavar="S,S,...", help="sweep intervals to try")
-    tune.add_argument("--graces", default="0", metavar="S,S,...", help="leave graces to try (docs/protocol.md §9)")
-    tune.add_argument("--presence-mode", choices=PRESENCE_MODES, default="timer",
-                      help="probe: the server's probes drive the beats (the client model says who answers)")
-    tune.add_argument("--visibility-beat", action="store_true", help="chrome: clients also beat on hide/show")
-    tune.add_argument("--viewers", type=int, default=2000, help="simulated viewers per run")
-    tune.add_argument("--hours", type=float, default=8.0, help="simulated hours per run")
-    tune.add_argument("--departures", type=float, default=0.3, help="share of viewers that vanish silently")
-    tune.add_argument("--instances", type=int, default=2, help="server instances")
-    tune.add_argument("--skew", type=float, default=0.0, help="clock skew between instances, seconds")
-    tune.add_argument("--delay", type=float, default=0.02, help="one-way network delay, seconds")
-    tune.add_argument("--jitter", type=float, default=0.0, help="+ U(0, jitter) per frame, seconds")
-    tune.add_argument("--loss", type=float, default=0.0, help="network loss of heartbeat frames")
-    tune.add_argument("--conservative", action="store_true", help="judge mistakes by their 95 %% upper bound")
-    tune.add_argument("--seed", type=int, default=0, help="the same seed gives the same answer")
+    tune = sub.add_parser("tune", help="recommend a presence design and timing for a browser population, from the "
+                                       "virtual-time model (rtlib.model)")
+    add_tune_arguments(tune)
 
     schema = sub.add_parser("schema", help="print or write the JSON Schema of every wire event")
     schema.add_argument("--out", type=Path, help="write here instead of stdout")

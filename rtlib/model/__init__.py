@@ -7,7 +7,9 @@
 * :mod:`rtlib.model.fast` the vectorised executor, proven equal to the engine (``tests/model``);
 * :mod:`rtlib.model.metrics` failure-detector QoS (T_D, λ_M, T_M, P_A) and cost;
 * :mod:`rtlib.model.alternatives` the presence alternatives (probe, visibility beat; leave grace is a config);
-* :mod:`rtlib.model.tune` ``sweep`` over configurations (and leave graces) and ``recommend``;
+* :mod:`rtlib.model.search` ``sweep`` over designs (presence mode, visibility beat) and numbers (heartbeat,
+  timeout, sweep, leave grace) and ``recommend``; :mod:`rtlib.model.population` a browser population run part
+  by part and pooled; :mod:`rtlib.model.tune` the report ``rtlib tune`` prints;
 * :mod:`rtlib.model.live` the same scenario as a live ``rtlib.lab`` run, for validation.
 
 Needs numpy (and pandas/tqdm for ``sweep``): ``pip install 'rtlib[lab]'``.

@@ -125,14 +125,18 @@ def probe_timelines(start: np.ndarray, depart: np.ndarray, instance: np.ndarray,
         ok &= rng.random(len(sent)) >= sc.loss
     away = np.full(len(sent), np.nan)
     alive = beat_t <= stop[viewer]
+    open_away = np.full(len(start), np.nan) if open_away is None else open_away
     for v, windows in enumerate(absences or ()):
         lo, hi = int(first[v]), int(first[v] + counts[v])
-        for begin, until in windows:
-            r = reach[lo:hi]
+        r = reach[lo:hi]
+        for begin, until in windows:  # every window first: the answer that ends one may fall in the next
             alive[lo:hi] &= ~((r >= begin) & (r < until))
+        for begin, until in windows:
             after = np.flatnonzero((r >= until) & alive[lo:hi])
             if len(after) and np.isnan(away[lo + after[0]]):
                 away[lo + after[0]] = begin
+            elif not len(after) and begin <= stop[v] and np.isnan(open_away[v]):
+                open_away[v] = begin  # still away when the probes end: gone for good since then
     keep = alive
     tl = Timelines(start, depart, instance, beat_t[keep], ok[keep], _offsets(viewer[keep], len(start)), end,
                    away[keep], open_away)

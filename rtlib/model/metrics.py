@@ -31,8 +31,8 @@ from rtlib.model.outcome import Outcome
 from rtlib.model.scenario import ModelScenario
 from rtlib.protocol import events
 
-__all__ = ["EVENT_BYTES", "HEARTBEAT_FRAME_BYTES", "PONG_FRAME_BYTES", "PROBE_FRAME_BYTES", "metrics",
-           "poisson_interval", "poisson_upper"]
+__all__ = ["EVENT_BYTES", "HEARTBEAT_FRAME_BYTES", "PONG_FRAME_BYTES", "PROBE_FRAME_BYTES", "detection_times",
+           "metrics", "poisson_interval", "poisson_upper"]
 
 #: A client's heartbeat frame as rtlib.lab.sim sends it (ids of the usual length), + 6 bytes of masked WS header.
 HEARTBEAT_FRAME_BYTES = len(b'{"type":"presence.heartbeat","workspaceId":"ws_0001",'
@@ -96,6 +96,33 @@ def _solve(f: object, target: float, count: int) -> float:
     return (lo + hi) / 2
 
 
+def detection_times(out: Outcome, tl: Timelines, horizon: float) -> np.ndarray:
+    """T_D of every silent departure in ``[0, horizon]`` detected within the run: the sample that
+    :func:`metrics` summarises as ``td_p50`` ... ``td_max``. Public because quantiles do not add up: a
+    population of several runs (:mod:`rtlib.model.population`) pools these samples to get its own."""
+    ev_v = np.concatenate([out.left_viewer, out.joined_viewer])
+    ev_t = np.concatenate([out.left_t, out.joined_t])
+    ev_join = np.concatenate([np.zeros(len(out.left_t), dtype=bool), np.ones(len(out.joined_t), dtype=bool)])
+    order = np.lexsort((ev_join, ev_t, ev_v))
+    return _detection(ev_v[order], ev_t[order], ev_join[order], tl, horizon)
+
+
+def _detection(ev_v: np.ndarray, ev_t: np.ndarray, ev_join: np.ndarray, tl: Timelines, horizon: float
+               ) -> np.ndarray:
+    """On events sorted by (viewer, time, left first): a departed viewer's last event is the left that follows
+    its departure (T_D = left - depart), or a mistaken left before it (T_D = 0). A last event that is a join:
+    not detected within the run."""
+    departed = np.flatnonzero(tl.depart <= horizon)
+    last_is_left = np.zeros(tl.n, dtype=bool)
+    last_t = np.full(tl.n, np.nan)
+    if len(ev_v):
+        ends = np.flatnonzero(np.append(ev_v[1:] != ev_v[:-1], True))
+        last_is_left[ev_v[ends]] = ~ev_join[ends]
+        last_t[ev_v[ends]] = ev_t[ends]
+    ok = last_is_left[departed]
+    return np.maximum(last_t[departed][ok] - tl.depart[departed][ok], 0.0)
+
+
 def metrics(out: Outcome, tl: Timelines, sc: ModelScenario) -> dict[str, Any]:
     horizon = sc.horizon
     stay_until = np.minimum(tl.depart, horizon)
@@ -128,17 +155,8 @@ def metrics(out: Outcome, tl: Timelines, sc: ModelScenario) -> dict[str, Any]:
     mistake = (lt < dep) & (lt <= horizon) & ~absent
     duration = np.minimum(next_join, np.minimum(dep, horizon)) - lt
     t_m = duration[mistake]
-    # Detection: a departed viewer's last event is the left that follows its departure (T_D = left - depart),
-    # or a mistaken left before it (T_D = 0). A last event that is a join: not detected within the run.
     departed = np.flatnonzero(tl.depart <= horizon)
-    last_is_left = np.zeros(tl.n, dtype=bool)
-    last_t = np.full(tl.n, np.nan)
-    if len(ev_v):
-        ends = np.flatnonzero(np.append(ev_v[1:] != ev_v[:-1], True))
-        last_is_left[ev_v[ends]] = ~ev_join[ends]
-        last_t[ev_v[ends]] = ev_t[ends]
-    ok = last_is_left[departed]
-    t_d = np.maximum(last_t[departed][ok] - tl.depart[departed][ok], 0.0)
+    t_d = _detection(ev_v, ev_t, ev_join, tl, horizon)
     n_mist = int(mistake.sum())
     q = (lambda p: float(np.quantile(t_d, p))) if len(t_d) else (lambda p: math.nan)
     per10k = 1e4 / (present_s / horizon) if present_s else math.nan  # scale to 10,000 present viewers

@@ -84,3 +84,9 @@ class ModelScenario:
 
     def replace(self, **changes: object) -> ModelScenario:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def with_design(self, config: PresenceConfig) -> ModelScenario:
+        """This population under ``config``'s design (its presence mode and visibility beat): the design is the
+        server's setting (``PresenceConfig``), but what the clients send depends on it, so a grid that searches
+        designs (:func:`rtlib.model.search.grid`) runs each configuration on the scenario this returns."""
+        return self.replace(presence_mode=config.mode, visibility_beat=config.visibility_beat)

@@ -168,6 +168,7 @@ def test_rtlib_tune_searches_graces_and_presence_modes(capsys: pytest.CaptureFix
     from rtlib.cli import main
 
     main(["tune", "--client-model", "chrome:{hb}:60", "--presence-mode", "probe", "--graces", "0,15",
-          "--heartbeats", "30", "--timeouts", "60", "--viewers", "50", "--hours", "1", "--max-detection", "90"])
+          "--heartbeats", "30", "--timeouts", "60", "--viewers", "50", "--hours", "1", "--max-detection", "90",
+          "--max-mistakes", "0.1"])  # judged on the 95 % upper bound: 0 in ~44 viewer-hours is < 0.07
     out = capsys.readouterr().out
     assert "presence mode probe" in out and "grace s" in out and "recommended:" in out

@@ -380,6 +380,24 @@ class SimClient:
         elif kind == "error":
             self.rec.connections.append((self.plan.user, self.plan.workspace, self.instance, "error", self.now(),
                                          bytes(frame.payload).decode()))
+        elif kind == "session.resync":  # open through a Redis outage, but what it missed is gone (protocol §11b)
+            self._resync_in_place(_payloads[kind].decode(frame.payload))
+
+    def _resync_in_place(self, ev: Any) -> None:
+        """What a welcome with ``recovered: false`` asks, on the open connection: fetch every task, re-join."""
+        now = self.now()
+        if self.catching is not None:
+            self._caught_up(interrupted=True)
+        if ev.epoch:
+            self.offset, self.epoch = ev.offset, ev.epoch
+        self.recovered = False
+        self.catching = (False, now, now, set(self.tasks))
+        self.rec.connections.append((self.plan.user, self.plan.workspace, self.instance, "resynced", now,
+                                     self.conn_count))
+        for task in self.tasks:
+            spawn(self.send("task.get", {"taskId": task}))
+        if self.viewing:
+            spawn(self.send("presence.join", {"taskId": self.viewing}))
 
     def _caught_up(self, interrupted: bool = False) -> None:
         """Record one resume: caught up now, or (``interrupted``) never, because the connection dropped again."""

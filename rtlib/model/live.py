@@ -1,35 +1,52 @@
-"""The model on a live run's own scenario, for validation against ``rtlib.lab``.
+"""The model on a live run's own plan, for validation against ``rtlib.lab`` (and its negative controls).
 
-The lab plans its clients deterministically (``rtlib.lab.sim.plan_clients``): when each viewer joins, which
-instance it uses, when it crashes; each live client draws its beats from its heartbeat model with
-``random.Random(f"{seed}:{index}")``. :func:`timelines_from_plan` rebuilds exactly those timelines for the
-model (duck-typed: this layer does not import the lab). What the model cannot know in advance is where the
-servers' absolute sweep grid fell against the run's origin; :func:`sweep_offset` measures it from the run's
-own ``presence.left`` (timeout) events, which all happen just after a sweep.
+The lab plans its clients deterministically (``rtlib.lab.sim.plan_clients``: when each viewer joins, on which
+instance, when it crashes or churns) and each live client draws its beats from its heartbeat model with
+``random.Random(f"{seed}:{index}")`` and its probe answers with ``random.Random(f"{seed}:{index}:pong")``.
+:func:`model_of_run` rebuilds exactly those timelines (duck-typed: this layer does not import the lab) and runs
+an executor on them. Nothing is fitted to the run's outcome. What the model takes from the run is measured, not
+fitted: where the servers' absolute sweep grid fell (the run's start on the wall clock, :class:`RunFacts`), and
+when each (re)join reached its server (the joined event's stamp: the lab's network and scheduling, not a rule).
+
+The model executes the plan on time: every frame handled the instant it is sent (delay, jitter, Redis round trip
+and sweep lag all zero), so a live event can only be later than the model's, by the lab's lateness
+(:mod:`rtlib.model.acceptance` bounds it). Requests that the plan fires in bursts at one instant (the joins of a
+run's opening, every remaining viewer's ``presence.leave`` at its end) reach the servers as fast as the lab's
+machine lets them, which is not a presence rule: so the model takes each join, re-join after a reconnect, clean
+leave and disconnect at its live stamp (``given``: compared for being announced, not for its time), and times
+everything the rules time (every sweep's pop, every beat's re-join) itself. A viewer that churns (a clean
+disconnect, then a reconnect and a re-join) is two model viewers, one per connection; a clean departure is a
+removal at its stamp: whichever of it and a sweep comes first announces (``left`` with reason
+``disconnect``/``leave``, or the sweep's ``timeout``), as in the store.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from rtlib.client.heartbeat import Lossy, parse_model
+from rtlib.model.acceptance import Comparison, Context, Event, Tolerance, compare_events
+from rtlib.model.alternatives import probe_sends, probe_timelines
 from rtlib.model.beats import Timelines
-from rtlib.protocol.probes import TICK_PHASE, TICKS_PER_INTERVAL
+from rtlib.model.fast import run_fast
+from rtlib.model.outcome import Outcome
+from rtlib.model.scenario import ModelScenario, PresenceConfig
+from rtlib.protocol.probes import TICKS_PER_INTERVAL
 
-__all__ = ["VALIDATION_CASES", "compare_run", "failed_checks", "live_mistakes", "pong_draws", "sweep_offset",
-           "timelines_from_plan"]
+__all__ = ["VALIDATION_CASES", "WRONG_MODELS", "ModelRun", "ModelSpec", "RunFacts", "model_of_run", "right_spec"]
 
 #: The validation cases: ``rtlib.lab.Scenario`` fields, all at 30 s / 60 s / sweep 5 s on 2 instances; issue 9's
 #: four for the client timer, then issue 10's presence alternatives (server probes, a leave grace, a visibility
-#: beat). Durations are
-#: design seconds at CI size; the throttled cases run past 300 s so their tabs get throttled. (A probed client
-#: answers from its message handler, which hidden tabs do not throttle: its heartbeat model only says which
-#: answers are lost.)
+#: beat). Durations are design seconds at CI size; the throttled cases run past 300 s so their tabs get throttled.
+#: (A probed client answers from its message handler, which hidden tabs do not throttle: its heartbeat model only
+#: says which answers are lost.)
 VALIDATION_CASES: dict[str, dict[str, Any]] = {
     "exact 30/60": {"heartbeat": "interval:30", "duration": 300.0, "crash": 0.3},
     "Chrome intensive throttling": {"heartbeat": "background:30:300", "duration": 450.0, "crash": 0.5},
@@ -47,239 +64,243 @@ VALIDATION_CASES: dict[str, dict[str, Any]] = {
 }
 
 
-def timelines_from_plan(plans: Iterable[Any], heartbeat: str, duration: float, seed: int,
-                        end: float | None = None) -> tuple[Timelines, list[str]]:
-    """Timelines of the plan's viewers (``view_task`` set) and their user ids, in the same order.
+#: Real seconds from a churned client's clean close to its re-join when no live run says (``rtlib.lab.sim``
+#: waits U(10 ms, 50 ms) before it reconnects).
+REJOIN_BACKOFF = 0.03
 
-    Viewers that crash stop beating at ``crash_at`` (the live client's beat loop is cancelled then);
-    the others beat until ``end`` (default: ``duration``; the live client leaves cleanly at ``duration``,
-    so the model's metrics should use ``hours = duration / 3600``).
-    """
-    model = parse_model(heartbeat)
-    start, depart, instance, beats, users = [], [], [], [], []
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the model is told about the design: the clients' heartbeat model, the presence timing (the probe
+    interval is ``config.heartbeat_interval`` in mode ``probe``) and the presence mode."""
+
+    heartbeat: str
+    config: PresenceConfig
+    presence_mode: str = "timer"
+
+
+def right_spec(sc: Any) -> ModelSpec:
+    """The design a live ``rtlib.lab.Scenario`` really runs."""
+    return ModelSpec(sc.heartbeat, PresenceConfig(sc.heartbeat_interval, sc.presence_timeout, sc.sweep_interval,
+                                                  getattr(sc, "leave_grace", 0.0)),
+                     getattr(sc, "presence_mode", "timer"))
+
+
+def _config(spec: ModelSpec, **changes: float) -> ModelSpec:
+    return replace(spec, config=replace(spec.config, **changes))
+
+
+def _unthrottled(spec: ModelSpec) -> ModelSpec | None:
+    # In probe mode the heartbeat model only says which answers are lost: throttling changes nothing there.
+    plain = re.sub(r"(background|chromevis|chrome):([0-9.]+)[0-9.:]*", r"interval:\2", spec.heartbeat)
+    return replace(spec, heartbeat=plain) if plain != spec.heartbeat and spec.presence_mode == "timer" else None
+
+
+#: Deliberately wrong models (issue 21 item 1), each a variation of what the model is told for the *same* live
+#: run; ``None`` where it changes nothing for a case (e.g. a probe interval in timer mode): what the validation
+#: cannot detect there, because it does not matter there.
+WRONG_MODELS: dict[str, Callable[[ModelSpec], ModelSpec | None]] = {
+    "sweep 10 s": lambda s: _config(s, sweep_interval=2 * s.config.sweep_interval),
+    "timeout +5 s": lambda s: _config(s, timeout=s.config.timeout + 5.0),
+    "timeout -5 s": lambda s: _config(s, timeout=s.config.timeout - 5.0),
+    "probe interval x1.5": lambda s: _config(s, heartbeat_interval=1.5 * s.config.heartbeat_interval)
+    if s.presence_mode == "probe" else None,
+    "no hidden-tab throttling": _unthrottled,
+    "leave grace ignored": lambda s: _config(s, leave_grace=0.0) if s.config.leave_grace > 0 else None,
+}
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What a live run tells the model besides its plan, all measured: ``t0_wall`` (the wall clock of design
+    second 0: the servers sweep at the absolute multiples of the sweep interval), ``clock_error`` (real seconds:
+    how far the clients' monotonic clock and the servers' wall clock moved apart during the run),
+    ``observed_until`` (design s: events after it were not recorded: the clients had closed)."""
+
+    time_scale: float
+    t0_wall: float
+    clock_error: float
+    observed_until: float
+
+    def grid_offset(self, sweep_interval: float) -> float:
+        """``ModelScenario.sweep_phase``: the servers' clock minus design time, modulo the sweep interval."""
+        return (self.t0_wall / self.time_scale) % sweep_interval
+
+
+@dataclass
+class ModelRun:
+    """The model of one live run: per model viewer its user, timelines, clean departures; the outcome; the
+    events as the servers would publish them (:meth:`events`) and the race context."""
+
+    users: list[str]
+    tl: Timelines
+    scenario: ModelScenario
+    spec: ModelSpec
+    clean: list[tuple[float, str, bool] | None]  # per viewer: (when, "leave"/"disconnect", from the live run)
+    given: list[float]  # per viewer: its join's time, taken from the live run
+    outcome: Outcome
+
+    def events(self) -> list[Event]:
+        """The executor's events with each clean departure composed in (module docstring)."""
+        per: list[list[tuple[float, str]]] = [[] for _ in self.users]
+        for v, t in zip(self.outcome.joined_viewer.tolist(), self.outcome.joined_t.tolist(), strict=True):
+            per[v].append((t, "joined"))
+        for v, t in zip(self.outcome.left_viewer.tolist(), self.outcome.left_t.tolist(), strict=True):
+            per[v].append((t, "left"))
+        out = []
+        for v, user in enumerate(self.users):
+            evs = sorted(per[v], key=lambda e: (e[0], e[1] == "joined"))  # a sweep runs first at one instant
+            end = self.clean[v]
+            if end is not None:
+                evs = [e for e in evs if e[0] < end[0]]
+            for k, (t, kind) in enumerate(evs):
+                out.append(Event(user, kind, "timeout" if kind == "left" else "", t,
+                                 given=k == 0 and kind == "joined"))
+            if end is not None and evs and evs[-1][1] == "joined":
+                out.append(Event(user, "left", end[1], end[0], given=end[2]))
+        return out
+
+    def tolerance(self, facts: RunFacts, run_sweep: float) -> Tolerance:
+        """The rule's numbers for this model on a run whose design sweep interval is ``run_sweep``."""
+        cfg = self.spec.config
+        return Tolerance.from_design(cfg, run_sweep=run_sweep, time_scale=facts.time_scale,
+                                     clock_error=facts.clock_error, offset=facts.grid_offset(cfg.sweep_interval),
+                                     tick=self.tick)
+
+    def compare(self, live: Sequence[Event], facts: RunFacts, run_sweep: float,
+                keep: Callable[[Event], bool] = lambda e: True) -> Comparison:
+        """This model's events against a live run's, under the rule (:mod:`rtlib.model.acceptance`): the events
+        ``keep`` selects, up to where the run still recorded (a sweep and the race band before its end)."""
+        tol = self.tolerance(facts, run_sweep)
+        horizon = facts.observed_until - self.spec.config.sweep_interval - tol.race
+        comparison = compare_events([e for e in self.events() if keep(e) and e.t <= horizon],
+                                    [e for e in live if keep(e) and e.t <= horizon + tol.late],
+                                    self.context(tol), tol)
+        comparison.model = self
+        return comparison
+
+    @property
+    def tick(self) -> float:
+        """The probe tick (design s; 0 in timer mode): probes leave on ticks ``H / 30`` apart."""
+        return self.spec.config.heartbeat_interval / TICKS_PER_INTERVAL if self.spec.presence_mode == "probe" else 0.0
+
+    def context(self, tol: Tolerance) -> Context:
+        """Per user: the write stamps (joins and delivered beats or answers), the answers whose probe was due
+        within ``w`` after a tick (a late wake there sends it then: one tick early), the removals, and per crash
+        the beat shifts it allows: one earlier if it came within ``w`` after its last write, one later if its next
+        probe was due before it and could leave a tick early."""
+        writes: dict[str, list[float]] = {}
+        early: dict[str, list[float]] = {}
+        removals: dict[str, list[float]] = {}
+        shifts: dict[str, list[tuple[float, float]]] = {}
+        tl, cfg, tick, w = self.tl, self.spec.config, self.tick, tol.race
+        for v, user in enumerate(self.users):
+            lo, hi = tl.offsets[v], tl.offsets[v + 1]
+            t, ok = tl.beat_t[lo:hi], tl.beat_ok[lo:hi]
+            mine = [self.given[v], *t[ok & (t < tl.depart[v])].tolist()]
+            writes.setdefault(user, []).extend(mine)
+            due = np.array([])
+            if tick:  # the Prober's due times (join + k * H, summed as it sums them) on the instance's clock
+                c = self.scenario.clock_offset(int(tl.instance[v]))
+                due = np.cumsum(np.r_[self.given[v] + c + cfg.heartbeat_interval,
+                                      np.full(len(t), cfg.heartbeat_interval)]) - c
+                lead = t - due[:len(t)] >= tick - w
+                early.setdefault(user, []).extend(t[lead & ok].tolist())
+            if self.clean[v] is not None:
+                removals.setdefault(user, []).append(self.clean[v][0])  # type: ignore[index]
+            elif math.isfinite(tl.depart[v]):
+                d = float(tl.depart[v])
+                allowed = shifts.setdefault(user, [])
+                if d - mine[-1] <= w:
+                    allowed.append((d, -cfg.heartbeat_interval))
+                if tick and len(due) and due[-1] <= d:
+                    allowed.append((d, cfg.heartbeat_interval))
+        return Context({u: np.sort(np.array(x)) for u, x in writes.items()}, removals, shifts,
+                       {u: np.array(x) for u, x in early.items()})
+
+
+def model_of_run(plans: Sequence[Any], sc: Any, instances: int, facts: RunFacts, live: Sequence[Event],
+                 spec: ModelSpec | None = None, executor: Callable[..., Outcome] = run_fast) -> ModelRun:
+    """The model (``spec``, default: the design the run really ran) executed on the live run's plan.
+
+    ``sc``: the run's ``rtlib.lab.Scenario``; ``plans``: its ``plan_clients(sc, instances)``; ``live``: the run's
+    events (their joined stamps are the model's join times)."""
+    spec = spec or right_spec(sc)
+    cfg = spec.config
+    stamps: dict[tuple[str, str], list[float]] = {}  # (user, "joined"/"leave"/"disconnect") -> live stamps
+    for e in sorted(live, key=lambda e: e.t):
+        if e.kind == "joined" or e.reason in ("leave", "disconnect"):
+            stamps.setdefault((e.subject, e.reason or e.kind), []).append(e.t)
+    model = parse_model(spec.heartbeat)
+    d, soon = sc.duration, 2 * cfg.sweep_interval  # a request reaches its server within two sweeps or not at all
+
+    def stamp(user: str, what: str, planned: float, within: float = soon) -> tuple[float, bool]:
+        t = next((t for t in stamps.get((user, what), ()) if planned - 0.01 <= t <= planned + within), None)
+        return (planned, False) if t is None else (t, True)
+
+    users, start, depart, instance, beats, clean, draws = [], [], [], [], [], [], []
     for p in plans:
         if p.view_task is None:
             continue
-        gone = p.crash_at if p.crash_at is not None and p.crash_at < duration else math.inf
-        stop = min(gone, duration if end is None else end)
-        start.append(p.view_at)
-        depart.append(gone)
-        instance.append(p.instance)
-        beats.append([b for b in model.beats(p.view_at, stop, random.Random(f"{seed}:{p.index}")) if b.t < gone])
-        users.append(p.user)
-    tl = Timelines.from_beats(start, depart, instance, beats, duration if end is None else end)
-    return tl, users
+        planned = list(model.beats(p.view_at, d, random.Random(f"{sc.seed}:{p.index}")))
+        pong = _pong_draws(spec, sc.seed, p.index, d)
+        first = stamp(p.user, "joined", p.view_at, cfg.heartbeat_interval)[0]
+        crash = p.crash_at if p.crash_at is not None and p.crash_at < d else None
+        churn = p.churn_at if p.churn_at is not None and p.churn_at < d else None
+        segments: list[tuple[float, float, tuple[float, str, bool] | None]] = []
+        if churn is not None:
+            # The re-join's stamp; without a live run (offline), the clients' mean reconnect backoff (30 ms).
+            back = stamp(p.user, "joined", churn, soon)
+            back_at = back[0] if back[1] else churn + REJOIN_BACKOFF / sc.time_scale
+            segments += [(first, churn, (*stamp(p.user, "disconnect", churn), "disconnect")),
+                         (back_at, d, (*stamp(p.user, "leave", d), "leave"))]
+        elif crash is not None:
+            segments.append((first, crash, None))
+        else:
+            segments.append((first, d, (*stamp(p.user, "leave", d), "leave")))
+        for begin, stop, end in segments:
+            users.append(p.user)
+            start.append(begin)
+            depart.append(stop)
+            instance.append(p.instance)
+            beats.append([b for b in planned if begin < b.t < stop])
+            clean.append(None if end is None else (end[0], end[2], end[1]))
+            draws.append(pong)
+    msc = ModelScenario(viewers=len(users), hours=(d + cfg.expiry + 2 * cfg.sweep_interval) / 3600,
+                        instances=instances, sweep_phase=facts.grid_offset(cfg.sweep_interval), delay=0.0,
+                        jitter=0.0, redis_rtt=0.0, departures=0.0, seed=sc.seed, presence_mode=spec.presence_mode,
+                        handler_delay=0.0)
+    tl = Timelines.from_beats(start, depart, instance, beats, d)
+    if spec.presence_mode == "probe":  # the beats are the answers to the servers' probes
+        tl = probe_timelines(tl.start, tl.depart, tl.instance, cfg, msc, d,
+                             answered=_segment_draws(users, tl, draws, cfg, msc))
+    return ModelRun(users, tl, msc, spec, clean, start, executor(tl, cfg, msc))
 
 
-def pong_draws(plans: Iterable[Any], heartbeat: str, seed: int, viewers: int, duration: float,
-               interval: float) -> list[list[bool]]:
-    """Presence mode "probe": per viewer of the plan (in :func:`timelines_from_plan`'s order), whether it
-    answers its 1st, 2nd, ... probe: the live client's own draws (``rtlib.lab.sim``: one
-    ``random.Random(f"{seed}:{index}:pong")`` draw per probe, lost with a ``lossy`` model's loss)."""
-    model = parse_model(heartbeat)
-    loss = model.loss if isinstance(model, Lossy) else 0.0
-    n = int(duration / interval) + 2
-    out = []
-    for p in plans:
-        if p.view_task is None:
-            continue
-        rng = random.Random(f"{seed}:{p.index}:pong")
-        out.append([rng.random() >= loss for _ in range(n)])
-    assert len(out) == viewers
+def _pong_draws(spec: ModelSpec, seed: int, index: int, duration: float) -> list[bool]:
+    """Presence mode ``probe``: whether the live client answers its 1st, 2nd, ... probe (``rtlib.lab.sim`` draws
+    ``random.Random(f"{seed}:{index}:pong")`` once per probe received, losing a ``lossy`` model's share)."""
+    if spec.presence_mode != "probe":
+        return []
+    m = parse_model(spec.heartbeat)
+    loss = m.loss if isinstance(m, Lossy) else 0.0
+    rng = random.Random(f"{seed}:{index}:pong")
+    return [rng.random() >= loss for _ in range(int(duration / spec.config.heartbeat_interval) + 4)]
+
+
+def _segment_draws(users: list[str], tl: Timelines, draws: list[list[bool]], cfg: PresenceConfig,
+                   msc: ModelScenario) -> list[list[bool]]:
+    """One client's answer draws run on across its connections: a re-joined connection continues where the
+    first stopped (after the probes the first was sent, as the Prober schedules them)."""
+    out: list[list[bool]] = []
+    used: dict[str, int] = {}
+    offsets = np.array([msc.clock_offset(m) for m in range(msc.instances)])
+    for v, user in enumerate(users):
+        k = used.get(user, 0)
+        out.append(draws[v][k:])
+        c = offsets[tl.instance[v]]
+        _, sent = probe_sends(np.array([tl.start[v] + c]), np.array([min(tl.depart[v], tl.end) + c]),
+                              cfg.heartbeat_interval)
+        used[user] = k + len(sent)
     return out
 
-
-def sweep_offset(left_times: Sequence[float], sweep_interval: float, latency: float = 0.0) -> float:
-    """The instances' clock offset (``ModelScenario.sweep_phase``) that puts the model's sweeps where a live
-    run's were: the circular mean of the observed ``presence.left`` (timeout) times, less their delivery
-    ``latency``, modulo the sweep interval. ``0.0`` if the run had no timeout."""
-    t = np.asarray(left_times, dtype=float) - latency
-    if not len(t):
-        return 0.0
-    angle = 2 * np.pi * np.mod(t, sweep_interval) / sweep_interval
-    mean = math.atan2(float(np.sin(angle).mean()), float(np.cos(angle).mean()))
-    for _ in range(3):  # late observations (a loaded machine) are outliers: keep the ones near the mean
-        near = np.abs(np.angle(np.exp(1j * (angle - mean)))) <= 2 * np.pi * 0.1
-        if not near.any():
-            break
-        mean = math.atan2(float(np.sin(angle[near]).mean()), float(np.cos(angle[near]).mean()))
-    # Lateness is never negative: the sweep is at the early edge of the cluster, not its middle.
-    around = np.angle(np.exp(1j * (angle - mean)))
-    edge = mean + float(np.quantile(around[np.abs(around) <= 2 * np.pi * 0.1], 0.1)) if len(around) else mean
-    phase = (edge / (2 * np.pi)) * sweep_interval % sweep_interval  # sweeps at design times = phase (mod S)
-    return (-phase) % sweep_interval  # clock = t + offset is a multiple of S at those times
-
-
-def live_mistakes(presence: Any, sweep_interval: float) -> int:
-    """False departures in a live run: ``presence.left`` (timeout) of a user who never left, counted once per
-    (user, task, sweep) although every observer receives it."""
-    p = presence
-    f = p[(p["kind"] == "left") & (p["reason"] == "timeout") & p["t_actual"].isna()].sort_values("t_observed")
-    count = 0
-    for _, g in f.groupby(["subject", "task"]):
-        count += int((g["t_observed"].diff().fillna(math.inf) > sweep_interval / 2).sum())
-    return count
-
-
-def compare_run(results: Any, plans: Sequence[Any], instances: int, *, latency: float = 0.002,
-                redis_rtt: float = 0.0005, quantiles: Sequence[float] = (0.5, 0.9, 0.99)) -> dict[str, Any]:
-    """The model on a live run's scenario, next to the live numbers.
-
-    ``results``: an ``rtlib.lab`` run (its ``scenario``, ``presence``, ``connections``); ``plans``: its
-    ``plan_clients(scenario, instances)``. ``latency`` (real seconds, one way, client to observer) and
-    ``redis_rtt`` (real seconds) become design seconds through the run's ``time_scale``. Returns T_D quantiles
-    (``live_td_p50``, ``model_td_p50``, ``td_p50_rel``, ...), mistakes (live count, its exact 95 % Poisson
-    interval, the model's count, whether it lies inside), crash by crash agreement (``paired_within_1s``: the
-    share of crashes whose modelled detection is within 1 design s of the live one; ``paired_max_diff``;
-    ``paired_races``: crashes off by more than 1 s whose expiry fell within ``race_band`` design s of a sweep
-    instant (the run's own measured scheduling noise), or whose departure fell that close to a beat;
-    ``paired_explained``: the share within 1 s or explained by such a race, one sweep or one beat off at most;
-    ``off_crashes``: (user, model - live, expiry slack) of each crash off by more than 1 s),
-    ``td_agrees`` (quantiles within 5 %, or every crash explained), and the measured sweep offset.
-    """
-    from rtlib.model.alternatives import probe_timelines  # noqa: PLC0415
-    from rtlib.model.fast import run_fast  # noqa: PLC0415
-    from rtlib.model.metrics import metrics, poisson_interval  # noqa: PLC0415
-    from rtlib.model.scenario import ModelScenario, PresenceConfig  # noqa: PLC0415
-
-    sc = results.scenario
-    ts = sc.time_scale
-    tl, users = timelines_from_plan(plans, sc.heartbeat, sc.duration, sc.seed)
-    presence = results.presence
-    timeouts = presence[(presence["kind"] == "left") & (presence["reason"] == "timeout")].sort_values("t_observed")
-    first_seen = [g["t_observed"].to_numpy()[np.r_[True, np.diff(g["t_observed"].to_numpy()) > sc.sweep_interval / 2]]
-                  for _, g in timeouts.groupby(["subject", "task"])]  # each event as its first observer saw it
-    seen = np.concatenate(first_seen) if first_seen else np.array([])
-    offset = sweep_offset(seen, sc.sweep_interval, latency=latency / ts)
-    # How late the run's events were (the first observer of each timeout, after its sweep): the scheduling
-    # noise of this run, in design seconds. The model's frames get it as jitter: at a sweep boundary (Chrome's
-    # minute-aligned beats, gaps equal to the timeout) it decides which of a beat and a sweep comes first.
-    lateness = np.mod(seen - (-offset) % sc.sweep_interval, sc.sweep_interval) if len(seen) else np.array([])
-    late = lateness[lateness < 0.2 * sc.sweep_interval]
-    jitter = float(np.quantile(late, 0.9)) if len(late) >= 5 else 0.0
-    mode = getattr(sc, "presence_mode", "timer")
-    probe = mode == "probe"
-    # Probe answers land just after the probe ticks, and every fifth tick is a sweep instant: whether that sweep
-    # pops an entry is a race of a few ms between the sweeper's wake-up and the probe's round trip. (Only in
-    # compressed time: at real scale a round trip of tens of ms always reaches Redis after a sweep that read its
-    # clock a ms late.) So in probe mode the run's scheduling noise goes to the sweeps' clock readings, and half
-    # of it to each trip of the probe's round trip.
-    msc = ModelScenario(viewers=len(users), hours=sc.duration / 3600, instances=instances, sweep_phase=offset,
-                        delay=latency / 2 / ts, jitter=jitter / 2 if probe else jitter, redis_rtt=redis_rtt / ts,
-                        departures=0.0, seed=sc.seed, presence_mode=mode, handler_delay=0.0,
-                        sweep_lag=jitter if probe else 0.0)
-    config = PresenceConfig(sc.heartbeat_interval, sc.presence_timeout, sc.sweep_interval,
-                            getattr(sc, "leave_grace", 0.0))
-    if mode == "probe":  # the beats are the answers to the servers' probes, which follow the measured clocks
-        tl = probe_timelines(tl.start, tl.depart, tl.instance, config, msc, sc.duration,
-                             answered=pong_draws(plans, sc.heartbeat, sc.seed, len(users), sc.duration,
-                                                 sc.heartbeat_interval))
-    out = run_fast(tl, config, msc)
-    m = metrics(out, tl, msc)
-    model_by_user = {users[v]: t + latency / 2 / ts for v, t in _model_delays(out, tl).items()}  # + delivery
-    model_td = np.array(list(model_by_user.values()))
-    crashed = set(results.connections.loc[results.connections["event"] == "crashed", "user"])
-    d = results.detection_delays().reset_index()
-    d = d[d["subject"].isin(crashed)]
-    live_td = d["detection_delay"].to_numpy()
-    # Crash by crash: the same crash's detection, live and modelled.
-    matched = [(u, t) for u, t in zip(d["subject"], live_td, strict=True) if u in model_by_user]
-    paired = np.array([abs(model_by_user[u] - t) for u, t in matched])
-    row: dict[str, Any] = {"heartbeat": sc.heartbeat, "presence_mode": mode, "leave_grace": config.leave_grace,
-                           "viewers": len(users), "viewer_hours": m["viewer_hours"], "crashes": len(crashed),
-                           "sweep_offset": offset, "jitter": jitter, "live_detected": len(live_td),
-                           "model_detected": len(model_td)}
-    for q in quantiles:
-        name = f"td_p{round(q * 100)}"
-        live_q = float(np.quantile(live_td, q)) if len(live_td) else math.nan
-        model_q = float(np.quantile(model_td, q)) if len(model_td) else math.nan
-        row[f"live_{name}"], row[f"model_{name}"] = live_q, model_q
-        row[f"{name}_rel"] = abs(model_q - live_q) / live_q if len(live_td) else math.nan
-    live_m = live_mistakes(presence, sc.sweep_interval)
-    low, high = poisson_interval(live_m)
-    row.update({"paired": len(paired),
-                "paired_within_1s": float((paired <= 1.0).mean()) if len(paired) else math.nan,
-                "paired_max_diff": float(paired.max()) if len(paired) else math.nan,
-                "live_mistakes": live_m, "live_mistakes_low95": low, "live_mistakes_high95": high,
-                "model_mistakes": m["mistakes"], "mistakes_within": low <= m["mistakes"] <= high,
-                "td_within_5pct": bool(all(row[f"td_p{round(q * 100)}_rel"] <= 0.05 for q in quantiles))
-                if len(live_td) else True})
-    # With a handful of crashes one detection moved by a sweep (live scheduling noise at a sweep boundary)
-    # moves p90/p99 by more than 5 %: then the crash-by-crash comparison decides. A crash whose last beat
-    # expires within the run's own scheduling noise of a sweep instant is a race the model cannot call (the
-    # live beat or sweep landed a few ms the other way): it may differ by one sweep, no more.
-    # The race band: the latest event of this run after its sweep instant (up to half a sweep interval: a later
-    # one is a sweep's own phase, not lateness), e.g. a sweep that woke 70 ms late on a loaded machine.
-    worst = lateness[lateness < 0.5 * sc.sweep_interval]
-    band = max(float(worst.max()) if len(worst) else 0.0, _MIN_RACE_BAND * sc.sweep_interval)
-    if probe:  # answers land half a probe tick after a tick, and every fifth tick is a sweep instant: in
-        band += TICK_PHASE * sc.heartbeat_interval / TICKS_PER_INTERVAL  # compressed time, a race of ~20 ms
-    # Likewise a crash within that noise of a beat (or of the next one due) may have sent one beat more or
-    # less live: then it may differ by an interval.
-    slack, since = _expiry_slack(tl, config, latency / 2 / ts, offset)
-    viewer = {u: v for v, u in enumerate(users)}
-    index = [viewer[u] for u, _ in matched]
-    race = np.array([min(slack[v], sc.sweep_interval - slack[v]) <= band for v in index], dtype=bool)
-    beat_race = np.array([min(since[v], abs(since[v] - sc.heartbeat_interval)) <= band for v in index], dtype=bool)
-    off = paired > 1.0
-    explained = ~off | (race & (paired <= sc.sweep_interval + 1.0)) \
-        | (beat_race & (paired <= sc.heartbeat_interval + sc.sweep_interval + 1.0))
-    row["off_crashes"] = [(u, round(float(model_by_user[u] - t), 3), round(float(slack[v]), 3))
-                          for (u, t), v, o in zip(matched, index, off, strict=True) if o]
-    row.update({"race_band": band, "paired_races": int((off & (race | beat_race)).sum()),
-                "paired_explained": float(explained.mean()) if len(paired) else math.nan})
-    row["td_agrees"] = bool(row["td_within_5pct"] or explained.all()
-                            or (off.sum() <= 1 and (paired <= sc.sweep_interval + 1.0).all()))
-    row["failed_checks"] = failed_checks(row)
-    return row
-
-
-def failed_checks(row: dict[str, Any]) -> list[str]:
-    """Which of the validation criteria a :func:`compare_run` row misses (empty: model and live agree):
-    the same crashes announced (``detected``), T_D (``td``), crash by crash (``paired``: at least 80 % within
-    1 s, 70 % with server probes, whose answers race the sweeps in compressed time), mistakes inside the live
-    count's 95 % Poisson interval (``mistakes``)."""
-    out = []
-    if not row["live_detected"] == row["model_detected"] > 0:
-        out.append("detected")
-    if not row["td_agrees"]:
-        out.append("td")
-    if not (row["paired"] == row["live_detected"]
-            and row["paired_within_1s"] >= (0.7 if row["presence_mode"] == "probe" else 0.8)):
-        out.append("paired")
-    if not row["mistakes_within"]:
-        out.append("mistakes")
-    return out
-
-
-#: The narrowest band (a share of the sweep interval) around a sweep instant inside which a crash's expiry is
-#: counted a race: at CI scale (40 ms per design second) a few ms of wake-up noise is 0.1 design s.
-_MIN_RACE_BAND = 0.02
-
-
-def _expiry_slack(tl: Timelines, config: Any, delay: float, offset: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per viewer: how long after a sweep instant (mod the sweep interval, in design s) the entry of its last
-    delivered beat (or its join) before it departs expires (near 0 or near the interval: a race), and how long
-    before its departure that beat was sent."""
-    slack, since = np.empty(tl.n), np.empty(tl.n)
-    for v in range(tl.n):
-        lo, hi = tl.offsets[v], tl.offsets[v + 1]
-        t, ok = tl.beat_t[lo:hi], tl.beat_ok[lo:hi]
-        heard = t[ok & (t < tl.depart[v])]
-        last = float(heard.max()) if len(heard) else float(tl.start[v])
-        slack[v] = (last + delay + config.expiry + offset) % config.sweep_interval
-        since[v] = tl.depart[v] - last
-    return slack, since
-
-
-def _model_delays(out: Any, tl: Timelines) -> dict[int, float]:
-    """Each departed viewer's first ``presence.left`` at or after its departure, minus the departure: the
-    live ``Results.detection_delays`` definition. (A viewer wrongly shown gone when it crashed, and never
-    re-joined, has no such event: Chen's T_D = 0 in :func:`rtlib.model.metrics.metrics`, absent here as in
-    the live table.)"""
-    order = np.lexsort((out.left_t, out.left_viewer))
-    lv, lt = out.left_viewer[order], out.left_t[order]
-    after = lt >= tl.depart[lv]
-    lv, lt = lv[after], lt[after]
-    first = np.unique(lv, return_index=True)[1]
-    return dict(zip(lv[first].tolist(), (lt[first] - tl.depart[lv[first]]).tolist(), strict=True))

@@ -50,7 +50,9 @@ def run_fast(tl: Timelines, config: PresenceConfig, sc: ModelScenario) -> Outcom
             # What each sweep reads on its clock: the presence machine's own timer, woken lag late (not a copy
             # of its schedule).
             lags = sweep_lags(sc, m, wakes)
-            now = np.array(sweep_instants(config, t_lo + c, end + c, lambda k, lags=lags: float(lags[k])))
+            on_time = sc.sweep_lag <= 0  # no lag: the machine's own schedule, computed once per configuration
+            now = np.array(sweep_instants(config, t_lo + c, end + c,
+                                          None if on_time else (lambda k, lags=lags: float(lags[k]))))
             sweeps += len(now) * same_clock
             if not len(now):
                 continue

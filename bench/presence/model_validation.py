@@ -7,7 +7,12 @@ interval late, design time; one sweep or tick off, or a flap on one side only, o
 then the same run against each deliberately wrong model (rtlib.model.live.WRONG_MODELS), each of which must fail.
 A case whose run fails *and* was measurably later than the budget is run once more, and the table says so.
 
-    python -m bench.presence.model_validation [--clients 200] [--scale 1] [--time-scale 0.1] [--seed 11]
+    python -m bench.presence.model_validation [--clients 100] [--scale 1] [--time-scale 0.1] [--seed 11]
+
+The default size is what the lab can time on a shared 2-core machine: the rule's late bound is 8 % of the sweep
+interval (0.4 design s, 40 ms of real time at time_scale 0.1), and in the throttled cases every hidden tab beats on
+the same minute boundary: 100 tabs queue about 44 ms in the clients' process, over that budget (measured at 200
+clients), 50 about half.
 
 Writes bench/results/model_validation.{json,md}. ``--scale`` multiplies the CI durations (design seconds).
 """
@@ -31,7 +36,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--clients", type=int, default=200)
+    ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--scale", type=float, default=1.0, help="x the CI durations")
     ap.add_argument("--time-scale", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=11)

@@ -110,3 +110,14 @@ def test_wrong_models_are_variations_of_what_the_model_is_told() -> None:
     probe = right_spec(Scenario(heartbeat="background:30:300", presence_mode="probe"))
     assert WRONG_MODELS["no hidden-tab throttling"](probe) is None  # a probe answer is never throttled
     assert WRONG_MODELS["probe interval x1.5"](probe).config.heartbeat_interval == 45  # type: ignore[union-attr]
+
+
+def test_a_probe_answer_one_tick_early_only_if_its_probe_was_due_just_after_a_tick() -> None:
+    # A live timer that wakes late for the tick at 99.5 also sends a probe due at 99.6: its answer (the re-join)
+    # lands at 99.9, a tick before the model's 100.5. Allowed only for an answer the model marks as such.
+    tol = Tolerance(early=0.001, late=0.4, sweep=5.0, beat=30.0, expiry=60.0, offset=0.0, tick=1.0)
+    model, live = [Event("u", "joined", "", 100.5)], [Event("u", "joined", "", 99.9)]
+    early = Context({"u": np.array([40.5, 100.5])}, early={"u": np.array([100.5])})
+    on_time = Context({"u": np.array([40.5, 100.5])})
+    assert compare_events(model, live, early, tol).rows[0]["status"] == "one tick"
+    assert not compare_events(model, live, on_time, tol).passed

@@ -8,7 +8,7 @@ or a flap on one side only, only where the model's own timing is within that ban
 must pass. The **same run** is then compared with each deliberately wrong model (``WRONG_MODELS``: sweep 10 s,
 timeout ± 5 s, probe interval × 1.5, no hidden-tab throttling, leave grace ignored) that changes anything in the
 case, and each must fail: the test that the validation can fail. A run that fails *and* was measurably later than
-the budget (a disturbed trial, not evidence) is run once more; the row says so. The full-size table is
+the budget (a disturbed trial, not evidence) is run again, up to three runs; the row says so. The full-size table is
 ``bench/presence/model_validation.py`` -> ``bench/results/model_validation.md``."""
 
 from __future__ import annotations

@@ -42,7 +42,10 @@ from dataclasses import dataclass
 from rtlib.protocol.presence import PresenceConfig
 
 __all__ = [
+    "ALIGN_EPS",
     "CHROMIUM",
+    "GRACE_SLOP",
+    "GRID_EPS",
     "Throttling",
     "aligned",
     "interval_fires",
@@ -51,12 +54,16 @@ __all__ = [
     "visibility_beats",
 ]
 
-# A run lands within this of a grid point it was due on (floating point, not a model parameter).
-_EPS = 1e-6
+# A run lands within this many intervals of a grid point it was due on (floating point, not a model parameter).
+# Public, with GRACE_SLOP and ALIGN_EPS, because rtlib.model.chrome_beats computes the same rule on arrays and
+# must use the very same constants to give the very same floats.
+GRID_EPS = 1e-6
 # A wake-up this close to the end of the grace counts as before it: the page's visibilitychange time has 1 ms
 # steps, and Chromium's own end-of-grace task races a wake-up on the same millisecond (recorded: a wake-up
 # 60.000 s after the event ran unthrottled, one 60.361 s after did not).
-_SLOP = 0.002
+GRACE_SLOP = 0.002
+# A run due exactly on an alignment boundary runs on it, not a step later (floating point).
+ALIGN_EPS = 1e-9
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,7 @@ CHROMIUM = Throttling()
 def aligned(t: float, step: float, mono_offset: float) -> float:
     """The first wall time ``>= t`` that is a whole multiple of ``step`` on the monotonic clock."""
     m = t + mono_offset
-    k = math.ceil(m / step - 1e-9)  # a run due exactly on a boundary runs on it, not a step later
+    k = math.ceil(m / step - ALIGN_EPS)
     return k * step - mono_offset
 
 
@@ -114,7 +121,7 @@ def interval_fires(origin: float, end: float, interval: float, hidden: Sequence[
             h0, h1 = period
             # The grace is judged at the wake-up the timer would get (the next whole second), not its due time.
             wake = aligned(due, throttling.second, mono_offset)
-            if runs >= throttling.chain and wake - h0 > throttling.grace + _SLOP:
+            if runs >= throttling.chain and wake - h0 > throttling.grace + GRACE_SLOP:
                 wake = aligned(due, throttling.align, mono_offset)
             fire = min(wake, h1)  # shown again: the overdue run happens at once
         if pending and pending[0] <= fire:
@@ -126,7 +133,7 @@ def interval_fires(origin: float, end: float, interval: float, hidden: Sequence[
         fires.append(fire)
         runs += 1
         # Drift-free (Blink's TimerBase): the next grid point strictly after this run.
-        due = origin + interval * (math.floor((fire - origin) / interval + _EPS) + 1)
+        due = origin + interval * (math.floor((fire - origin) / interval + GRID_EPS) + 1)
 
 
 def visibility_beats(origin: float, end: float, interval: float, hidden: Sequence[tuple[float, float]], *,

@@ -232,6 +232,7 @@ class ChromeHiddenTab:
     ``visibility_beat`` (spec ``chromevis:...``): the page of a ``--visibility-beat`` server, which also beats
     at every hide and show and restarts its interval there (:func:`rtlib.client.chromium.visibility_beats`).
     In presence mode ``probe`` a hidden tab needs no model: it answers every probe within milliseconds.
+    This is the reference; :mod:`rtlib.model.chrome_beats` draws whole populations in bulk, the same beats.
     """
 
     interval: float = 30.0

@@ -1,10 +1,12 @@
 """Drawing client timelines: the :class:`Timelines` both executors share and the beats of each client model.
 
 The client models of :mod:`rtlib.client.heartbeat` that have an exact vectorised form (``interval``,
-``jitter``, ``lossy``, ``background``) are drawn in bulk, every other model through its own ``beats()``, one
-viewer at a time (slower, same semantics). :func:`rtlib.model.timelines.generate` draws a whole population
-(timer mode here, probe mode through :mod:`rtlib.model.alternatives`); both build on this module, which
-imports neither (so no import cycle).
+``jitter``, ``lossy``, ``background``) are drawn in bulk; so are Chrome's hidden tabs (``chrome:``,
+``chromevis:``, bare or under one ``lossy:``), by :mod:`rtlib.model.chrome_beats`, which gives float for float
+the beats of :func:`per_viewer_beats` (each viewer's own ``beats()`` and ``random.Random``). Every other model
+goes through :func:`per_viewer_beats`, one viewer at a time (slower, same semantics).
+:func:`rtlib.model.timelines.generate` draws a whole population (timer mode here, probe mode through
+:mod:`rtlib.model.alternatives`); both build on this module, which imports neither (so no import cycle).
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from rtlib.client.heartbeat import (
     Jitter,
     Lossy,
 )
+from rtlib.model.chrome_beats import chrome_beats, is_chrome
 from rtlib.model.scenario import ModelScenario, PresenceConfig
 
-__all__ = ["Timelines", "beats_end", "draw_beats", "run_end"]
+__all__ = ["Timelines", "beats_end", "draw_beats", "per_viewer_beats", "run_end"]
 
 
 @dataclass
@@ -91,6 +94,11 @@ def beats_end(sc: ModelScenario, config: PresenceConfig) -> float:
 def draw_beats(model: HeartbeatModel, start: np.ndarray, stop: np.ndarray, rng: np.random.Generator, seed: int,
            open_away: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(viewer, t, delivered, away_since) of every beat in ``(start, stop]``, grouped by viewer, in time order."""
+    if is_chrome(model):  # in bulk, the very beats per_viewer_beats would give (None: it cannot vouch for that)
+        drawn = chrome_beats(model, start, stop, seed, _AWAY_LOOKAHEAD)
+        if drawn is None:
+            return per_viewer_beats(model, start, stop, seed, open_away)
+        return (*drawn, np.full(len(drawn[1]), np.nan))
     if isinstance(model, Lossy) and isinstance(model.base, Interval | Jitter | BackgroundTab | Lossy):
         viewer, t, ok, away = draw_beats(model.base, start, stop, rng, seed, open_away)
         return viewer, t, ok & (rng.random(len(t)) >= model.loss), away
@@ -101,7 +109,7 @@ def draw_beats(model: HeartbeatModel, start: np.ndarray, stop: np.ndarray, rng: 
     elif isinstance(model, BackgroundTab):
         out = _background(model, start, stop)
     else:
-        return _generic(model, start, stop, seed, open_away)
+        return per_viewer_beats(model, start, stop, seed, open_away)
     return (*out, np.full(len(out[1]), np.nan))
 
 
@@ -164,9 +172,10 @@ def _background(model: BackgroundTab, start: np.ndarray, stop: np.ndarray
 _AWAY_LOOKAHEAD = 24 * 3600.0  # how far past the end a model runs to find where an open absence ends
 
 
-def _generic(model: HeartbeatModel, start: np.ndarray, stop: np.ndarray, seed: int, open_away: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Any model, through its own ``beats()`` (one ``random.Random(f"{seed}:{viewer}")`` per viewer)."""
+def per_viewer_beats(model: HeartbeatModel, start: np.ndarray, stop: np.ndarray, seed: int, open_away: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Any model, through its own ``beats()`` (one ``random.Random(f"{seed}:{viewer}")`` per viewer): the
+    reference the bulk ``chrome:`` draws are tested against, and the path of models without a bulk form."""
     viewers, ts, oks, aways = [], [], [], []
     last = float(stop.max()) if len(stop) else 0.0
     for i, (s, e) in enumerate(zip(start.tolist(), stop.tolist(), strict=True)):

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from rtlib.server import keyspace
 from rtlib.server.redis_process import RedisProcess
 from rtlib.server.resp import RespConnection, script_sha
+from rtlib.server.scripts import update_keys
 from rtlib.server.store import RedisStore
 
 BENCH_DIR = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ async def one_round(url: str, n: int) -> dict[str, dict[str, float]]:
     text = RedisStore(pyredis)._update_text  # the script as the server runs it (history bounds filled in)
     script = pyredis.register_script(text)
     sha = script_sha(text.decode())
-    keys = [*keyspace.task_keys("w1", "t1"), "", keyspace.index_key("w1")]
+    keys = update_keys("w1", "t1")  # the script's KEYS as the store passes them (no ref)
     calls = {
         ("redis-py", "PING"): lambda: pyredis.ping(),
         ("lean", "PING"): lambda: lean.call("PING"),

@@ -107,12 +107,15 @@ def rss_growth(rss: pd.DataFrame, start: float, end: float) -> dict[str, dict[st
 
 
 def presence_keys_left(redis_url: str) -> dict[str, int]:
-    """Presence keys still in Redis (sorted sets, their per-user counts, the due index) and their entries."""
+    """Presence keys still in Redis (sorted sets, their per-user counts, the workspaces' sweep indexes and the
+    sweep registry's partitions) and their entries; ``dueMembers``: tasks still in a sweep index."""
     with redis.Redis.from_url(redis_url) as r:
         keys = [k.decode() for k in r.scan_iter(match=keyspace.presence_pattern(), count=1000)]
-        due = int(r.zcard(keyspace.DUE_KEY))
+        due_keys = [k.decode() for k in r.scan_iter(match=keyspace.due_pattern(), count=1000)]
+        due = sum(int(r.zcard(k)) for k in due_keys)
+        registry = sum(1 for p in range(keyspace.SWEEP_PARTITIONS) if r.zcard(keyspace.sweep_keys(p)[0]))
         entries = sum(int(r.zcard(k)) for k in keys if r.type(k) == b"zset")  # not the per-user counts (hashes)
-    return {"keys": len(keys) + (1 if due else 0), "entries": entries, "dueMembers": due}
+    return {"keys": len(keys) + len(due_keys) + registry, "entries": entries, "dueMembers": due}
 
 
 def run_soak(clients: int, minutes: float, instances: int, workspaces: int, rate: float, time_scale: float,

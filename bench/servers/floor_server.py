@@ -62,10 +62,11 @@ class RedisLink(asyncio.Protocol):
         self.updates = 0
         from rtlib.server import keyspace  # rtlib's key and channel names, and its pub/sub framing
         from rtlib.server.resp import pack_command, script_sha
-        from rtlib.server.scripts import update_script  # the very script rtlib runs per update
+        from rtlib.server.scripts import update_keys, update_script  # the very script rtlib runs per update
 
         self.keyspace = keyspace
         self.pack = pack_command
+        self.update_keys = update_keys
         text = update_script()
         self.script, self.sha = text.encode(), script_sha(text).encode()
 
@@ -97,8 +98,9 @@ class RedisLink(asyncio.Protocol):
         assert self.transport is not None
         self.updates += 1
         task = f"t-{self.updates % 50}"
+        keys = self.update_keys(ws, task)
         self.transport.write(self.pack(
-            b"EVALSHA", self.sha, b"4", *self.keyspace.task_keys(ws, task), b"", self.keyspace.index_key(ws), ws,
+            b"EVALSHA", self.sha, str(len(keys)).encode(), *keys, ws,
             payload[:-1] + b',"version":', b"}", b"1", b"300", task, b"title", b'"x"'))
 
 

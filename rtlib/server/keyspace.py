@@ -2,46 +2,76 @@
 
 The server (:mod:`rtlib.server.store`, :mod:`rtlib.server.scripts`, :mod:`rtlib.server.fanout`,
 :mod:`rtlib.server.members`), the lab, the benchmarks and the notebooks import these builders instead of
-spelling ``"rt:..."`` themselves, so a change of layout (hash-tagged keys for Redis Cluster, a later issue) is a
-change of this module. The Lua scripts are formatted from the same constants (:data:`LUA`).
+spelling ``"rt:..."`` themselves, so a change of layout is a change of this module.
 
-Ids never contain ``:`` (:data:`rtlib.protocol.schema.Id`), so every key below parses back unambiguously.
+**A keyspace that shards** (issue 22). Every key of a workspace carries the workspace id as a Redis Cluster hash
+tag: braces in a key are literal, and Redis Cluster hashes only what is between the first ``{`` and the next
+``}``, so every key of workspace ``w1`` (``rt:{w1}:ver:t1``, ``rt:{w1}:hist``...) is in one slot and one Lua script
+may touch them all. Every script takes every key it touches in ``KEYS`` (:mod:`rtlib.server.scripts`; Redis
+documents a key built inside a script as unsupported even on one server, and a cluster refuses one of another
+slot). The workspace channel carries the same tag, so a later sharded ``SPUBLISH`` from a script stays in the
+workspace's slot. What spans workspaces is restated per slot:
 
-============================  ===========  ===============================================================
-key / channel                 type         holds
-============================  ===========  ===============================================================
-``rt:{ws}:ver:{task}``        string       the task's version
-``rt:{ws}:task:{task}``       hash         field -> JSON value
-``rt:{ws}:tasks``             sorted set   the workspace's task ids (all scores 0), for ``task.list``
-``rt:{ws}:ref:{user}:{h}:{r}``  string     an idempotent update's version, for ``idempotency_ttl`` seconds
-``rt:{ws}:epoch``             string       the history's epoch (a new one after Redis lost the stream)
-``rt:{ws}:hist``              stream       the workspace's bounded event history
-``rt:{ws}:pres:{task}``       sorted set   member ``conn:user``, score = last heartbeat (Unix seconds)
-``rt:{ws}:pres:{task}:n``     hash         user -> that user's entries on the task
-``rt:presence:due``           sorted set   member ``ws:task``, score = the task's oldest heartbeat (sweep index)
-``rt:{ws}:conns``             hash         instance member -> its open connections in the workspace
-``rt:instance:{member}``      string       an instance's alive key (TTL)
-``rt:chan:{ws}``              channel      ``exclude_conn + "\\n" + event JSON`` (:func:`frame`)
-``rt:probe:{server}``         channel      the pub/sub check's probes of one instance
-============================  ===========  ===============================================================
+* the presence sweep: each workspace has its own sweep index (``due`` below), and the workspaces that may have
+  entries to expire are found in :data:`SWEEP_PARTITIONS` partitions (``sweep`` below, each its own slot), kept
+  by the store outside the workspace scripts (:mod:`rtlib.server.sweep` says why that is exact);
+* the cluster's connection counts: each workspace's hash, with instances' alive keys read by the instance
+  outside any script (:mod:`rtlib.server.members`).
+
+Ids never contain ``:`` (:data:`rtlib.protocol.schema.Id`), so every key below parses back unambiguously, and a
+partition's tag (``sweep:N``) can never be a workspace's. In the table ``<ws>``, ``<task>``... stand for ids;
+braces are literal.
+
+=====================================  ===========  ======================================================
+key / channel                          type         holds
+=====================================  ===========  ======================================================
+``rt:{<ws>}:ver:<task>``               string       the task's version
+``rt:{<ws>}:task:<task>``              hash         field -> JSON value
+``rt:{<ws>}:tasks``                    sorted set   the workspace's task ids (all scores 0), for ``task.list``
+``rt:{<ws>}:ref:<user>:<h>:<r>``       string       an idempotent update's version, for ``idempotency_ttl`` s
+``rt:{<ws>}:epoch``                    string       the history's epoch (a new one after Redis lost the stream)
+``rt:{<ws>}:hist``                     stream       the workspace's bounded event history
+``rt:{<ws>}:pres:<task>``              sorted set   member ``conn:user``, score = last heartbeat (Unix seconds)
+``rt:{<ws>}:pres:<task>:n``            hash         user -> that user's entries on the task
+``rt:{<ws>}:due``                      sorted set   member ``task``, score = the task's oldest heartbeat
+``rt:{sweep:<n>}:workspaces``          sorted set   member ``ws``, score <= the workspace's oldest heartbeat
+``rt:{sweep:<n>}:gens``                hash         ws -> the generation of its last registration; ``""``
+                                                    -> the partition's counter
+``rt:{<ws>}:conns``                    hash         instance member -> its open connections in the workspace
+``rt:instance:<member>``               string       an instance's alive key (TTL)
+``rt:chan:{<ws>}``                     channel      ``exclude_conn + "\\n" + event JSON`` (:func:`frame`)
+``rt:probe:<server>``                  channel      the pub/sub check's probes of one instance
+=====================================  ===========  ======================================================
+
+**Migration** from the layout before issue 22 (``rt:<ws>:ver:<task>``... without braces, one global sweep index
+``rt:presence:due`` of ``ws:task`` members, channels ``rt:chan:<ws>``): old keys are **not read**. An rtlib of
+this layout on a Redis written by an older one sees no tasks, no history (a resuming client gets a new epoch and
+resyncs) and no presence (old entries are never swept); the old keys stay until deleted, e.g. ``redis-cli --scan
+--pattern 'rt:*'`` and delete every key whose name does not start with ``rt:{`` (except ``rt:instance:*``).
+Instances of both layouts must not share a Redis: their channels differ, so they would not hear each other.
+The embedded Redis (``rtlib serve`` without ``--redis``) keeps nothing, so it needs nothing.
 """
 
 from __future__ import annotations
 
+from binascii import crc_hqx
+
 __all__ = [
     "CHANNEL_PREFIX",
-    "DUE_KEY",
     "LUA",
     "PREFIX",
     "RESP3_PROBE_KEY",
     "SEPARATOR",
+    "SWEEP_PARTITIONS",
     "alive_key",
     "channel",
     "conns_key",
-    "due_member",
+    "due_key",
+    "due_pattern",
     "epoch_key",
     "frame",
     "history_key",
+    "history_keys",
     "index_key",
     "presence_counts_key",
     "presence_key",
@@ -50,6 +80,9 @@ __all__ = [
     "probe_channel",
     "ref_key",
     "split_frame",
+    "sweep_keys",
+    "sweep_keys_of",
+    "sweep_partition",
     "task_keys",
     "workspace_of_channel",
     "workspace_prefix",
@@ -57,64 +90,96 @@ __all__ = [
 
 PREFIX = "rt:"
 CHANNEL_PREFIX = "rt:chan:"
-DUE_KEY = "rt:presence:due"
 #: A key no rtlib data uses: written once to check that the server speaks RESP3 (:mod:`rtlib.server.resp`).
 RESP3_PROBE_KEY = "rt:resp3-probe"
 #: Between the excluded connection id and the event in a pub/sub message (ids contain no newline).
 SEPARATOR = b"\n"
+#: How many partitions the sweep's workspace registry has: each is one key pair in a slot of its own, so on a
+#: cluster registrations spread over the shards, and a sweep reads every partition (a constant of the layout:
+#: every instance sharing a Redis must agree on it).
+SWEEP_PARTITIONS = 16
 
 
 def workspace_prefix(ws: str) -> str:
-    """The prefix of every key of one workspace (``task.list`` reads task keys under it)."""
-    return f"{PREFIX}{ws}:"
+    """The prefix of every key of one workspace: ``rt:`` and the workspace as the hash tag."""
+    return f"{PREFIX}{{{ws}}}:"
 
 
 def task_keys(ws: str, task: str) -> list[str]:
     """The task's version key and its fields hash, in the order the scripts take them."""
-    return [f"{PREFIX}{ws}:ver:{task}", f"{PREFIX}{ws}:task:{task}"]
+    prefix = workspace_prefix(ws)
+    return [f"{prefix}ver:{task}", f"{prefix}task:{task}"]
 
 
 def index_key(ws: str) -> str:
-    return f"{PREFIX}{ws}:tasks"
+    return workspace_prefix(ws) + "tasks"
 
 
 def ref_key(ws: str, user: str, digest: str, ref: str) -> str:
-    return f"{PREFIX}{ws}:ref:{user}:{digest}:{ref}"
+    return f"{workspace_prefix(ws)}ref:{user}:{digest}:{ref}"
 
 
 def epoch_key(ws: str) -> str:
-    return f"{PREFIX}{ws}:epoch"
+    return workspace_prefix(ws) + "epoch"
 
 
 def history_key(ws: str) -> str:
-    return f"{PREFIX}{ws}:hist"
+    return workspace_prefix(ws) + "hist"
+
+
+def history_keys(ws: str) -> list[str]:
+    """The history's epoch and stream: what every script that publishes (``emit``) takes after its own keys."""
+    return [epoch_key(ws), history_key(ws)]
 
 
 def presence_key(ws: str, task: str) -> str:
-    return f"{PREFIX}{ws}:pres:{task}"
+    return f"{workspace_prefix(ws)}pres:{task}"
 
 
 def presence_counts_key(ws: str, task: str) -> str:
     return presence_key(ws, task) + ":n"
 
 
+def due_key(ws: str) -> str:
+    """The workspace's sweep index: each task with entries, scored by its oldest heartbeat."""
+    return workspace_prefix(ws) + "due"
+
+
 def presence_keys(ws: str, task: str) -> list[str]:
-    """The keys a presence script takes: the task's entries, its per-user counts, the sweep index."""
-    return [presence_key(ws, task), presence_counts_key(ws, task), DUE_KEY]
+    """The keys a presence script takes: the task's entries, its per-user counts, the workspace's sweep index,
+    and the history's epoch and stream (a presence change is published and kept like any event)."""
+    return [presence_key(ws, task), presence_counts_key(ws, task), due_key(ws), *history_keys(ws)]
 
 
 def presence_pattern() -> str:
     """A ``SCAN`` pattern matching every presence key (entries and counts) of every workspace."""
-    return f"{PREFIX}*:pres:*"
+    return f"{PREFIX}{{*}}:pres:*"
 
 
-def due_member(ws: str, task: str) -> str:
-    """The sweep index's member for one task."""
-    return f"{ws}:{task}"
+def due_pattern() -> str:
+    """A ``SCAN`` pattern matching every workspace's sweep index."""
+    return f"{PREFIX}{{*}}:due"
+
+
+def sweep_partition(ws: str) -> int:
+    """The sweep registry partition of a workspace: CRC16 (the one Redis Cluster uses), the same in every
+    process (Python's ``hash`` of a str is salted per process)."""
+    return crc_hqx(ws.encode(), 0) % SWEEP_PARTITIONS
+
+
+def sweep_keys(partition: int) -> list[str]:
+    """One registry partition: the workspaces that may have entries to expire, and their registrations'
+    generations (``:`` in the tag: no workspace id can have this slot's tag)."""
+    prefix = f"{PREFIX}{{sweep:{partition}}}:"
+    return [prefix + "workspaces", prefix + "gens"]
+
+
+def sweep_keys_of(ws: str) -> list[str]:
+    return sweep_keys(sweep_partition(ws))
 
 
 def conns_key(ws: str) -> str:
-    return f"{PREFIX}{ws}:conns"
+    return workspace_prefix(ws) + "conns"
 
 
 def alive_key(member: str) -> str:
@@ -122,7 +187,7 @@ def alive_key(member: str) -> str:
 
 
 def channel(ws: str) -> str:
-    return f"{CHANNEL_PREFIX}{ws}"
+    return f"{CHANNEL_PREFIX}{{{ws}}}"
 
 
 def probe_channel(server_id: str) -> str:
@@ -131,7 +196,7 @@ def probe_channel(server_id: str) -> str:
 
 def workspace_of_channel(chan: bytes) -> str:
     """Inverse of :func:`channel`, on the bytes a subscriber receives."""
-    return chan[len(CHANNEL_PREFIX):].decode()
+    return chan[len(CHANNEL_PREFIX) + 1:-1].decode()
 
 
 def frame(event: bytes, exclude_conn: str = "") -> bytes:
@@ -145,14 +210,10 @@ def split_frame(message: bytes) -> tuple[str | None, bytes]:
     return (exclude.decode() if exclude else None), event
 
 
-#: The same layout for the Lua scripts (:mod:`rtlib.server.scripts` formats its texts with these): each value
-#: is a Lua expression building the key from the script's local variables ``ws``, ``task``, ``instance``.
+#: What the Lua scripts still build themselves (:mod:`rtlib.server.scripts` formats its texts with these): no
+#: key (every key is passed in ``KEYS``), only the workspace channel, from the script's local variable ``ws``,
+#: and the pub/sub framing.
 LUA: dict[str, str] = {
-    "channel": f"'{CHANNEL_PREFIX}' .. ws",
-    "epoch": f"'{PREFIX}' .. ws .. ':epoch'",
-    "history": f"'{PREFIX}' .. ws .. ':hist'",
-    "presence": f"'{PREFIX}' .. ws .. ':pres:' .. task",
-    "presence_counts": f"'{PREFIX}' .. ws .. ':pres:' .. task .. ':n'",
-    "alive": f"'{PREFIX}instance:' .. instance",
+    "channel": f"'{CHANNEL_PREFIX}{{' .. ws .. '}}'",
     "separator": "'\\n'",
 }

@@ -12,11 +12,16 @@ Keys (built by :mod:`rtlib.server.keyspace`):
   workspace (an instance is named by its server id and a random part, :attr:`ClusterCounts.member`);
 * :func:`~rtlib.server.keyspace.alive_key` (string, TTL :data:`ALIVE_TTL`) the instance is alive. It is renewed
   by :meth:`ClusterCounts.tick` (``rtlib.server.loops.keep_counts``). An instance that dies without cleaning up
-  leaves its fields behind; the count script (:data:`rtlib.server.scripts.COUNT`) drops them once its key has
-  expired.
+  leaves its fields behind; a refresh drops them once its key has expired.
 
-Reads are cached: every :data:`REFRESH` seconds one script call reads the other instances' counts of every
-workspace this instance has connections in (``rtlib.server.loops.keep_counts``), and an update is charged with
+A workspace's hash is in the workspace's slot, an alive key in a slot of its own (issue 22: a keyspace that
+shards), so no script reads both: a refresh reads the hashes (``HGETALL``, one pipeline), then the alive keys of
+the instances it found (``EXISTS``, one pipeline), sums the live ones and deletes the dead ones' fields (``HDEL``).
+Not atomic as the one script before it was: an instance whose key had lapsed and that beats again between the
+two reads can lose a field to that ``HDEL``. Its next beat writes it back, exactly as after any lapse.
+
+Reads are cached: every :data:`REFRESH` seconds one refresh (two round trips) reads the other instances' counts
+of every workspace this instance has connections in (``rtlib.server.loops.keep_counts``), and an update is charged with
 the count known at that moment, so the hot path never waits for Redis nor adds a round trip. (A first version
 refreshed each workspace from the hot path when its count was stale: at S1, 50 workspaces, that was 25 script
 calls a second and cost 8.5 µs per delivery, +15 %.) The local count is always exact, and only the other
@@ -34,7 +39,6 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
-from rtlib.server import scripts
 from rtlib.server.keyspace import alive_key, conns_key
 from rtlib.server.tasks import spawn
 
@@ -44,7 +48,7 @@ log = logging.getLogger("rtlib.server.members")
 
 #: Seconds a count read from Redis is used before it is read again.
 REFRESH = 2.0
-#: Workspaces read per script call.
+#: Workspaces read per pipeline (so one refresh never sends Redis an unbounded batch).
 CHUNK = 256
 #: Seconds an instance counts as alive after its last beat (it beats every third of this).
 ALIVE_TTL = 15.0
@@ -60,7 +64,6 @@ class ClusterCounts:
         # --server-id never revives the counts a crashed run left behind (they expire with their alive key).
         self.member = f"{server_id}.{secrets.token_hex(4)}"
         self.refresh_after, self.alive_ttl, self.clock = refresh, alive_ttl, clock
-        self._count = redis.register_script(scripts.COUNT)
         self._remote: dict[str, int] = {}  # ws -> the other live instances' connections, as last read
         self._local: dict[str, int] = {}  # ws -> this instance's count, as last written
         self._dirty: dict[str, int] = {}  # ws -> this instance's count, not yet written
@@ -138,12 +141,31 @@ class ClusterCounts:
 
     async def refresh(self, *workspaces: str) -> list[int]:
         """Read these workspaces' connection counts on the *other* live instances into the cache, :data:`CHUNK`
-        per script call (so one call never holds Redis for long). Own counts are never read back: the local
-        count is always the exact one."""
+        per pipeline, and delete the fields of instances whose alive key is gone. Own counts are never read
+        back: the local count is always the exact one."""
         remote: list[int] = []
+        own = self.member.encode()
         for i in range(0, len(workspaces), CHUNK):
             chunk = workspaces[i:i + CHUNK]
-            got = [int(n) for n in await self._count(keys=[conns_key(ws) for ws in chunk], args=[self.member])]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for ws in chunk:
+                    pipe.hgetall(conns_key(ws))
+                tables: list[dict[bytes, bytes]] = await pipe.execute()
+            others = sorted({m for table in tables for m in table if m != own})
+            alive: set[bytes] = set()
+            if others:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for m in others:
+                        pipe.exists(alive_key(m.decode()))
+                    alive = {m for m, n in zip(others, await pipe.execute(), strict=True) if n}
+            dead = [(ws, m) for ws, table in zip(chunk, tables, strict=True) for m in table
+                    if m != own and m not in alive]
+            if dead:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for ws, m in dead:
+                        pipe.hdel(conns_key(ws), m)
+                    await pipe.execute()
+            got = [sum(int(n) for m, n in table.items() if m in alive) for table in tables]
             self._remote.update(zip(chunk, got, strict=True))
             remote += got
         return remote

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,12 +94,15 @@ class RedisProcess:
     :meth:`start` returns (the server has answered PING).
     """
 
-    def __init__(self, port: int | None = None, binary: Path | None = None, persist: bool = False) -> None:
+    def __init__(self, port: int | None = None, binary: Path | None = None, persist: bool = False,
+                 extra_args: Sequence[str] = ()) -> None:
         self.binary = binary or find_redis_server()
         self.port = port or free_port()
         # persist: an append-only file in the server's directory, so a crash and restart (:meth:`crash`, then
         # :meth:`start`) keeps every acknowledged write, as a production Redis with AOF does.
         self.persist = persist
+        # More redis-server options, after rtlib's (a later one wins): e.g. cluster mode (rtlib.server.redis_cluster).
+        self.extra_args = list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
         self._dir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -117,6 +121,7 @@ class RedisProcess:
             # A design workbench drives thousands of clients from one box: raise the pub/sub output
             # buffer cap so a slow subscriber is a measured effect, not a silent disconnect.
             "--client-output-buffer-limit", "pubsub", "256mb", "128mb", "60",
+            *self.extra_args,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      preexec_fn=die_with_parent)

@@ -3,9 +3,15 @@
 Each script runs atomically in Redis. A script that changes what a workspace sees also publishes the event
 itself (``emit``), so the change and its announcement are one step: observers see changes in the order the store
 made them. ``HIST_LEN`` and ``HIST_AGE_MS`` are written into the texts by :func:`sized` (they are constants of
-the scripts, the same on every instance of a cluster). Every key and channel a script builds itself, and the
-pub/sub framing, come from :data:`rtlib.server.keyspace.LUA` (``$channel``, ``$epoch``... below, filled in by
-:func:`_keyed` when this module is imported), so the scripts and the Python side cannot disagree on the layout.
+the scripts, the same on every instance of a cluster).
+
+Every script takes every key it touches in ``KEYS``, built by :mod:`rtlib.server.keyspace` (the comment above
+each script gives their order; :func:`update_keys` builds the hot path's). No script builds a key: Redis
+documents that as unsupported even on one server, and on Redis Cluster every key of one call must be in one
+slot, which the workspace hash tag guarantees for a workspace's scripts. A script whose keys depend on what it
+reads (the tasks of a ``task.list`` page, the due tasks of a sweep) is preceded by a plain read of those ids.
+Only the workspace channel and the pub/sub framing are built in Lua, from :data:`rtlib.server.keyspace.LUA`
+(``$channel``, ``$separator``, filled in by :func:`_keyed` when this module is imported).
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from string import Template
 from rtlib.protocol.config import HistoryConfig
 from rtlib.server import keyspace
 
-__all__ = ["COUNT", "EXPIRE", "GET", "HISTORY", "HOLD", "LIST", "REMOVE", "UPDATE", "UPSERT", "sized", "update_script"]
+__all__ = ["EXPIRE", "GET", "HISTORY", "HOLD", "REGISTER", "REMOVE", "SETTLE", "UPDATE", "UPSERT", "sized",
+           "update_keys", "update_script"]
 
 
 def _keyed(text: str) -> str:
@@ -26,10 +33,6 @@ def _keyed(text: str) -> str:
     return Template(text).substitute(keyspace.LUA)
 
 
-# Every workspace event goes out through emit(): appended to the workspace's history stream (trimmed by length
-# and age) and published with its offset (the entry id) and the history's epoch, in the calling script, so
-# history order is publish order and a resuming client can be caught up without a gap or a duplicate
-# (rtlib.protocol.history). HIST_LEN 0 turns history off: events are published as they are.
 # The history's epoch, created from the server clock the first time it is needed (after Redis lost it, a new
 # one: no old offset can then be resumed). One definition for emit() and the history read.
 _EPOCH = """
@@ -44,14 +47,18 @@ local function epoch_of(key)
 end
 """
 
+# Every workspace event goes out through emit(): appended to the workspace's history stream (trimmed by length
+# and age) and published with its offset (the entry id) and the history's epoch, in the calling script, so
+# history order is publish order and a resuming client can be caught up without a gap or a duplicate
+# (rtlib.protocol.history). HIST_LEN 0 turns history off: events are published as they are. The epoch and
+# stream keys are the caller's KEYS (keyspace.history_keys).
 _EMIT = _EPOCH + _keyed("""
-local function emit(ws, exclude, event)
+local function emit(ws, epoch_key, stream, exclude, event)
   if HIST_LEN == 0 then
     redis.call('PUBLISH', $channel, exclude .. $separator .. event)
     return
   end
-  local epoch = epoch_of($epoch)
-  local stream = $history
+  local epoch = epoch_of(epoch_key)
   local id = redis.call('XADD', stream, 'MAXLEN', '~', HIST_LEN, '*', 'e', event)
   if HIST_AGE_MS > 0 then
     local ms = tonumber(string.match(id, '^(%d+)'))
@@ -62,21 +69,23 @@ local function emit(ws, exclude, event)
 end
 """)
 
-# KEYS: ver, fields, ref key (or ''), index. ARGV: workspace, event prefix, event suffix, publish (1/0), ref TTL
+# KEYS (update_keys): ver, fields, index, epoch, stream, and the ref key only when there is one (an empty key
+# name would hash to slot 0, another slot). ARGV: workspace, event prefix, event suffix, publish (1/0), ref TTL
 # (s), task id, field, value, ... With a ref key, the update is idempotent per (user, ref) for the TTL: a retry
 # (after a dropped connection, say) gets the version of the first attempt and bumps nothing. The task index is
 # written by the same script that creates the task (version 0 -> 1), so a task is listed exactly when it
 # exists, on every instance, with one ZADD per task lifetime rather than per update. Returns {version, retry}.
 UPDATE = _EMIT + """
-if KEYS[3] ~= '' then
-  local prior = redis.call('GET', KEYS[3])
+local ref = KEYS[6]
+if ref then
+  local prior = redis.call('GET', ref)
   if prior then return {tonumber(prior), 1} end
 end
 local v = redis.call('INCR', KEYS[1])
-if v == 1 then redis.call('ZADD', KEYS[4], 0, ARGV[6]) end
+if v == 1 then redis.call('ZADD', KEYS[3], 0, ARGV[6]) end
 if #ARGV > 6 then redis.call('HSET', KEYS[2], unpack(ARGV, 7)) end
-if KEYS[3] ~= '' then redis.call('SET', KEYS[3], v, 'EX', ARGV[5]) end
-if ARGV[4] == '1' then emit(ARGV[1], '', ARGV[2] .. v .. ARGV[3]) end
+if ref then redis.call('SET', ref, v, 'EX', ARGV[5]) end
+if ARGV[4] == '1' then emit(ARGV[1], KEYS[4], KEYS[5], '', ARGV[2] .. v .. ARGV[3]) end
 return {v, 0}
 """
 
@@ -91,58 +100,63 @@ if ARGV[1] ~= '' then after = redis.call('XRANGE', KEYS[2], '(' .. ARGV[1], '+',
 return {epoch, first[1] and first[1][1] or false, last[1] and last[1][1] or false, after}
 """
 
-# KEYS: index. ARGV: the workspace's key prefix (keyspace.workspace_prefix), cursor ('' = from the start), limit.
-# Why a sorted set of ids (all scores 0, so ZRANGEBYLEX orders them by id) and not SCAN over the version keys:
-# SCAN walks the whole keyspace of every workspace, may return a key twice and pages by hash slot, so a cursor
-# would be neither stable nor cheap. Lexicographic paging after the last id seen is stable while tasks are
-# created concurrently (a new id lands either before the cursor, and was never promised, or after it, and is
-# listed). Each task's (version, fields) is read in the same script, so every entry is a consistent snapshot.
-LIST = """
-local from = '-'
-if ARGV[2] ~= '' then from = '(' .. ARGV[2] end
-local limit = tonumber(ARGV[3])
-local ids = redis.call('ZRANGEBYLEX', KEYS[1], from, '+', 'LIMIT', 0, limit + 1)
-local more = 0
-if #ids > limit then more = 1; table.remove(ids) end
-local out = {more}
-for _, id in ipairs(ids) do
-  table.insert(out, id)
-  table.insert(out, redis.call('GET', ARGV[1] .. 'ver:' .. id) or '0')
-  table.insert(out, redis.call('HGETALL', ARGV[1] .. 'task:' .. id))
+# KEYS: ver, fields of one task, or of each task of a task.list page (ver1, fields1, ver2, fields2...).
+# Returns {version, fields, version, fields...}: every task's pair read in one script, so a page is one
+# consistent snapshot. task.list reads the page's ids first (ZRANGEBYLEX on the workspace's index, all scores 0,
+# after the last id seen: stable while tasks are created concurrently, which SCAN over the version keys is not).
+GET = """
+local out = {}
+for i = 1, #KEYS, 2 do
+  table.insert(out, redis.call('GET', KEYS[i]) or '0')
+  table.insert(out, redis.call('HGETALL', KEYS[i + 1]))
 end
 return out
 """
 
-# KEYS: ver, fields.
-GET = """
-return {redis.call('GET', KEYS[1]) or '0', redis.call('HGETALL', KEYS[2])}
-"""
-
-# Keep the sweep index's score = the oldest heartbeat of the task (or drop it when the task has none).
+# Keep the workspace's sweep index (KEYS[3] of a presence script) scored by each task's oldest heartbeat (or
+# drop the task when it has none); wsmin() is the workspace's oldest heartbeat (a string: a Lua number would be
+# truncated to an integer in the reply), or false.
 _REINDEX = """
-local function reindex(zset, due, due_member)
+local function reindex(zset, due, task)
   local first = redis.call('ZRANGE', zset, 0, 0, 'WITHSCORES')
-  if #first == 0 then redis.call('ZREM', due, due_member) else redis.call('ZADD', due, first[2], due_member) end
+  if #first == 0 then redis.call('ZREM', due, task) else redis.call('ZADD', due, first[2], task) end
+end
+local function wsmin(due)
+  local first = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')
+  if #first == 0 then return false end
+  return first[2]
+end
+local function lowered(before, after)
+  if after and (not before or tonumber(after) < tonumber(before)) then return 1 end
+  return 0
 end
 """
 
 # Presence scripts publish their own event (rtlib.protocol.presence_protocol): the change and its announcement
 # are one atomic step, so observers see a user's joins and leaves of a task in the order the store made them.
+# UPSERT and HOLD also report whether they lowered the workspace's oldest heartbeat (a first entry, a back-dated
+# one): the store then registers the workspace for the sweep again (rtlib.server.sweep).
 
-# KEYS: zset, counts, due. ARGV: member, user, now, due member, workspace, exclude conn, event. Join and
-# heartbeat are one upsert; the event (presence.joined) goes out when the user's first entry was added.
+# KEYS (keyspace.presence_keys): zset, counts, due, epoch, stream. ARGV: member, user, now, task, workspace,
+# exclude conn, event. Join and heartbeat are one upsert; the event (presence.joined) goes out when the user's
+# first entry was added. Returns {added, n, viewers, lowered}. Only an added entry can lower the workspace's
+# oldest heartbeat (the others keep their scores): exactly when now is older than it (or there was none). A
+# heartbeat moves its entry's score forward unless the instance's clock went back; the sweep then reaches that
+# entry late by at most the step back (reading the oldest on every heartbeat cost 3 µs a call: 12 µs, not 9).
 UPSERT = _EMIT + _REINDEX + """
 local added = redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-local n
-if added == 1 then n = redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+local n, low = 0, 0
+if added == 1 then
+  n = redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+  low = lowered(wsmin(KEYS[3]), ARGV[3])
 else n = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0') end
 reindex(KEYS[1], KEYS[3], ARGV[4])
-if added == 1 and n == 1 then emit(ARGV[5], ARGV[6], ARGV[7]) end
-return {added, n, redis.call('HKEYS', KEYS[2])}
+if added == 1 and n == 1 then emit(ARGV[5], KEYS[4], KEYS[5], ARGV[6], ARGV[7]) end
+return {added, n, redis.call('HKEYS', KEYS[2]), low}
 """
 
-# KEYS: zset, counts, due. ARGV: member, user, due member, workspace, event. ZREM's result is the arbiter:
-# one remover wins; the message (presence.left) goes out when the user's last entry was removed.
+# KEYS: as UPSERT. ARGV: member, user, task, workspace, event. ZREM's result is the arbiter: one remover wins;
+# the message (presence.left) goes out when the user's last entry was removed. Returns {removed, n}.
 REMOVE = _EMIT + _REINDEX + """
 local removed = redis.call('ZREM', KEYS[1], ARGV[1])
 local n
@@ -151,70 +165,73 @@ if removed == 1 then
   if n <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]); n = 0 end
 else n = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0') end
 reindex(KEYS[1], KEYS[3], ARGV[3])
-if removed == 1 and n == 0 then emit(ARGV[4], '', ARGV[5]) end
+if removed == 1 and n == 0 then emit(ARGV[4], KEYS[4], KEYS[5], '', ARGV[5]) end
 return {removed, n}
 """
 
-# KEYS: zset, counts, due. ARGV: member, score, due member. Back-date an entry that is still there (an
-# unclean disconnect under a leave grace): never adds one back, never makes one younger.
+# KEYS: as UPSERT (epoch and stream unused). ARGV: member, score, task. Back-date an entry that is still there
+# (an unclean disconnect under a leave grace): never adds one back, never makes one younger. Returns lowered.
 HOLD = _REINDEX + """
+local before = wsmin(KEYS[3])
 redis.call('ZADD', KEYS[1], 'XX', 'LT', ARGV[2], ARGV[1])
 reindex(KEYS[1], KEYS[3], ARGV[3])
-return 1
+return lowered(before, wsmin(KEYS[3]))
 """
 
-# KEYS: due. ARGV: cutoff, max tasks, event template. Pops every entry with score <= cutoff on up to N due
-# tasks; the keys of those tasks are derived from the index (single-node Redis: the workbench does not target
-# Cluster). A user whose last entry expired gets the template's presence.left, {ws}/{task}/{user} filled in.
-EXPIRE = _EMIT + _REINDEX + _keyed("""
+# One workspace's share of a sweep. KEYS: due, epoch, stream, then zset and counts of each task in ARGV.
+# ARGV: cutoff, event template, workspace, task ids (the due tasks the sweep read from the index just before).
+# Pops every entry with score <= cutoff of those tasks: ZREM in this script is the arbiter, so with every
+# instance sweeping, each entry is popped exactly once (a task another sweep emptied meanwhile has nothing left).
+# A user whose last entry expired gets the template's presence.left, {ws}/{task}/{user} filled in.
+# Returns {oldest heartbeat left in the workspace or false, task, member, n, task, member, n...}.
+EXPIRE = _EMIT + _REINDEX + """
 local out = {}
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, dm in ipairs(due) do
-  local sep = string.find(dm, ':', 1, true)
-  local ws, task = string.sub(dm, 1, sep - 1), string.sub(dm, sep + 1)
-  local zset = $presence
-  local counts = $presence_counts
+local ws = ARGV[3]
+for i = 4, #ARGV do
+  local task = ARGV[i]
+  local zset, counts = KEYS[2 * i - 4], KEYS[2 * i - 3]
   for _, m in ipairs(redis.call('ZRANGEBYSCORE', zset, '-inf', ARGV[1])) do
     redis.call('ZREM', zset, m)
     local user = string.sub(m, string.find(m, ':', 1, true) + 1)
     local n = redis.call('HINCRBY', counts, user, -1)
     if n <= 0 then
       redis.call('HDEL', counts, user); n = 0
-      local event = string.gsub(ARGV[3], '{(%a+)}', {ws = ws, task = task, user = user})
-      emit(ws, '', event)
+      local event = string.gsub(ARGV[2], '{(%a+)}', {ws = ws, task = task, user = user})
+      emit(ws, KEYS[2], KEYS[3], '', event)
     end
-    table.insert(out, ws); table.insert(out, task); table.insert(out, m); table.insert(out, n)
+    table.insert(out, task); table.insert(out, m); table.insert(out, n)
   end
-  reindex(zset, KEYS[1], dm)
+  reindex(zset, KEYS[1], task)
 end
-table.insert(out, 1, #due)
+table.insert(out, 1, wsmin(KEYS[1]))
 return out
-""")
+"""
 
+# The sweep registry, one partition per call (KEYS: keyspace.sweep_keys: workspaces, gens); rtlib.server.sweep
+# explains the protocol. REGISTER, ARGV: workspace, score. Lower the workspace's score to at most score (adding
+# it if missing) and give the registration a new generation, unique in the partition (a counter, so a
+# generation never comes back after the workspace left and returned).
+REGISTER = """
+redis.call('ZADD', KEYS[1], 'LT', ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], redis.call('HINCRBY', KEYS[2], '', 1))
+return 1
+"""
 
-# KEYS: workspaces' connection counts (hashes: instance -> open connections on that instance). ARGV: the
-# calling instance. Returns each workspace's count on the *other* live instances: a field whose instance key
-# (keyspace.alive_key, kept alive with a TTL) is gone belongs to an instance that died without cleaning up,
-# and is deleted here (rtlib.server.members). One call reads every workspace an instance has connections in.
-COUNT = _keyed("""
-local totals = {}
-for k = 1, #KEYS do
-  local total = 0
-  local fields = redis.call('HGETALL', KEYS[k])
-  for i = 1, #fields, 2 do
-    local instance = fields[i]
-    if instance == ARGV[1] then
-      -- the caller's own count: it knows it exactly
-    elseif redis.call('EXISTS', $alive) == 1 then
-      total = total + tonumber(fields[i + 1])
-    else
-      redis.call('HDEL', KEYS[k], instance)
-    end
-  end
-  totals[k] = total
+# ARGV: workspace, generation the sweep read before EXPIRE ('0' if none), the workspace's oldest heartbeat after
+# the sweep ('' if none left).
+# Unless a registration came since (another generation: a writer lowered the workspace's oldest heartbeat after
+# the sweep read it), drop the workspace (nothing left) or raise its score to its oldest heartbeat. Returns 1 if
+# settled, 0 if the generation changed (the workspace is left as it is: visited again by the next sweep).
+SETTLE = """
+if (redis.call('HGET', KEYS[2], ARGV[1]) or '0') ~= ARGV[2] then return 0 end
+if ARGV[3] == '' then
+  redis.call('ZREM', KEYS[1], ARGV[1]); redis.call('HDEL', KEYS[2], ARGV[1])
+else
+  redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[1])
 end
-return totals
-""")
+return 1
+"""
+
 
 def sized(text: str, history: HistoryConfig) -> str:
     """A script with the history bounds written in (they are constants of the scripts, the same on every
@@ -225,3 +242,9 @@ def sized(text: str, history: HistoryConfig) -> str:
 def update_script(history: HistoryConfig | None = None) -> str:
     """The text of ``task.update``'s script (the hot path's one Redis call), e.g. for a benchmark's floor."""
     return sized(UPDATE, history or HistoryConfig())
+
+
+def update_keys(ws: str, task: str, ref_key: str = "") -> list[str]:
+    """The KEYS of :data:`UPDATE`, in its order (the ref key, from :func:`keyspace.ref_key`, only if given)."""
+    return [*keyspace.task_keys(ws, task), keyspace.index_key(ws), *keyspace.history_keys(ws),
+            *([ref_key] if ref_key else [])]

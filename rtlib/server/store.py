@@ -4,15 +4,18 @@
 It carries out decisions, it does not make them: the version rule (bump by exactly one, per task) is the
 script's single ``INCR``; presence facts go back to :mod:`rtlib.protocol.presence`, which turns them into events.
 
-Every key, channel and the pub/sub message framing are built by :mod:`rtlib.server.keyspace` (its docstring
-is the table of keys). The task index (``keyspace.index_key``) holds only tasks created since the index exists:
-a Redis that kept tasks from an older rtlib (the embedded one keeps nothing) needs them added once, e.g.
+Every key, channel and the pub/sub message framing are built by :mod:`rtlib.server.keyspace` (its docstring is the
+table of keys, and says how the layout shards: every script takes every key it touches, all in its workspace's
+slot). Presence writes also keep the sweep's workspace registry, and the sweep itself runs per workspace
+(:mod:`rtlib.server.sweep`). The task index (``keyspace.index_key``) holds only tasks created since the index
+exists: a Redis that kept tasks from an older rtlib (the embedded one keeps nothing) needs them added once, e.g.
 ``ZADD <index key> 0 {task}`` per task version key of the workspace.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -23,6 +26,7 @@ from rtlib.protocol.presence import EntryFact, member
 from rtlib.protocol.presence_protocol import Expire, Hold, Remove, Upsert
 from rtlib.server import keyspace, scripts
 from rtlib.server.resp import RespConnection, script_sha
+from rtlib.server.sweep import Sweep, evalsha, pipelined
 
 __all__ = ["RedisStore"]
 
@@ -57,10 +61,9 @@ class RedisStore:
         self._update_sha = script_sha(sized["update"])
         self._update = redis.register_script(sized["update"])
         self._get = redis.register_script(scripts.GET)
-        self._list = redis.register_script(scripts.LIST)
         self._upsert = redis.register_script(sized["upsert"])
         self._remove = redis.register_script(sized["remove"])
-        self._expire = redis.register_script(sized["expire"])
+        self.sweep = Sweep(redis, sized["expire"], self.load_scripts)
         self._hold = redis.register_script(scripts.HOLD)
         self._history = redis.register_script(scripts.HISTORY)
         self._history_text, self._history_sha = scripts.HISTORY.encode(), script_sha(scripts.HISTORY)
@@ -68,8 +71,8 @@ class RedisStore:
     async def load_scripts(self) -> None:
         """Load every script into Redis up front, so no first call pays a ``NOSCRIPT`` round trip (and the
         fakeredis fallback, whose TCP server drops the connection on ``NOSCRIPT``, works)."""
-        for script in (self._update, self._get, self._list, self._upsert, self._remove, self._expire, self._hold,
-                       self._history):
+        for script in (self._update, self._get, self._upsert, self._remove, self._hold, self._history,
+                       *self.sweep.scripts):
             await self.redis.script_load(script.script)
 
     # --- tasks --------------------------------------------------------------------------------------------
@@ -94,7 +97,7 @@ class RedisStore:
         args: list[Any] = [ws, prefix, suffix, b"1" if publish else b"0", max(1, round(self.idempotency_ttl)), task]
         for name, value in changes.items():
             args += [name, bytes(value)]
-        keys = [*keyspace.task_keys(ws, task), ref_key, keyspace.index_key(ws)]
+        keys = scripts.update_keys(ws, task, ref_key)
         if self.fast is not None:
             version, retry = await self.fast.evalsha(self._update_text, self._update_sha, keys, args)
         else:
@@ -140,61 +143,64 @@ class RedisStore:
         """Up to ``limit`` tasks after ``cursor`` (exclusive) in task id order, each ``(id, version, fields)``,
         and the cursor of the next page (``None`` on the last page). Works on any instance: the index is in Redis.
         Values are repaired on the way out exactly as in :meth:`get_task`: one poisoned task must not break a
-        whole page for every reader."""
-        flat = await self._list(keys=[keyspace.index_key(ws)],
-                                args=[keyspace.workspace_prefix(ws), cursor or "", limit])
+        whole page for every reader. Two steps (the page's ids, then every task of the page in one script): the
+        script must be given the keys of the tasks it reads (:data:`rtlib.server.scripts.GET`)."""
+        ids = [_text(i) for i in await self.redis.zrangebylex(keyspace.index_key(ws), f"({cursor}" if cursor else "-",
+                                                             "+", start=0, num=limit + 1)]
+        more, ids = len(ids) > limit, ids[:limit]
+        flat = await self._get(keys=[k for i in ids for k in keyspace.task_keys(ws, i)]) if ids else []
         tasks = []
-        for i in range(1, len(flat), 3):
-            pairs = flat[i + 2]
+        for n, task in enumerate(ids):
+            pairs = flat[2 * n + 1]
             fields = {_text(pairs[j], "replace"): msgspec.Raw(_utf8(pairs[j + 1])) for j in range(0, len(pairs), 2)}
-            tasks.append((_text(flat[i]), int(flat[i + 1]), fields))
-        return tasks, (tasks[-1][0] if int(flat[0]) and tasks else None)
+            tasks.append((task, int(flat[2 * n]), fields))
+        return tasks, (tasks[-1][0] if more and tasks else None)
 
     # --- presence: each operation is one script that also publishes its event ---------------------------------
+    # Joins, heartbeats and back-dates also keep the sweep's workspace registry (rtlib.server.sweep): a REGISTER
+    # after the scripts for each workspace whose oldest heartbeat they lowered, and now and then a ZADD in the
+    # same round trip. Every batch is one pipeline of EVALSHA (no SCRIPT EXISTS round trip per call).
+    async def _pipeline(self, script: Any, calls: list[tuple[list[str], list[Any]]],
+                        scores: dict[str, float] | None = None) -> list[Any]:
+        """Run ``script`` once per ``(keys, args)`` in one round trip (after the registry's ZADDs, if
+        ``scores``); the scripts' replies."""
+        head = self.sweep.announce(scores or {})
+        replies = await pipelined(self.redis, [*head, *(evalsha(script, k, a) for k, a in calls)], self.load_scripts)
+        return replies[len(head):]
+
     async def presence_upsert(self, op: Upsert) -> tuple[EntryFact, list[str]]:
         """Join or heartbeat one connection's entry; the fact and the task's viewers."""
-        added, n, viewers = await self._upsert(keys=keyspace.presence_keys(op.workspace_id, op.task_id),
-                                               args=self._upsert_args(op))
-        fact = EntryFact(op.workspace_id, op.task_id, op.conn_id, op.user_id, added == 1, int(n))
-        return fact, sorted(_text(v) for v in viewers)
+        return (await self.presence_upsert_many([op]))[0]
 
     async def presence_remove(self, op: Remove) -> EntryFact:
-        removed, n = await self._remove(keys=keyspace.presence_keys(op.workspace_id, op.task_id),
-                                        args=self._remove_args(op))
-        return EntryFact(op.workspace_id, op.task_id, op.conn_id, op.user_id, removed == 1, int(n))
+        return (await self.presence_remove_many([op]))[0]
 
     async def presence_upsert_many(self, ops: list[Upsert]) -> list[tuple[EntryFact, list[str]]]:
         """Run many joins/heartbeats in one round trip (each still one atomic script): a ``presence.pong`` for
         every task a connection views costs one round trip, not one per task."""
-        if len(ops) == 1:
-            return [await self.presence_upsert(ops[0])]
-        pipe = self.redis.pipeline(transaction=False)
-        for op in ops:
-            await self._upsert(keys=keyspace.presence_keys(op.workspace_id, op.task_id), args=self._upsert_args(op),
-                               client=pipe)
-        results = await pipe.execute()
+        results = await self._pipeline(self._upsert, [(keyspace.presence_keys(op.workspace_id, op.task_id),
+                                                       self._upsert_args(op)) for op in ops],
+                                       _earliest((op.workspace_id, op.now) for op in ops))
+        await self.sweep.registered(_earliest((op.workspace_id, op.now) for op, r in zip(ops, results, strict=True)
+                                              if int(r[3])))
         return [(EntryFact(op.workspace_id, op.task_id, op.conn_id, op.user_id, r[0] == 1, int(r[1])),
                  sorted(_text(v) for v in r[2])) for op, r in zip(ops, results, strict=True)]
 
     async def presence_remove_many(self, ops: list[Remove]) -> list[EntryFact]:
         """Run many removals in one round trip (each still one atomic script): a closing connection's entries."""
-        pipe = self.redis.pipeline(transaction=False)
-        for op in ops:
-            await self._remove(keys=keyspace.presence_keys(op.workspace_id, op.task_id), args=self._remove_args(op),
-                               client=pipe)
-        results = await pipe.execute()
+        results = await self._pipeline(self._remove, [(keyspace.presence_keys(op.workspace_id, op.task_id),
+                                                       self._remove_args(op)) for op in ops])
         return [EntryFact(op.workspace_id, op.task_id, op.conn_id, op.user_id, r[0] == 1, int(r[1]))
                 for op, r in zip(ops, results, strict=True)]
 
     async def presence_hold_many(self, ops: list[Hold]) -> None:
         """Back-date a lost connection's entries (leave grace), in one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        for op in ops:
-            await self._hold(keys=keyspace.presence_keys(op.workspace_id, op.task_id),
-                             args=[member(op.conn_id, op.user_id), repr(op.score),
-                                   keyspace.due_member(op.workspace_id, op.task_id)],
-                             client=pipe)
-        await pipe.execute()
+        results = await self._pipeline(self._hold, [(keyspace.presence_keys(op.workspace_id, op.task_id),
+                                                     [member(op.conn_id, op.user_id), repr(op.score), op.task_id])
+                                                    for op in ops],
+                                       _earliest((op.workspace_id, op.score) for op in ops))
+        await self.sweep.registered(_earliest((op.workspace_id, op.score) for op, r in zip(ops, results, strict=True)
+                                              if int(r)))
 
     async def presence_expire(self, op: Expire, max_tasks: int = 500) -> list[EntryFact]:
         """Pop every entry whose last heartbeat is ``<= op.cutoff``.
@@ -202,28 +208,21 @@ class RedisStore:
         Works in scripts of at most ``max_tasks`` tasks each (so Redis is never blocked for long) until no due
         task is left. Safe to call from every instance at once: each entry is popped by exactly one call.
         """
-        facts: list[EntryFact] = []
-        while True:
-            flat = await self._expire(keys=[keyspace.DUE_KEY], args=[repr(op.cutoff), max_tasks, op.template])
-            facts += self._facts(flat[1:])
-            if int(flat[0]) < max_tasks:
-                return facts
+        return await self.sweep.sweep(op.cutoff, op.template, max_tasks)
 
     @staticmethod
     def _upsert_args(op: Upsert) -> list[Any]:
-        return [member(op.conn_id, op.user_id), op.user_id, repr(op.now),
-                keyspace.due_member(op.workspace_id, op.task_id), op.workspace_id, op.conn_id, op.announce]
+        return [member(op.conn_id, op.user_id), op.user_id, repr(op.now), op.task_id, op.workspace_id, op.conn_id,
+                op.announce]
 
     @staticmethod
     def _remove_args(op: Remove) -> list[Any]:
-        return [member(op.conn_id, op.user_id), op.user_id, keyspace.due_member(op.workspace_id, op.task_id),
-                op.workspace_id, op.announce]
+        return [member(op.conn_id, op.user_id), op.user_id, op.task_id, op.workspace_id, op.announce]
 
-    @staticmethod
-    def _facts(flat: list[Any]) -> list[EntryFact]:
-        facts = []
-        for i in range(0, len(flat), 4):
-            ws, task, entry, n = _text(flat[i]), _text(flat[i + 1]), _text(flat[i + 2]), int(flat[i + 3])
-            conn, _, user = entry.partition(":")
-            facts.append(EntryFact(ws, task, conn, user, True, n))
-        return facts
+
+def _earliest(pairs: Iterable[tuple[str, float]]) -> dict[str, float]:
+    """Each workspace's earliest score among ``(workspace, score)`` pairs."""
+    out: dict[str, float] = {}
+    for ws, score in pairs:
+        out[ws] = min(score, out.get(ws, score))
+    return out

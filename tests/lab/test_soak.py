@@ -33,7 +33,7 @@ def test_presence_keys_left_counts_sets_counts_and_the_due_index() -> None:
             assert soak.presence_keys_left(r.url) == {"keys": 0, "entries": 0, "dueMembers": 0}
             c.zadd(keyspace.presence_key("w1", "t1"), {"i0-1:u1": 1.0})
             c.hset(keyspace.presence_counts_key("w1", "t1"), "u1", 1)
-            c.zadd(keyspace.DUE_KEY, {keyspace.due_member("w1", "t1"): 1.0})
+            c.zadd(keyspace.due_key("w1"), {"t1": 1.0})
             c.set(keyspace.task_keys("w1", "t1")[0], 3)  # not presence
         assert soak.presence_keys_left(r.url) == {"keys": 3, "entries": 1, "dueMembers": 1}
 

@@ -10,6 +10,7 @@ from conftest import SECRET, Instances, token
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from rtlib.server import keyspace
 from rtlib.server.auth import issue_token
 
 
@@ -261,8 +262,9 @@ async def test_a_task_poisoned_by_an_earlier_version_no_longer_breaks_readers(cl
     import redis
 
     with redis.Redis.from_url(redis_url) as r:
-        r.hset("rt:w1:task:t1", mapping={"note": b'"x\xc0\xaf"'})
-        r.set("rt:w1:ver:t1", 1)
+        ver, fields = keyspace.task_keys("w1", "t1")
+        r.hset(fields, mapping={"note": b'"x\xc0\xaf"'})
+        r.set(ver, 1)
     a = await cluster.client("alice")
     await a.send("task.get", {"taskId": "t1"})
     raw = await asyncio.wait_for(a.ws.recv(), 5)  # the library would have failed the connection on bad UTF-8

@@ -20,24 +20,58 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_builder_spells_the_documented_layout() -> None:
-    assert keyspace.workspace_prefix("w1") == "rt:w1:"
-    assert keyspace.task_keys("w1", "t1") == ["rt:w1:ver:t1", "rt:w1:task:t1"]
-    assert keyspace.index_key("w1") == "rt:w1:tasks"
-    assert keyspace.ref_key("w1", "u1", "0123abcd", "r7") == "rt:w1:ref:u1:0123abcd:r7"
-    assert keyspace.epoch_key("w1") == "rt:w1:epoch"
-    assert keyspace.history_key("w1") == "rt:w1:hist"
-    assert keyspace.presence_key("w1", "t1") == "rt:w1:pres:t1"
-    assert keyspace.presence_counts_key("w1", "t1") == "rt:w1:pres:t1:n"
-    assert keyspace.presence_keys("w1", "t1") == ["rt:w1:pres:t1", "rt:w1:pres:t1:n", "rt:presence:due"]
-    assert keyspace.presence_pattern() == "rt:*:pres:*"
-    assert keyspace.due_member("w1", "t1") == "w1:t1"
-    assert keyspace.conns_key("w1") == "rt:w1:conns"
+    """Issue 22 changed this layout on purpose: every key of a workspace carries the workspace as a hash tag
+    (literal braces), the sweep index is per workspace plus a partitioned registry, the channel is tagged too."""
+    assert keyspace.workspace_prefix("w1") == "rt:{w1}:"
+    assert keyspace.task_keys("w1", "t1") == ["rt:{w1}:ver:t1", "rt:{w1}:task:t1"]
+    assert keyspace.index_key("w1") == "rt:{w1}:tasks"
+    assert keyspace.ref_key("w1", "u1", "0123abcd", "r7") == "rt:{w1}:ref:u1:0123abcd:r7"
+    assert keyspace.epoch_key("w1") == "rt:{w1}:epoch"
+    assert keyspace.history_key("w1") == "rt:{w1}:hist"
+    assert keyspace.history_keys("w1") == ["rt:{w1}:epoch", "rt:{w1}:hist"]
+    assert keyspace.presence_key("w1", "t1") == "rt:{w1}:pres:t1"
+    assert keyspace.presence_counts_key("w1", "t1") == "rt:{w1}:pres:t1:n"
+    assert keyspace.due_key("w1") == "rt:{w1}:due"
+    assert keyspace.presence_keys("w1", "t1") == [
+        "rt:{w1}:pres:t1", "rt:{w1}:pres:t1:n", "rt:{w1}:due", "rt:{w1}:epoch", "rt:{w1}:hist"]
+    assert keyspace.presence_pattern() == "rt:{*}:pres:*"
+    assert keyspace.due_pattern() == "rt:{*}:due"
+    assert keyspace.sweep_keys(7) == ["rt:{sweep:7}:workspaces", "rt:{sweep:7}:gens"]
+    assert keyspace.sweep_partition("w1") == 12  # CRC16 ("w1") % 16: the same in every process
+    assert keyspace.sweep_keys_of("w1") == keyspace.sweep_keys(12)
+    assert keyspace.conns_key("w1") == "rt:{w1}:conns"
     assert keyspace.alive_key("i1.ab12cd34") == "rt:instance:i1.ab12cd34"
-    assert keyspace.channel("w1") == "rt:chan:w1"
+    assert keyspace.channel("w1") == "rt:chan:{w1}"
     assert keyspace.probe_channel("s1") == "rt:probe:s1"
-    assert (keyspace.PREFIX, keyspace.CHANNEL_PREFIX, keyspace.DUE_KEY, keyspace.RESP3_PROBE_KEY) == (
-        "rt:", "rt:chan:", "rt:presence:due", "rt:resp3-probe")
+    assert (keyspace.PREFIX, keyspace.CHANNEL_PREFIX, keyspace.RESP3_PROBE_KEY, keyspace.SWEEP_PARTITIONS) == (
+        "rt:", "rt:chan:", "rt:resp3-probe", 16)
     assert keyspace.SEPARATOR == b"\n"
+
+
+def _hash_tag(key: str) -> str:
+    """What Redis Cluster hashes: the part between the first ``{`` and the next ``}`` if not empty, else the key."""
+    start = key.find("{")
+    end = key.find("}", start + 1) if start >= 0 else -1
+    return key[start + 1:end] if start >= 0 and end > start + 1 else key
+
+
+@pytest.mark.parametrize("ws", ["w1", "Workspace-42", "w_x.y", "sweep-3"])
+def test_every_key_of_a_workspace_is_in_the_workspace_slot(ws: str) -> None:
+    keys = [*keyspace.task_keys(ws, "t1"), keyspace.index_key(ws), keyspace.ref_key(ws, "u", "ab", "r"),
+            *keyspace.history_keys(ws), *keyspace.presence_keys(ws, "t1"), keyspace.conns_key(ws),
+            keyspace.channel(ws)]
+    assert {_hash_tag(k) for k in keys} == {ws}
+    # No workspace (ids never contain ':') can share a tag with a sweep partition or an instance's alive key.
+    assert {_hash_tag(k) for p in range(keyspace.SWEEP_PARTITIONS) for k in keyspace.sweep_keys(p)} == {
+        f"sweep:{p}" for p in range(keyspace.SWEEP_PARTITIONS)}
+    assert _hash_tag(keyspace.alive_key("i1.ab")) == keyspace.alive_key("i1.ab")
+
+
+def test_the_sweep_partitions_spread_workspaces() -> None:
+    counts = [0] * keyspace.SWEEP_PARTITIONS
+    for i in range(1600):
+        counts[keyspace.sweep_partition(f"ws-{i}")] += 1
+    assert min(counts) > 50 and max(counts) < 150
 
 
 def test_every_exported_name_exists() -> None:
@@ -76,34 +110,26 @@ def test_workspace_of_channel_inverts_channel(ws: str) -> None:
     assert keyspace.workspace_of_channel(keyspace.channel(ws).encode()) == ws
 
 
-def test_the_lua_expressions_build_the_same_keys_as_python(redis_url: str) -> None:
+def test_the_lua_expressions_build_the_same_names_as_python(redis_url: str) -> None:
     """Each :data:`keyspace.LUA` expression, evaluated by Redis's Lua, equals its Python builder."""
     names = sorted(keyspace.LUA)
-    body = "local ws, task, instance = ARGV[1], ARGV[2], ARGV[3]\nreturn {" + ", ".join(
-        keyspace.LUA[name] for name in names) + "}"
+    body = "local ws = ARGV[1]\nreturn {" + ", ".join(keyspace.LUA[name] for name in names) + "}"
     with redis.Redis.from_url(redis_url) as r:
-        got = dict(zip(names, (v.decode() for v in r.eval(body, 0, "w1", "t1", "i1.ab12")), strict=True))
-    assert got == {
-        "alive": keyspace.alive_key("i1.ab12"),
-        "channel": keyspace.channel("w1"),
-        "epoch": keyspace.epoch_key("w1"),
-        "history": keyspace.history_key("w1"),
-        "presence": keyspace.presence_key("w1", "t1"),
-        "presence_counts": keyspace.presence_counts_key("w1", "t1"),
-        "separator": keyspace.SEPARATOR.decode(),
-    }
+        got = dict(zip(names, (v.decode() for v in r.eval(body, 0, "w1")), strict=True))
+    assert got == {"channel": keyspace.channel("w1"), "separator": keyspace.SEPARATOR.decode()}
 
 
-def test_the_scripts_are_formatted_from_the_keyspace() -> None:
-    """Every placeholder was filled in, and the scripts that build keys use the keyspace's expressions."""
+def test_the_scripts_are_formatted_from_the_keyspace_and_build_no_key() -> None:
+    """Every placeholder was filled in, every script that emits publishes on the keyspace's channel, and no
+    script builds a key: every key comes in ``KEYS`` (``tests/server/test_cluster_keyspace.py`` checks each call
+    touches only what it declared, on one Redis and on a cluster)."""
     texts = {name: getattr(scripts, name) for name in scripts.__all__ if isinstance(getattr(scripts, name), str)}
     for name, text in texts.items():
         assert "$" not in text, name
+        assert keyspace.PREFIX not in text.replace(keyspace.LUA["channel"], ""), name
     for name in ("UPDATE", "UPSERT", "REMOVE", "EXPIRE"):  # every script that emits
-        for part in ("channel", "epoch", "history", "separator"):
+        for part in ("channel", "separator"):
             assert keyspace.LUA[part] in texts[name], (name, part)
-    assert keyspace.LUA["presence"] in texts["EXPIRE"] and keyspace.LUA["presence_counts"] in texts["EXPIRE"]
-    assert keyspace.LUA["alive"] in texts["COUNT"]
 
 
 # --- no key spelled out elsewhere ----------------------------------------------------------------------------

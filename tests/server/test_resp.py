@@ -7,6 +7,7 @@ import ssl
 
 import pytest
 
+from rtlib.server import keyspace
 from rtlib.server.redis_process import RedisProcess
 from rtlib.server.resp import (
     RETRY_CAP,
@@ -119,7 +120,7 @@ async def test_server_runs_on_a_database_with_a_password() -> None:
             await a.send("task.update", {"taskId": "t1", "changes": {"title": "x"}})
             assert (await b.expect("task.updated"))["payload"]["version"] == 1
             check = RespConnection(url)
-            assert await check.call("GET", "rt:w1:ver:t1") == b"1"  # stored in database 4
+            assert await check.call("GET", keyspace.task_keys("w1", "t1")[0]) == b"1"  # stored in database 4
             check.close()
         finally:
             await cluster.close()

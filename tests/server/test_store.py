@@ -13,6 +13,7 @@ from rtlib.protocol.config import ServerConfig
 from rtlib.protocol.history import offset_of, without_offset
 from rtlib.protocol.presence_protocol import BookStore, Expire, Hold, PresenceProtocol, Published, Remove, Upsert
 from rtlib.protocol.session import Session
+from rtlib.server import keyspace
 from rtlib.server.store import RedisStore
 
 
@@ -37,14 +38,14 @@ async def test_one_protocol_two_stores_same_facts_and_events(store: RedisStore, 
     sessions = {name: {(ws, conn): Session(f"{conn}-{ws}", user, ws, config) for ws in ("w1", "w2")
                        for conn, user in users} for name in ("redis", "book")}
     pubsub = store.redis.pubsub()
-    await pubsub.psubscribe("rt:chan:*")
+    await pubsub.psubscribe(keyspace.CHANNEL_PREFIX + "*")
     await pubsub.get_message(timeout=1.0)
     live: list[Published] = []
 
     async def drain() -> None:
         while (msg := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05)) is not None:
             exclude, _, event = msg["data"].partition(b"\n")
-            live.append(Published(msg["channel"].decode().removeprefix("rt:chan:"), exclude.decode(),
+            live.append(Published(keyspace.workspace_of_channel(msg["channel"]), exclude.decode(),
                                   without_offset(event)))  # the book keeps no history
 
     now = 1_000.0
@@ -100,7 +101,7 @@ async def test_one_protocol_two_stores_same_facts_and_events(store: RedisStore, 
     assert kinds == {"joined", "leave", "disconnect", "timeout"}  # the sequence exercised every event
     # Same entries and scores left in both stores (held entries included).
     for (ws, task), zset in book.book.entries.items():
-        got = await store.redis.zrange(f"rt:{ws}:pres:{task}", 0, -1, withscores=True)
+        got = await store.redis.zrange(keyspace.presence_key(ws, task), 0, -1, withscores=True)
         assert {m.decode(): score for m, score in got} == zset
 
 
@@ -125,7 +126,7 @@ async def test_versions_are_gapless_under_concurrency(store: RedisStore) -> None
 
 async def test_update_publishes_the_assembled_event(store: RedisStore) -> None:
     pubsub = store.redis.pubsub()
-    await pubsub.subscribe("rt:chan:w")
+    await pubsub.subscribe(keyspace.channel("w"))
     await pubsub.get_message(timeout=1)
     await store.update_task("w", "t", {"a": msgspec.Raw(b'"x"')}, b'{"v":', b"}")
     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
@@ -137,8 +138,9 @@ async def test_update_publishes_the_assembled_event(store: RedisStore) -> None:
 
 async def test_a_stored_value_with_invalid_utf8_is_repaired_on_read(store: RedisStore) -> None:
     """A value written by an earlier rtlib (before binary frames were validated) must not break its readers."""
-    await store.redis.hset("rt:w1:task:t1", mapping={"note": b'"x\xc0\xaf"', "ok": b'"fine"'})
-    await store.redis.set("rt:w1:ver:t1", 3)
+    ver, fields = keyspace.task_keys("w1", "t1")
+    await store.redis.hset(fields, mapping={"note": b'"x\xc0\xaf"', "ok": b'"fine"'})
+    await store.redis.set(ver, 3)
     version, fields = await store.get_task("w1", "t1")
     assert version == 3 and bytes(fields["ok"]) == b'"fine"'
     assert msgspec.json.decode(bytes(fields["note"])) == "x\ufffd\ufffd"
@@ -146,7 +148,7 @@ async def test_a_stored_value_with_invalid_utf8_is_repaired_on_read(store: Redis
 
 async def test_update_with_a_ref_is_idempotent_per_user(store: RedisStore) -> None:
     pubsub = store.redis.pubsub()
-    await pubsub.subscribe("rt:chan:w")
+    await pubsub.subscribe(keyspace.channel("w"))
     await pubsub.get_message(timeout=1.0)
     change = {"a": msgspec.Raw(b"1")}
     first = await store.update_task("w", "t", change, b'{"v":', b"}", user="alice", ref="r1")
@@ -167,7 +169,7 @@ async def test_update_with_a_ref_is_idempotent_per_user(store: RedisStore) -> No
 
 async def test_every_published_event_is_in_the_history_with_its_offset(store: RedisStore) -> None:
     pubsub = store.redis.pubsub()
-    await pubsub.subscribe("rt:chan:w")
+    await pubsub.subscribe(keyspace.channel("w"))
     await pubsub.get_message(timeout=1.0)
     for _ in range(3):
         await store.update_task("w", "t", {"a": msgspec.Raw(b"1")}, b'{"v":', b"}")

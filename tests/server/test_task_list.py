@@ -9,6 +9,7 @@ import pytest
 from conftest import Instances
 from redis.asyncio import Redis
 
+from rtlib.server import keyspace
 from rtlib.server.store import RedisStore
 
 
@@ -127,9 +128,10 @@ async def test_bad_task_list_is_a_clear_error(cluster: Instances, payload: dict)
 async def test_a_poisoned_stored_value_is_repaired_in_a_page(store: RedisStore) -> None:
     """As for task.get: a value with invalid UTF-8 (written by an older rtlib) must not break the whole page."""
     await store.update_task("w1", "t0", _raw(b"1"), b"", b"")
-    await store.redis.hset("rt:w1:task:t1", mapping={"note": b'"x\xc0\xaf"', "ok": b'"fine"'})
-    await store.redis.set("rt:w1:ver:t1", 3)
-    await store.redis.zadd("rt:w1:tasks", {"t1": 0})
+    ver, fields = keyspace.task_keys("w1", "t1")
+    await store.redis.hset(fields, mapping={"note": b'"x\xc0\xaf"', "ok": b'"fine"'})
+    await store.redis.set(ver, 3)
+    await store.redis.zadd(keyspace.index_key("w1"), {"t1": 0})
     page, _ = await store.list_tasks("w1", None, 10)
     assert [(t, v) for t, v, _ in page] == [("t0", 1), ("t1", 3)]
     fields = page[1][2]

@@ -1,7 +1,7 @@
 """The layout is the architecture: imports only go downward, and the server runs without the lab's extras.
 
-Layers, bottom up: ``protocol`` (pure rules) < ``client`` (client-side rules) and ``server`` (the live driver)
-< ``model`` (presence in virtual time: protocol and client only) < ``lab`` (the workbench) < ``cli``.
+Layers, bottom up: ``protocol`` (pure rules) < ``clientmodels`` (how clients behave) and ``server`` (the live
+driver) < ``model`` (presence in virtual time: protocol and clientmodels only) < ``lab`` (the workbench) < ``cli``.
 Every import is checked, including ones inside functions. No import cycle anywhere in ``rtlib/``, ``bench/`` and
 ``scripts/`` (function-level imports count: they hide a cycle, they do not remove it), and no module there over
 ~400 lines.
@@ -22,11 +22,11 @@ PACKAGE = ROOT / "rtlib"
 #: What each layer may import from rtlib (besides itself).
 ALLOWED: dict[str, set[str]] = {
     "protocol": set(),
-    "client": {"protocol"},
+    "clientmodels": {"protocol"},
     "server": {"protocol"},
-    "model": {"protocol", "client"},
-    "lab": {"protocol", "client", "server", "model"},
-    "cli": {"protocol", "client", "server", "lab", "model"},
+    "model": {"protocol", "clientmodels"},
+    "lab": {"protocol", "clientmodels", "server", "model"},
+    "cli": {"protocol", "clientmodels", "server", "lab", "model"},
     "__init__": set(),
 }
 LAB_ONLY = ("pandas", "matplotlib", "tqdm", "IPython", "nbformat", "papermill")
@@ -181,7 +181,7 @@ class Block:
         if name.split(".")[0] in {LAB_ONLY!r}:
             raise ImportError(f"blocked: {{name}}", name=name)
 sys.meta_path.insert(0, Block())
-import rtlib.server, rtlib.protocol.session, rtlib.client.ordering, rtlib.client.heartbeat
+import rtlib.server, rtlib.protocol.session, rtlib.clientmodels.ordering, rtlib.clientmodels.heartbeat
 from rtlib.cli import main
 for argv in (["serve", "--help"], ["token", "--help"], ["schema", "--help"]):
     try:

@@ -1,5 +1,5 @@
 """Flaps per viewer-hour of a Chrome tab that is hidden now and then, per presence alternative, from the model
-that reproduces the recorded Chromium traces (``rtlib.client.chromium``; ``tests/model/test_chromium_traces.py``).
+that reproduces the recorded Chromium traces (``rtlib.clientmodels.chromium``; ``tests/model/test_chromium_traces.py``).
 
 A viewer's tab alternates visible / hidden spells (exponential, means ``--visible`` / ``--hidden`` seconds:
 assumptions, not measurements); viewers join at random times, so the interval's grid has every phase against
@@ -14,8 +14,8 @@ import argparse
 import random
 import time
 
-from rtlib.client.chromium import probe_beats, server_view
-from rtlib.client.heartbeat import ChromeHiddenTab
+from rtlib.clientmodels.chromium import probe_beats, server_view
+from rtlib.clientmodels.heartbeat import ChromeHiddenTab
 from rtlib.protocol.probes import probe_schedule
 
 __all__ = ["flaps_per_viewer_hour", "main"]

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from rtlib.client.heartbeat import parse_model
+from rtlib.clientmodels.heartbeat import parse_model
 from rtlib.model import ModelScenario, PresenceConfig, grid, sweep
 from rtlib.model.beats import Timelines
 from rtlib.model.engine import run_engine

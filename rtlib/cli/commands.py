@@ -97,7 +97,7 @@ def _simulate(args: argparse.Namespace) -> None:
             presence_mode=args.presence_mode, visibility_beat=args.visibility_beat, leave_grace=args.leave_grace,
             publish_mode=args.publish_mode, impairment=Impairment(args.delay, args.jitter, args.loss),
             time_scale=args.time_scale, seed=args.seed, hot_tasks=min(2, args.tasks))
-        from rtlib.client.heartbeat import parse_model
+        from rtlib.clientmodels.heartbeat import parse_model
 
         model = parse_model(scenario.heartbeat)
     except ValueError as exc:

@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--leave-grace", type=float, default=0.0, metavar="S",
                      help="server setting: hold a lost viewer's presence.left back S design seconds")
     sim.add_argument("--ordering", default="gap_resync", choices=["naive", "version_gate", "gap_resync"],
-                     help="how clients apply task.updated (rtlib.client.ordering)")
+                     help="how clients apply task.updated (rtlib.clientmodels.ordering)")
     sim.add_argument("--publish-mode", default="atomic", choices=["atomic", "split"], help="server setting")
     sim.add_argument("--delay", type=float, default=0.0, help="injected per-frame delay, real seconds")
     sim.add_argument("--jitter", type=float, default=0.0, help="injected per-frame jitter, real seconds")

@@ -107,7 +107,7 @@ def run_tune(args: argparse.Namespace) -> None:
     try:  # the model needs numpy, pandas and tqdm: the lab extra
         import pandas as pd  # noqa: PLC0415
 
-        from rtlib.client.heartbeat import parse_model  # noqa: PLC0415
+        from rtlib.clientmodels.heartbeat import parse_model  # noqa: PLC0415
         from rtlib.model import ModelScenario, grid, sweep  # noqa: PLC0415
         from rtlib.model.population import DEFAULT_POPULATION, parse_population, sweep_population  # noqa: PLC0415
         from rtlib.model.tune import report  # noqa: PLC0415

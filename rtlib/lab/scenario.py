@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from rtlib.client.ordering import STRATEGIES
+from rtlib.clientmodels.ordering import STRATEGIES
 from rtlib.protocol.presence import PresenceConfig, PresenceMode
 
 _P = PresenceConfig  # presence settings and their defaults are declared once, there
@@ -58,7 +58,7 @@ class Scenario:
     viewers: float = 0.5  # share of clients that open a task view (presence.join + heartbeats)
     crash: float = 0.0  # share of viewers whose socket is dropped mid-run with no leave
     churn: float = 0.0  # share of clients that disconnect and reconnect mid-run
-    heartbeat: str = "interval:30"  # a rtlib.client.heartbeat model spec, in design seconds
+    heartbeat: str = "interval:30"  # a rtlib.clientmodels.heartbeat model spec, in design seconds
     heartbeat_interval: float = _P.heartbeat_interval  # server settings, design seconds (defaults: PresenceConfig)
     presence_timeout: float = _P.timeout
     sweep_interval: float = _P.sweep_interval

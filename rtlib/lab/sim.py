@@ -1,11 +1,12 @@
 """Simulated clients: real WebSocket clients speaking ``docs/protocol.md``, driven by seeded behaviour.
 
 Each :class:`SimClient` is one browser tab: it connects with a token, keeps a task cache with the
-scenario's ordering strategy (:mod:`rtlib.client.ordering`), and plays its roles from a :class:`ClientPlan`:
+scenario's ordering strategy (:mod:`rtlib.clientmodels.ordering`), and plays its roles from a :class:`ClientPlan`:
 
 * editor: open-loop Poisson ``task.update`` (sent on schedule, never waiting for replies; latency is taken
   from the *scheduled* time, so a stalled sender cannot hide queueing: no coordinated omission);
-* viewer: ``presence.join`` on one task, heartbeats from a :mod:`rtlib.client.heartbeat` model, ``presence.leave``;
+* viewer: ``presence.join`` on one task, heartbeats from a :mod:`rtlib.clientmodels.heartbeat` model,
+  ``presence.leave``;
 * crash: the client vanishes mid-run (no leave, no close, no FIN: a dropped network or frozen tab), so only
   the presence timeout can detect it; churn: a clean disconnect, then a reconnect.
 
@@ -25,8 +26,8 @@ import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from rtlib.client.heartbeat import Lossy, parse_model
-from rtlib.client.ordering import make_cache
+from rtlib.clientmodels.heartbeat import Lossy, parse_model
+from rtlib.clientmodels.ordering import make_cache
 from rtlib.lab.impair import Impairer
 from rtlib.lab.realtime import RealtimeClock
 from rtlib.lab.scenario import Scenario

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rtlib.client.ordering import diverged
+from rtlib.clientmodels.ordering import diverged
 from rtlib.lab.scenario import Scenario
 from rtlib.lab.sim import ClientPlan, Recorder, SimClient
 

@@ -1,7 +1,7 @@
 """Presence in virtual time: the server's presence protocol on thousands of simulated viewers, in seconds.
 
 * :mod:`rtlib.model.scenario` what a run is (viewers, client model, network, Redis, instance clocks);
-* :mod:`rtlib.model.timelines` client timelines drawn from :mod:`rtlib.client.heartbeat` models, seeded;
+* :mod:`rtlib.model.timelines` client timelines drawn from :mod:`rtlib.clientmodels.heartbeat` models, seeded;
 * :mod:`rtlib.model.engine` the plain executor: :class:`~rtlib.protocol.presence_protocol.PresenceProtocol` and
   :class:`~rtlib.protocol.presence_protocol.BookStore`, one event at a time;
 * :mod:`rtlib.model.fast` the vectorised executor, proven equal to the engine (``tests/model``);

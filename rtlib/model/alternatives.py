@@ -2,7 +2,7 @@
 the design is not "the client's own timer".
 
 Each alternative only changes *when a viewer's beats are sent*, so it is an adapter that turns a client model
-(:mod:`rtlib.client.heartbeat`) plus the alternative into :class:`~rtlib.model.timelines.Timelines`; both
+(:mod:`rtlib.clientmodels.heartbeat`) plus the alternative into :class:`~rtlib.model.timelines.Timelines`; both
 executors then run the server's unchanged rules on them (the equivalence test covers every alternative):
 
 * **timer** (today): the client model's beats.
@@ -16,7 +16,7 @@ executors then run the server's unchanged rules on them (the equivalence test co
   :func:`probe_sends` calls the Prober's own schedule functions on arrays; ``tests/model/test_alternatives.py``
   drives a real :class:`~rtlib.protocol.presence_machine.PresenceMachine` and checks they agree.
 * **visibility beat** (``visibility_beat=True``): a ``chrome:`` model becomes its ``chromevis:`` twin
-  (:func:`rtlib.client.chromium.visibility_beats`, the rule calibrated on recorded Chromium traces): a beat at
+  (:func:`rtlib.clientmodels.chromium.visibility_beats`, the rule calibrated on recorded Chromium traces): a beat at
   every hide and show, and the ``setInterval`` restarted from the handler (a new timer chain, which Chromium
   does not throttle heavily for its first 6 runs). It draws the same hide/show episodes, so timer and
   visibility runs of one seed are paired. Models without visibility episodes are unchanged.
@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rtlib.client.heartbeat import (
+from rtlib.clientmodels.heartbeat import (
     BackgroundTab,
     ChromeHiddenTab,
     HeartbeatModel,

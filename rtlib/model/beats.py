@@ -1,6 +1,6 @@
 """Drawing client timelines: the :class:`Timelines` both executors share and the beats of each client model.
 
-The client models of :mod:`rtlib.client.heartbeat` that have an exact vectorised form (``interval``,
+The client models of :mod:`rtlib.clientmodels.heartbeat` that have an exact vectorised form (``interval``,
 ``jitter``, ``lossy``, ``background``) are drawn in bulk; so are Chrome's hidden tabs (``chrome:``,
 ``chromevis:``, bare or under one ``lossy:``), by :mod:`rtlib.model.chrome_beats`, which gives float for float
 the beats of :func:`per_viewer_beats` (each viewer's own ``beats()`` and ``random.Random``). Every other model
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rtlib.client.heartbeat import (
+from rtlib.clientmodels.heartbeat import (
     MIN_PERIOD_FRACTION,
     BackgroundTab,
     Beat,

@@ -1,7 +1,7 @@
 """The Chrome hidden-tab client models drawn in bulk: ``chrome:``, ``chromevis:`` and ``lossy:P:`` over either.
 
-Why. :meth:`rtlib.client.heartbeat.ChromeHiddenTab.beats` walks one viewer's ``setInterval`` in Python, due time
-by due time, through :func:`rtlib.client.chromium.interval_fires` (the rule fitted to the recorded Chromium
+Why. :meth:`rtlib.clientmodels.heartbeat.ChromeHiddenTab.beats` walks one viewer's ``setInterval`` in Python, due time
+by due time, through :func:`rtlib.clientmodels.chromium.interval_fires` (the rule fitted to the recorded Chromium
 traces): about 3 s per 1,000 viewers x 8 h, so a 10,000-viewer run spent ~30 s drawing beats. This module
 computes the same beats with numpy, for the whole population at once.
 
@@ -17,7 +17,7 @@ readable reference. Three things make that possible:
   sum, which ``numpy.cumsum`` along a row adds in the same order as the Python loop;
 * **the timer is the same arithmetic.** Every due time is ``origin + interval * k`` and every alignment
   ``ceil((t + phase) / step - ALIGN_EPS) * step - phase``, the same IEEE operations in the same order as
-  :mod:`rtlib.client.chromium`, with its constants;
+  :mod:`rtlib.clientmodels.chromium`, with its constants;
 * **the sequence is kept.** Viewers (or, with a visibility beat, the independent stretches between two
   visibility changes, where the timer restarts) advance in lock-step: each step, a lane either fires once in a
   hidden period (the throttled chain depends on the previous run) or emits its whole visible run of grid points
@@ -26,7 +26,7 @@ readable reference. Three things make that possible:
 Where exactness cannot be vouched for, :func:`chrome_beats` returns ``None`` and the caller draws per viewer:
 a zero-length episode with a visibility beat (a uniform draw of exactly 0, odds 2**-53 a draw; the per-viewer
 code merges equal visibility changes), or times so large against the interval (> 1e8 intervals) that a grid
-point's rounding could exceed :data:`~rtlib.client.chromium.GRID_EPS`.
+point's rounding could exceed :data:`~rtlib.clientmodels.chromium.GRID_EPS`.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ import random
 
 import numpy as np
 
-from rtlib.client.chromium import ALIGN_EPS, CHROMIUM, GRACE_SLOP, GRID_EPS, Throttling
-from rtlib.client.heartbeat import ChromeHiddenTab, HeartbeatModel, Lossy
+from rtlib.clientmodels.chromium import ALIGN_EPS, CHROMIUM, GRACE_SLOP, GRID_EPS, Throttling
+from rtlib.clientmodels.heartbeat import ChromeHiddenTab, HeartbeatModel, Lossy
 
 __all__ = ["chrome_beats", "is_chrome"]
 
@@ -193,7 +193,7 @@ def _visibility_lanes(bounds: np.ndarray, start: np.ndarray, stop: np.ndarray, t
 
 
 def _aligned(t: np.ndarray, step: float, phase: float) -> np.ndarray:
-    """:func:`rtlib.client.chromium.aligned` on an array (the same operations, so the same floats)."""
+    """:func:`rtlib.clientmodels.chromium.aligned` on an array (the same operations, so the same floats)."""
     return np.ceil((t + phase) / step - ALIGN_EPS) * step - phase
 
 
@@ -214,7 +214,7 @@ def _count_grid(origin: np.ndarray, m: np.ndarray, interval: float, limit: np.nd
 
 def _run_lanes(origin: np.ndarray, end: np.ndarray, cut: np.ndarray, hide: np.ndarray, show: np.ndarray,
                first: np.ndarray | None, tab: ChromeHiddenTab, th: Throttling) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`rtlib.client.chromium.interval_fires` for every lane at once: a ``setInterval`` started at
+    """:func:`rtlib.clientmodels.chromium.interval_fires` for every lane at once: a ``setInterval`` started at
     ``origin``, runs ``<= end`` and ``< cut`` (a restart there), hidden in the periods ``hide[l, :] ..
     show[l, :]`` (sorted, ``inf``-padded); ``first``: a beat to put before the lane's runs (``nan``: none).
     Returns (runs per lane, all runs grouped by lane in time order). Each step records single runs and visible

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rtlib.client.chromium import (
+from rtlib.clientmodels.chromium import (
     CHROMIUM,
     Throttling,
     interval_fires,

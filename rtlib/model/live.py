@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from rtlib.client.heartbeat import Lossy, parse_model
+from rtlib.clientmodels.heartbeat import Lossy, parse_model
 from rtlib.model.acceptance import Comparison, Context, Event, Tolerance, compare_events
 from rtlib.model.alternatives import probe_sends, probe_timelines
 from rtlib.model.beats import Timelines

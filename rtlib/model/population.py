@@ -12,7 +12,7 @@ timers *and* network event handlers stop until the page is shown again. So a fro
 and answers no probe (presence modes alike), and on resume its overdue timer fires at once. We count a frozen
 page as **not viewing**: its user cannot see it and it cannot show what the others do (no handler runs), so a
 ``presence.left`` while it is frozen is a correct detection (``absences_detected``), not a mistake; the re-join
-on resume ends the absence. It is the suspended-page rule of :class:`rtlib.client.heartbeat.IOSBackground`
+on resume ends the absence. It is the suspended-page rule of :class:`rtlib.clientmodels.heartbeat.IOSBackground`
 with suspension at once: ``frozen:{hb}:U:F`` is ``ios:{hb}:U:F:0.001``, unfrozen Exp(U), frozen Exp(F).
 """
 
@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from rtlib.client.heartbeat import parse_model
+from rtlib.clientmodels.heartbeat import parse_model
 from rtlib.model.metrics import poisson_interval, poisson_upper
 from rtlib.model.scenario import ModelScenario, PresenceConfig
 from rtlib.model.search import CONFIG_COLUMNS, sweep
@@ -45,7 +45,7 @@ FROZEN_RULE = ("frozen: no timers and no message handlers run (Chrome Energy Sav
 
 
 def expand(spec: str) -> str:
-    """The :func:`rtlib.client.heartbeat.parse_model` spec of a part: ``frozen:{hb}[:UNFROZEN[:FROZEN]]``
+    """The :func:`rtlib.clientmodels.heartbeat.parse_model` spec of a part: ``frozen:{hb}[:UNFROZEN[:FROZEN]]``
     becomes the suspended-page model (see the module docstring); ``lossy:X:frozen:...`` too; others unchanged."""
     kind, _, rest = spec.strip().partition(":")
     if kind == "lossy":

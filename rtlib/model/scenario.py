@@ -21,7 +21,7 @@ __all__ = ["ModelScenario", "PresenceConfig"]
 class ModelScenario:
     """A seeded population of viewers; every random draw derives from ``seed``.
 
-    ``client`` is a :func:`rtlib.client.heartbeat.parse_model` spec; ``{hb}`` in it is replaced by the
+    ``client`` is a :func:`rtlib.clientmodels.heartbeat.parse_model` spec; ``{hb}`` in it is replaced by the
     configuration's heartbeat interval (so one scenario serves a whole grid), e.g. ``"lossy:0.1:interval:{hb}"``.
     """
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from rtlib.client.heartbeat import parse_model
+from rtlib.clientmodels.heartbeat import parse_model
 from rtlib.model.alternatives import with_visibility
 from rtlib.model.engine import run_engine
 from rtlib.model.fast import run_fast

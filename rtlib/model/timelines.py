@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from rtlib.client.heartbeat import parse_model
+from rtlib.clientmodels.heartbeat import parse_model
 from rtlib.model.alternatives import generate_alternative, with_visibility
 from rtlib.model.beats import Timelines, beats_end, draw_beats, run_end
 from rtlib.model.scenario import ModelScenario, PresenceConfig

@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from rtlib.client.heartbeat import ChromeHiddenTab, _episodes, parse_model
+from rtlib.clientmodels.heartbeat import ChromeHiddenTab, _episodes, parse_model
 from rtlib.model.alternatives import client_loss, probe_sends, probe_timelines, with_visibility
 from rtlib.model.engine import run_engine
 from rtlib.model.fast import run_fast

@@ -1,6 +1,6 @@
 """The bulk Chrome hidden-tab draws (rtlib.model.chrome_beats) are the per-viewer model, beat for beat, float for float.
 
-``ChromeHiddenTab.beats`` (one viewer, one ``random.Random``, the rule of ``rtlib.client.chromium``) stays the
+``ChromeHiddenTab.beats`` (one viewer, one ``random.Random``, the rule of ``rtlib.clientmodels.chromium``) stays the
 reference; ``draw_beats`` draws ``chrome:`` populations in bulk. Equality is exact (``==`` on floats, not a
 tolerance) over many seeds and every parameter the model has, with viewers departing at random times.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rtlib.client.heartbeat import ChromeHiddenTab, Lossy, parse_model
+from rtlib.clientmodels.heartbeat import ChromeHiddenTab, Lossy, parse_model
 from rtlib.model import chrome_beats as bulk
 from rtlib.model.beats import draw_beats, per_viewer_beats
 from rtlib.model.scenario import ModelScenario, PresenceConfig

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rtlib.client.chromium import (
+from rtlib.clientmodels.chromium import (
     CHROMIUM,
     Throttling,
     interval_fires,

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("numpy")
 
-from rtlib.client.heartbeat import Beat  # noqa: E402
+from rtlib.clientmodels.heartbeat import Beat  # noqa: E402
 from rtlib.model.engine import run_engine  # noqa: E402
 from rtlib.model.fast import run_fast  # noqa: E402
 from rtlib.model.metrics import metrics  # noqa: E402

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from rtlib.client.heartbeat import Beat
+from rtlib.clientmodels.heartbeat import Beat
 from rtlib.model.fast import run_fast
 from rtlib.model.metrics import metrics, poisson_interval, poisson_upper
 from rtlib.model.scenario import ModelScenario, PresenceConfig

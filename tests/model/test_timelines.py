@@ -1,4 +1,4 @@
-"""The bulk draws of client timelines follow the :mod:`rtlib.client.heartbeat` models they stand for."""
+"""The bulk draws of client timelines follow the :mod:`rtlib.clientmodels.heartbeat` models they stand for."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from rtlib.client.heartbeat import BackgroundTab, parse_model
+from rtlib.clientmodels.heartbeat import BackgroundTab, parse_model
 from rtlib.model.scenario import ModelScenario, PresenceConfig
 from rtlib.model.timelines import generate
 

@@ -1,7 +1,7 @@
 """Chromium's timer throttling, deterministic and trace-driven: when a page's heartbeat actually fires, for a
 GIVEN hide/show schedule and a GIVEN phase of Chromium's monotonic clock against the wall clock.
 
-One rule for every user of it: :class:`rtlib.client.heartbeat.ChromeHiddenTab` draws random hide/show
+One rule for every user of it: :class:`rtlib.clientmodels.heartbeat.ChromeHiddenTab` draws random hide/show
 episodes and asks :func:`interval_fires` when its ``setInterval`` fires; ``tests/model/test_chromium_traces.py``
 replays the schedules recorded by ``bench/presence/chromium_presence.py`` (``notebooks/data/chromium_*.json``)
 through the same functions and compares the beats with what the server received.

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from rtlib.client.heartbeat import ChromeHiddenTab, IOSBackground, LaptopSleep, Lossy, gaps, parse_model
+from rtlib.clientmodels.heartbeat import ChromeHiddenTab, IOSBackground, LaptopSleep, Lossy, gaps, parse_model
 
 
 def _beats(model, end=36000.0, seed=1):  # noqa: ANN001, ANN202

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from rtlib.client.heartbeat import (
+from rtlib.clientmodels.heartbeat import (
     BackgroundTab,
     Beat,
     HeartbeatModel,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from rtlib.client.ordering import (
+from rtlib.clientmodels.ordering import (
     STRATEGIES,
     Apply,
     GapResyncCache,

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from rtlib.client.chromium import CHROMIUM, interval_fires, visibility_beats
+from rtlib.clientmodels.chromium import CHROMIUM, interval_fires, visibility_beats
 from rtlib.protocol.presence import PresenceConfig, next_multiple
 
 __all__ = [
@@ -164,7 +164,7 @@ class BackgroundTab:
     Measured (Debian's Chromium 156, ``notebooks/data/chromium_*.json``): the grace was 1 minute, not 5,
     an open WebSocket did not exempt the page, and a ``setInterval`` keeps its grid (the next run is due at the
     next ``start + k * interval``, not ``interval`` after a late run), which changes only the first throttled
-    gap. :class:`ChromeHiddenTab` follows the measured rule (:mod:`rtlib.client.chromium`); this class keeps
+    gap. :class:`ChromeHiddenTab` follows the measured rule (:mod:`rtlib.clientmodels.chromium`); this class keeps
     the documented one, a tab hidden from the join, for comparison.
     """
 
@@ -214,7 +214,7 @@ class ChromeHiddenTab:
 
     Visible and hidden periods alternate, exponentially distributed with means ``visible_mean`` and
     ``hidden_mean`` (assumptions to vary, not measurements). When the timer fires in them is
-    :func:`rtlib.client.chromium.interval_fires`, the rule that reproduces the recorded Chromium traces
+    :func:`rtlib.clientmodels.chromium.interval_fires`, the rule that reproduces the recorded Chromium traces
     (``notebooks/data/chromium_*.json``, Debian's Chromium 156 headless; ``tests/model/test_chromium_traces.py``):
     the interval stays on its grid (``start + k * interval``); hidden, it runs at the first whole second of
     the monotonic clock; once the page has been hidden ``grace`` seconds, a timer that has already run 6 times
@@ -230,7 +230,7 @@ class ChromeHiddenTab:
     being shown gone meanwhile counts as a mistake.
 
     ``visibility_beat`` (spec ``chromevis:...``): the page of a ``--visibility-beat`` server, which also beats
-    at every hide and show and restarts its interval there (:func:`rtlib.client.chromium.visibility_beats`).
+    at every hide and show and restarts its interval there (:func:`rtlib.clientmodels.chromium.visibility_beats`).
     In presence mode ``probe`` a hidden tab needs no model: it answers every probe within milliseconds.
     This is the reference; :mod:`rtlib.model.chrome_beats` draws whole populations in bulk, the same beats.
     """
@@ -253,7 +253,7 @@ class ChromeHiddenTab:
 
     def beats(self, start: float, end: float, rng: random.Random) -> Iterator[Beat]:
         hides = _episodes(start, end, rng, self.visible_mean, self.hidden_mean)
-        # The one rule, shared with the replay of recorded browser traces (rtlib.client.chromium).
+        # The one rule, shared with the replay of recorded browser traces (rtlib.clientmodels.chromium).
         throttling = dataclasses.replace(CHROMIUM, grace=self.grace, align=self.align)
         rule = visibility_beats if self.visibility_beat else interval_fires
         for t in rule(start, end, self.interval, hides, mono_offset=self.phase, throttling=throttling):

@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as exc:
             fail(f"rtlib token: {exc}")
     elif args.command == "schema":
-        from rtlib.protocol.schema import json_schema_text
+        from rtlib.protocol.jsonschema import json_schema_text
 
         text = json_schema_text()
         if args.out:

@@ -2,8 +2,8 @@
 each one reaches the server. Sans-I/O and seeded: models take a ``random.Random`` and yield :class:`Beat` s.
 
 The design review's client beats every 30 s and the server forgets it after 60 s without one. A model says
-what a real browser does with that timer; :func:`gaps` and :func:`false_departures` say what the server
-makes of it (the presence notebook charts the latter as "flapping"). :func:`parse_model` builds a model
+what a real browser does with that timer; :mod:`rtlib.clientmodels.analytic` says what the server makes of it
+(the presence notebook charts its false departures as "flapping"). :func:`parse_model` builds a model
 from a short spec string for the CLI and notebooks.
 """
 
@@ -13,12 +13,12 @@ import dataclasses
 import functools
 import math
 import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 from rtlib.clientmodels.chromium import CHROMIUM, interval_fires, visibility_beats
-from rtlib.protocol.presence import PresenceConfig, next_multiple
+from rtlib.protocol.presence import next_multiple
 
 __all__ = [
     "MIN_PERIOD_FRACTION",
@@ -31,9 +31,8 @@ __all__ = [
     "Jitter",
     "LaptopSleep",
     "Lossy",
-    "false_departures",
-    "gaps",
     "parse_model",
+    "positive",
 ]
 
 # A jittered period is never shorter than this fraction of the interval: a timer cannot fire in zero time,
@@ -64,7 +63,8 @@ class HeartbeatModel(Protocol):
         ...
 
 
-def _positive(name: str, value: float) -> None:
+def positive(name: str, value: float) -> None:
+    """Raise a clear ValueError unless ``value`` is a finite positive number of seconds."""
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
 
@@ -80,7 +80,7 @@ class Interval:
     interval: float = 30.0
 
     def __post_init__(self) -> None:
-        _positive("interval", self.interval)
+        positive("interval", self.interval)
 
     def beats(self, start: float, end: float, rng: random.Random) -> Iterator[Beat]:
         k = 1
@@ -101,7 +101,7 @@ class Jitter:
     jitter: float = 5.0
 
     def __post_init__(self) -> None:
-        _positive("interval", self.interval)
+        positive("interval", self.interval)
         if not (isinstance(self.jitter, (int, float)) and math.isfinite(self.jitter) and self.jitter >= 0):
             raise ValueError(f"jitter must be a non-negative number of seconds, got {self.jitter!r}")
 
@@ -173,8 +173,8 @@ class BackgroundTab:
     align: float = 60.0
 
     def __post_init__(self) -> None:
-        _positive("interval", self.interval)
-        _positive("align", self.align)
+        positive("interval", self.interval)
+        positive("align", self.align)
         if not (isinstance(self.hidden_after, (int, float)) and math.isfinite(self.hidden_after)
                 and self.hidden_after >= 0):
             raise ValueError(f"hidden_after must be a non-negative number of seconds, got {self.hidden_after!r}")
@@ -245,7 +245,7 @@ class ChromeHiddenTab:
 
     def __post_init__(self) -> None:
         for name in ("interval", "visible_mean", "hidden_mean", "align"):
-            _positive(name, getattr(self, name))
+            positive(name, getattr(self, name))
         if not (math.isfinite(self.grace) and self.grace >= 0):
             raise ValueError(f"grace must be a non-negative number of seconds, got {self.grace!r}")
         if not math.isfinite(self.phase):
@@ -283,7 +283,7 @@ class IOSBackground:
 
     def __post_init__(self) -> None:
         for name in ("interval", "foreground_mean", "background_mean", "suspend_after"):
-            _positive(name, getattr(self, name))
+            positive(name, getattr(self, name))
 
     def beats(self, start: float, end: float, rng: random.Random) -> Iterator[Beat]:
         return _suspended(start, end, self.interval,
@@ -308,7 +308,7 @@ class LaptopSleep:
 
     def __post_init__(self) -> None:
         for name in ("interval", "per_hour", "sleep_mean"):
-            _positive(name, getattr(self, name))
+            positive(name, getattr(self, name))
 
     def beats(self, start: float, end: float, rng: random.Random) -> Iterator[Beat]:
         sleeps = _episodes(start, end, rng, 3600.0 / self.per_hour, self.sleep_mean)
@@ -382,42 +382,3 @@ def _build(spec: str, cls: Callable[..., HeartbeatModel], *args: object) -> Hear
         return cls(*args)
     except ValueError as exc:
         raise ValueError(f"bad heartbeat model {spec!r}: {exc}") from None
-
-
-def gaps(beats: Iterable[Beat], start: float) -> list[float]:
-    """Seconds between consecutive *delivered* beats, the first measured from the join at ``start``."""
-    out, last = [], start
-    for beat in beats:
-        if beat.delivered:
-            out.append(beat.t - last)
-            last = beat.t
-    return out
-
-
-def false_departures(beats: Iterable[Beat], start: float, end: float, timeout: float, sweep_interval: float,
-                     *, ties: Literal["sweep_first", "beat_first"] = "sweep_first") -> list[float]:
-    """When a server would declare a user gone who never left, for a user joined at ``start`` until ``end``.
-
-    The server's rule (:meth:`rtlib.protocol.presence.PresenceConfig.popped_at`): sweeps run at the
-    absolute multiples of ``sweep_interval`` (Unix time, the same phase on every instance) and pop an entry
-    whose last heartbeat is ``<= now - timeout`` (inclusive). So the
-    user is declared gone at the first sweep ``s >= last + timeout``, if ``s <= end`` and ``s`` comes
-    before the next delivered beat; that beat re-adds the entry (a re-join: one "flap").
-
-    ``ties`` orders a sweep and a beat at the very same instant. Because expiry is inclusive, a gap of
-    *exactly* ``timeout`` expires the entry at the boundary, and with ``"sweep_first"`` (the default, the
-    pessimistic and the usual live outcome, since the beat also needs network time to land) a sweep there
-    counts as a departure. ``"beat_first"`` counts only sweeps strictly before the beat.
-    """
-    _positive("timeout", timeout)
-    _positive("sweep_interval", sweep_interval)
-    schedule = PresenceConfig(timeout=timeout, sweep_interval=sweep_interval)  # the live sweeper's schedule
-    departures: list[float] = []
-    last = start
-    for t in [b.t for b in beats if b.delivered] + [math.inf]:
-        sweep = schedule.popped_at(last)  # the server's own rule, not a restatement
-        before_beat = sweep <= t if ties == "sweep_first" else sweep < t
-        if before_beat and sweep <= end:
-            departures.append(sweep)
-        last = t
-    return departures

@@ -27,9 +27,10 @@ from tqdm.auto import tqdm
 
 from rtlib.lab.loopthread import LoopThread
 from rtlib.lab.progress import step as progress_step
+from rtlib.lab.recorder import Recorder
 from rtlib.lab.results import Results
 from rtlib.lab.scenario import Scenario
-from rtlib.lab.sim import Recorder, plan_clients
+from rtlib.lab.sim import plan_clients
 from rtlib.lab.workers import WORKER_THRESHOLD, Shard, build, check, connect_all, finish, play, run_sharded
 from rtlib.server import keyspace
 from rtlib.server.auth import issue_token

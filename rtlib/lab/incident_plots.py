@@ -2,7 +2,8 @@
 
 Same style and conventions as :mod:`rtlib.lab.plots` (figures built without pyplot; incidents drawn as dotted
 vertical lines). :func:`recovery_chart` takes a lab :class:`~rtlib.lab.results.Results`; :func:`soak_timeline`
-takes the JSON that ``bench/resilience/soak.py`` writes, so a notebook can redraw it without re-running the soak.
+takes the JSON that ``bench/resilience/soak.py`` writes, so a notebook can redraw it without re-running the soak;
+:func:`connection_timeline` and :func:`presence_entries_over_time` show an instance kill.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from rtlib.lab.plots import _cdf, _events, _figure, _log, _styled
+from rtlib.lab.plots import BAND, EVENT, _cdf, _events, _figure, _log, _single, _styled
 from rtlib.lab.results import Results
 
-__all__ = ["KIND_COLORS", "recovery_chart", "soak_timeline"]
+__all__ = ["KIND_COLORS", "connection_timeline", "presence_entries_over_time", "recovery_chart", "soak_timeline"]
 
 KIND_COLORS = {"recovered": "#2ca02c", "resynced": "#ff7f0e"}
 
@@ -80,4 +81,52 @@ def soak_timeline(data: Mapping[str, Any], title: str = "Soak: memory, reconnect
         _events(ax, {f"_{name}": t for name, t in marks.items()})
     mem.legend(loc="upper left", ncols=2)
     conn.legend(loc="upper left")
+    return fig
+
+
+def _connected_counts(conns: pd.DataFrame) -> pd.DataFrame:
+    """Connected users per instance after each connection event (a user counts once, on its latest instance;
+    connects before the clock started count at t = 0)."""
+    where: dict[str, int | None] = {}
+    rows = []
+    ordered = conns.sort_values("t", kind="stable")[["user", "instance", "event", "t"]]
+    for user, instance, event, t in ordered.itertuples(index=False):
+        if event not in ("connected", "lost", "closed", "crashed"):
+            continue
+        where[user] = int(instance) if event == "connected" else None
+        counts = pd.Series([w for w in where.values() if w is not None], dtype=int).value_counts()
+        rows.append({"t": max(float(t), 0.0), **{int(k): int(v) for k, v in counts.items()}})
+    return pd.DataFrame(rows).fillna(0).drop_duplicates("t", keep="last").set_index("t")
+
+
+@_styled
+def connection_timeline(results: Results, *, events: Mapping[str, float] | None = None,
+                        title: str = "Connected clients per instance") -> Figure:
+    """Step chart of how many clients each instance holds over the run, with ``events`` (name -> design s)."""
+    counts = _connected_counts(results.connections)
+    end = results.scenario.duration
+    fig, ax = _single()
+    for col in sorted(c for c in counts.columns if isinstance(c, int)):
+        ax.step(list(counts.index) + [end], list(counts[col]) + [counts[col].iloc[-1]], where="post",
+                color=f"C{col}", label=f"instance i{col}")
+    _events(ax, events)
+    ax.set(title=title, xlabel="time (design s)", ylabel="connected clients", xlim=(0, end))
+    ax.legend(loc="center right")
+    return fig
+
+
+@_styled
+def presence_entries_over_time(df: pd.DataFrame, *, kill_at: float, heartbeat_interval: float, timeout: float,
+                               sweep_interval: float, title: str = "Presence entries in Redis per instance") -> Figure:
+    """``df`` (columns ``t`` design s, ``instance``, ``entries``): how long a dead instance's presence entries
+    outlive it. They must expire within [kill + timeout − heartbeat, kill + timeout + sweep] (shaded)."""
+    fig, ax = _single()
+    for inst, g in df.groupby("instance"):
+        ax.step(g["t"], g["entries"], where="post", label=f"entries of instance {inst}")
+    ax.axvline(kill_at, color=EVENT, ls=":", lw=1.5, label=f"instance killed at {kill_at:g} s")
+    ax.axvspan(kill_at + timeout - heartbeat_interval, kill_at + timeout + sweep_interval, color=BAND, alpha=0.4,
+               lw=0, label="expiry window: kill + timeout − heartbeat … + sweep")
+    ax.axvline(kill_at + timeout, color="#d62728", ls="--", label=f"kill + timeout ({timeout:g} s)")
+    ax.set(title=title, xlabel="time (design s)", ylabel="presence entries (viewer connections)")
+    ax.legend(loc="center right")
     return fig

@@ -24,9 +24,9 @@ from matplotlib.ticker import FuncFormatter, LogFormatter, MultipleLocator
 
 from rtlib.lab.results import Results
 
-__all__ = ["REVIEW_AVG_MS", "STRATEGY_COLORS", "STYLE", "connection_timeline", "detection_delays",
+__all__ = ["REVIEW_AVG_MS", "STRATEGY_COLORS", "STYLE", "detection_delays",
            "false_departures_by_model", "latency_by_instance", "latency_cdf", "latency_histogram", "latency_over_time",
-           "latency_vs_clients", "ordering_comparison", "presence_entries_over_time", "presence_timeline"]
+           "latency_vs_clients", "ordering_comparison", "presence_timeline"]
 
 #: The average delivery latency quoted in the architecture review ("45ms average delivery").
 REVIEW_AVG_MS = 45.0
@@ -359,52 +359,4 @@ def presence_timeline(results: Results, subjects: Sequence[str] | None = None, n
     ax.grid(True, which="minor", axis="x", alpha=0.15)
     ax.set(title=title, xlim=(0, sc.duration * 1.02), ylim=(-0.7, len(subjects) - 0.3), ylabel="user",
            xlabel=f"time (design s; minor grid every heartbeat interval, {sc.heartbeat_interval:g} s)")
-    return fig
-
-
-def _connected_counts(conns: pd.DataFrame) -> pd.DataFrame:
-    """Connected users per instance after each connection event (a user counts once, on its latest instance;
-    connects before the clock started count at t = 0)."""
-    where: dict[str, int | None] = {}
-    rows = []
-    ordered = conns.sort_values("t", kind="stable")[["user", "instance", "event", "t"]]
-    for user, instance, event, t in ordered.itertuples(index=False):
-        if event not in ("connected", "lost", "closed", "crashed"):
-            continue
-        where[user] = int(instance) if event == "connected" else None
-        counts = pd.Series([w for w in where.values() if w is not None], dtype=int).value_counts()
-        rows.append({"t": max(float(t), 0.0), **{int(k): int(v) for k, v in counts.items()}})
-    return pd.DataFrame(rows).fillna(0).drop_duplicates("t", keep="last").set_index("t")
-
-
-@_styled
-def connection_timeline(results: Results, *, events: Mapping[str, float] | None = None,
-                        title: str = "Connected clients per instance") -> Figure:
-    """Step chart of how many clients each instance holds over the run, with ``events`` (name -> design s)."""
-    counts = _connected_counts(results.connections)
-    end = results.scenario.duration
-    fig, ax = _single()
-    for col in sorted(c for c in counts.columns if isinstance(c, int)):
-        ax.step(list(counts.index) + [end], list(counts[col]) + [counts[col].iloc[-1]], where="post",
-                color=f"C{col}", label=f"instance i{col}")
-    _events(ax, events)
-    ax.set(title=title, xlabel="time (design s)", ylabel="connected clients", xlim=(0, end))
-    ax.legend(loc="center right")
-    return fig
-
-
-@_styled
-def presence_entries_over_time(df: pd.DataFrame, *, kill_at: float, heartbeat_interval: float, timeout: float,
-                               sweep_interval: float, title: str = "Presence entries in Redis per instance") -> Figure:
-    """``df`` (columns ``t`` design s, ``instance``, ``entries``): how long a dead instance's presence entries
-    outlive it. They must expire within [kill + timeout − heartbeat, kill + timeout + sweep] (shaded)."""
-    fig, ax = _single()
-    for inst, g in df.groupby("instance"):
-        ax.step(g["t"], g["entries"], where="post", label=f"entries of instance {inst}")
-    ax.axvline(kill_at, color=EVENT, ls=":", lw=1.5, label=f"instance killed at {kill_at:g} s")
-    ax.axvspan(kill_at + timeout - heartbeat_interval, kill_at + timeout + sweep_interval, color=BAND, alpha=0.4,
-               lw=0, label="expiry window: kill + timeout − heartbeat … + sweep")
-    ax.axvline(kill_at + timeout, color="#d62728", ls="--", label=f"kill + timeout ({timeout:g} s)")
-    ax.set(title=title, xlabel="time (design s)", ylabel="presence entries (viewer connections)")
-    ax.legend(loc="center right")
     return fig

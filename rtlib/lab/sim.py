@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -30,12 +30,13 @@ from rtlib.clientmodels.heartbeat import Lossy, parse_model
 from rtlib.clientmodels.ordering import make_cache
 from rtlib.lab.impair import Impairer
 from rtlib.lab.realtime import RealtimeClock
+from rtlib.lab.recorder import Recorder
 from rtlib.lab.scenario import Scenario
 from rtlib.protocol.history import offset_key
 from rtlib.protocol.schema import SERVER_PAYLOADS, PresenceLeft, ServerEnvelope, TaskUpdated
 from rtlib.server.tasks import spawn
 
-__all__ = ["ClientPlan", "Recorder", "SimClient", "plan_clients"]
+__all__ = ["ClientPlan", "SimClient", "plan_clients"]
 
 
 @dataclass(frozen=True)
@@ -74,29 +75,6 @@ def plan_clients(scenario: Scenario, instances: int) -> list[ClientPlan]:
     if not any(p.editor for p in plans):  # a run with no edits measures nothing
         plans[0] = ClientPlan(**{**plans[0].__dict__, "editor": True})
     return plans
-
-
-@dataclass
-class Recorder:
-    """Plain lists of tuples (see :mod:`rtlib.lab.results` for the columns)."""
-
-    deliveries: list[tuple[Any, ...]] = field(default_factory=list)
-    applies: list[tuple[Any, ...]] = field(default_factory=list)
-    presence: list[tuple[Any, ...]] = field(default_factory=list)
-    departures: list[tuple[Any, ...]] = field(default_factory=list)
-    connections: list[tuple[Any, ...]] = field(default_factory=list)
-    sends: list[tuple[Any, ...]] = field(default_factory=list)
-    acks: list[tuple[Any, ...]] = field(default_factory=list)
-    recoveries: list[tuple[Any, ...]] = field(default_factory=list)  # reconnect -> caught up, per resume
-    lateness: list[float] = field(default_factory=list)  # per scheduled wake, design seconds late (realtime)
-    cross: list[tuple[Any, ...]] = field(default_factory=list)  # deliveries of another workspace's canary
-    caches: dict[str, dict[str, tuple[int, dict[str, Any]]]] = field(default_factory=dict)
-
-    def merge(self, other: Recorder) -> None:
-        for name in ("deliveries", "applies", "presence", "departures", "connections", "sends", "acks",
-                     "recoveries", "cross", "lateness"):
-            getattr(self, name).extend(getattr(other, name))
-        self.caches.update(other.caches)
 
 
 # Frames are decoded with the schema's own structs (the wire contract's single definition). A separate set of

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from rtlib.clientmodels.ordering import diverged
+from rtlib.lab.recorder import Recorder
 from rtlib.lab.scenario import Scenario
-from rtlib.lab.sim import ClientPlan, Recorder, SimClient
+from rtlib.lab.sim import ClientPlan, SimClient
 
 __all__ = ["WORKER_THRESHOLD", "Shard", "check", "connect_all", "play", "run_sharded", "start_clock"]
 

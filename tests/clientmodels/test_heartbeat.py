@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from rtlib.clientmodels.analytic import false_departures, gaps
 from rtlib.clientmodels.heartbeat import (
     BackgroundTab,
     Beat,
@@ -15,8 +16,6 @@ from rtlib.clientmodels.heartbeat import (
     Interval,
     Jitter,
     Lossy,
-    false_departures,
-    gaps,
     parse_model,
 )
 from rtlib.protocol.presence import PresenceBook, PresenceConfig, left_change

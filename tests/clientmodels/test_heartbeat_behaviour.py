@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from rtlib.clientmodels.heartbeat import ChromeHiddenTab, IOSBackground, LaptopSleep, Lossy, gaps, parse_model
+from rtlib.clientmodels.analytic import gaps
+from rtlib.clientmodels.heartbeat import ChromeHiddenTab, IOSBackground, LaptopSleep, Lossy, parse_model
 
 
 def _beats(model, end=36000.0, seed=1):  # noqa: ANN001, ANN202

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from rtlib.lab import plots
+from rtlib.lab import incident_plots, plots
 from rtlib.lab.results import APPLY_COLUMNS, SEND_COLUMNS, Results
 from rtlib.lab.scenario import Scenario
 
@@ -160,7 +160,7 @@ def test_presence_timeline_puts_flapping_users_first() -> None:
 
 
 def test_connection_timeline_counts_each_user_once() -> None:
-    fig = plots.connection_timeline(fake_results(), events={"kill i1": 40})
+    fig = incident_plots.connection_timeline(fake_results(), events={"kill i1": 40})
     ax = fig.axes[0]
     assert ax.get_title() == "Connected clients per instance" and ax.get_ylabel() == "connected clients"
     lines = {ln.get_label(): ln for ln in ax.get_lines()}
@@ -171,7 +171,7 @@ def test_connection_timeline_counts_each_user_once() -> None:
 def test_presence_entries_over_time() -> None:
     df = pd.DataFrame({"t": [0, 40, 100, 105] * 2, "instance": ["i0"] * 4 + ["i1"] * 4,
                        "entries": [5, 5, 5, 5, 4, 4, 4, 0]})
-    fig = plots.presence_entries_over_time(df, kill_at=40, heartbeat_interval=30, timeout=60, sweep_interval=5)
+    fig = incident_plots.presence_entries_over_time(df, kill_at=40, heartbeat_interval=30, timeout=60, sweep_interval=5)
     found = labels(fig)
     assert fig.axes[0].get_title() == "Presence entries in Redis per instance"
     assert {"entries of instance i0", "entries of instance i1", "kill + timeout (60 s)"} <= set(found)

@@ -11,8 +11,9 @@ from dataclasses import replace
 
 from conftest import SECRET, token
 
+from rtlib.lab.recorder import Recorder
 from rtlib.lab.scenario import Scenario
-from rtlib.lab.sim import Recorder, SimClient, plan_clients
+from rtlib.lab.sim import SimClient, plan_clients
 from rtlib.protocol.config import ServerConfig
 from rtlib.server.driver import RealtimeServer
 

@@ -9,8 +9,8 @@ import pytest
 
 from rtlib.cli import main
 from rtlib.lab.cluster import Cluster
+from rtlib.lab.recorder import Recorder
 from rtlib.lab.scenario import Scenario
-from rtlib.lab.sim import Recorder
 from rtlib.lab.workers import start_clock
 
 

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from rtlib.protocol.errors import ErrorCode, ProtocolError
-from rtlib.protocol.schema import MAX_DEPTH, decode_client_frame, is_id, iso_timestamp, json_schema, nested_deeper_than
+from rtlib.protocol.jsonschema import json_schema
+from rtlib.protocol.schema import MAX_DEPTH, decode_client_frame, is_id, iso_timestamp, nested_deeper_than
 
 
 def test_iso_timestamp_matches_datetime_including_rollovers() -> None:

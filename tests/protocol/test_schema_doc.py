@@ -20,8 +20,9 @@ import pytest
 
 from rtlib.protocol import events
 from rtlib.protocol.errors import ERROR_DESCRIPTIONS, CloseCode, ErrorCode, ProtocolError
+from rtlib.protocol.jsonschema import json_schema, json_schema_text
 from rtlib.protocol.presence import PresenceChange
-from rtlib.protocol.schema import CLIENT_TYPES, SERVER_PAYLOADS, decode_client_frame, json_schema, json_schema_text
+from rtlib.protocol.schema import CLIENT_TYPES, SERVER_PAYLOADS, decode_client_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_FILE = ROOT / "docs" / "events.schema.json"

@@ -40,9 +40,11 @@ __all__ = ["Cluster", "Failure"]
 
 #: (action, instance, design time): action is "kill" (SIGKILL, a crash), "stop" (SIGTERM, graceful), "start"
 #: (bring a killed or stopped instance back on its port) or "redis" (SIGKILL the embedded Redis and start it
-#: again on the same port; the instance number is ignored).
-Failure = tuple[str, int, float]
-ACTIONS = ("kill", "stop", "start", "redis")
+#: again on the same port; the instance number is ignored). Two freeze a process (SIGSTOP, then SIGCONT) for a
+#: number of design seconds: ``("pause", seconds, at)`` the Redis server (a failover, a fork, a blip) and
+#: ``("stall", instance, at, seconds)`` one instance (a long GC pause, a stopped VM).
+Failure = tuple[str, int, float] | tuple[str, float, float] | tuple[str, int, float, float]
+ACTIONS = ("kill", "stop", "start", "redis", "pause", "stall")
 
 
 class _Instance:
@@ -198,6 +200,17 @@ class Cluster:
         time.sleep(down)
         self._redis_proc.start()
 
+    async def freeze(self, pid: int | None, seconds: float) -> None:
+        """SIGSTOP ``pid`` for ``seconds`` (wall), then SIGCONT, also when cancelled: a process is never left
+        stopped."""
+        if pid is None:
+            raise RuntimeError("nothing to freeze: the process is not running")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
     @property
     def pids(self) -> dict[str, int | None]:
         """Process ids of the instances (``i0``, ``i1``...; None while down) and of the embedded Redis."""
@@ -234,8 +247,8 @@ class Cluster:
         assert self.redis_url is not None
         with redis.Redis.from_url(self.redis_url) as r:
             r.flushall()
-        if bad := [a for a, _, _ in failures if a not in ACTIONS]:
-            raise ValueError(f"unknown failure action(s) {bad}; use {ACTIONS}")
+        if bad := [f[0] for f in failures if f[0] not in ACTIONS or len(f) != 3 + (f[0] == "stall")]:
+            raise ValueError(f"unknown or malformed failure(s) {bad}; use {ACTIONS} (see Failure)")
         plans = plan_clients(sc, self.n)
         n_editors = sum(p.editor for p in plans)
         tokens = {p.user: issue_token(self.secret, p.user, [p.workspace], ttl=86400) for p in plans}
@@ -247,7 +260,8 @@ class Cluster:
         def on_start(t0: float) -> None:  # the clock starts once everyone is connected
             nonlocal t0_wall
             t0_wall = self.started_at = time.time() + (t0 - time.monotonic())
-            side_jobs.extend(asyncio.ensure_future(self._fail_at(a, k, t0 + sc.wall(t))) for a, k, t in failures)
+            side_jobs.extend(asyncio.ensure_future(self._fail_at(f[0], int(f[1]), t0 + sc.wall(f[2]), sc.wall(
+                f[1] if f[0] == "pause" else f[3] if f[0] == "stall" else 0.0))) for f in failures)
             if bar is not None:
                 side_jobs.append(asyncio.ensure_future(_tick(bar, t0, sc)))
 
@@ -280,9 +294,12 @@ class Cluster:
         self.calibration_ms = self._loop.run(_calibrate(frames))
         return self.calibration_ms
 
-    async def _fail_at(self, action: str, index: int, at: float) -> None:
+    async def _fail_at(self, action: str, index: int, at: float, seconds: float) -> None:
+        """Carry out one failure at ``at`` (monotonic); ``seconds``: how long a pause or stall lasts (wall)."""
         await asyncio.sleep(max(0.0, at - time.monotonic()))
-        if action == "redis":
+        if action in ("pause", "stall"):
+            await self.freeze(self.pids["redis" if action == "pause" else f"i{index}"], seconds)
+        elif action == "redis":
             await asyncio.to_thread(self.restart_redis)
         else:
             act = {"kill": self.kill_instance, "stop": self.stop_instance, "start": self.start_instance}[action]

@@ -33,6 +33,8 @@ DECISIONS = [
      "30 s / 60 s heartbeat"),
     ("Redis sorted sets for presence", "\u201ca sorted set per task, with the score being the last heartbeat\u201d",
      "Redis sorted sets for presence"),
+    ("Redis pub/sub between instances", "\u201cour own room logic with Redis pub/sub\u201d",
+     "Redis pub/sub between instances"),
 ]
 _markdown = mistune.create_markdown(plugins=["table"])
 

@@ -83,7 +83,7 @@ def same_events(cluster: Cluster, sc: Scenario) -> dict[str, Any]:
             "executors_identical": identical, "model_events": len(fast.events()),
             "outcome_events": len(fast.outcome.events()), "events_by_kind": dict(sorted(by_kind.items())),
             "status": dict(sorted(status.items())), **{k: row[k] for k in (
-                "events_model", "events_live", "given", "compared", "exact", "one_sweep", "one_beat",
+                "events_model", "events_live", "given", "compared", "exact", "one_sweep", "one_tick", "one_beat",
                 "race_model_only", "race_live_only", "unexplained", "unexplained_events", "max_delta",
                 "max_delta_ms", "min_delta", "tol_early", "tol_late", "tol_early_ms", "tol_late_ms", "passed",
                 "live_mistakes", "model_mistakes", "live_td_p50", "model_td_p50")},
@@ -115,15 +115,16 @@ def _markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
              "(joins at (re)connection, clean leaves, disconnects) are the model's input: compared for being "
              "announced, not for their time; every sweep's pop and every beat's re-join is compared in time.", "",
              "| mode | executors identical | events model / live | input: joins, leaves, disconnects | compared "
-             "| exact | one sweep off (race) | one side only (race) | unexplained | max deviation | tolerance "
-             "| lateness max: sweeps / beats / client wakes | clock error | verdict |",
+             "| exact | one sweep / tick / beat off (race) | one side only (race) | unexplained | max deviation "
+             "| tolerance | lateness max: sweeps / beats / client wakes | clock error | verdict |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lat = r["lateness_ms"]
         lines.append(
             f"| {r['mode']} | {'yes' if r['executors_identical'] else 'NO'} ({r['model_events']} events) | "
             f"{r['events_model']} / {r['events_live']} | {r['given']} | {r['compared']} | {r['exact']} | "
-            f"{r['one_sweep']} | {r['race_model_only'] + r['race_live_only']} | {r['unexplained']} | "
+            f"{r['one_sweep']} / {r['one_tick']} / {r['one_beat']} | {r['race_model_only'] + r['race_live_only']} | "
+            f"{r['unexplained']} | "
             f"{r['max_delta_ms']:.2f} ms ({r['max_delta']:.3f} design s) | -{r['tol_early_ms']:.4f} / "
             f"+{r['tol_late_ms']:g} ms | " + " / ".join(f"{lat[k].get('max', math.nan):.1f}" for k in
                                                       ("sweep", "beat", "wake")) + f" ms | "

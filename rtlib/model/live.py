@@ -6,7 +6,7 @@ instance, when it crashes or churns) and each live client draws its beats from i
 :func:`model_of_run` rebuilds exactly those timelines (duck-typed: this layer does not import the lab) and runs
 an executor on them. Nothing is fitted to the run's outcome. What the model takes from the run is measured, not
 fitted: where the servers' absolute sweep grid fell (the run's start on the wall clock, :class:`RunFacts`), and
-when each (re)join reached its server (the joined event's stamp: the lab's network and scheduling, not a rule).
+when each request the plan fires reached its server (below).
 
 The model executes the plan on time: every frame handled the instant it is sent (delay, jitter, Redis round trip
 and sweep lag all zero), so a live event can only be later than the model's, by the lab's lateness
@@ -224,7 +224,8 @@ def model_of_run(plans: Sequence[Any], sc: Any, instances: int, facts: RunFacts,
     """The model (``spec``, default: the design the run really ran) executed on the live run's plan.
 
     ``sc``: the run's ``rtlib.lab.Scenario``; ``plans``: its ``plan_clients(sc, instances)``; ``live``: the run's
-    events (their joined stamps are the model's join times)."""
+    events (the stamps of its joins, clean leaves and disconnects are the model's input; without them, offline,
+    the plan's instants); ``executor``: ``run_fast`` (default) or ``run_engine``."""
     spec = spec or right_spec(sc)
     cfg = spec.config
     stamps: dict[tuple[str, str], list[float]] = {}  # (user, "joined"/"leave"/"disconnect") -> live stamps

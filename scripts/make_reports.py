@@ -250,6 +250,11 @@ def run(path: Path, params: dict[str, Any], timeout: int, progress: Progress, lo
     return nb, time.monotonic() - started, cell_seconds, error
 
 
+def _answer_echo(output: Any) -> bool:
+    data = output.get("data", {})
+    return str(data.get("text/markdown", "")).startswith("### Answer") and report_index.ANSWER_MIME not in data
+
+
 def export_html(nb: nbformat.NotebookNode, name: str) -> str:
     """The report: code hidden (still in ``reports/<name>.ipynb``), prompts hidden, no live widgets."""
     # Sliders need a kernel: the static page shows the notebook's precomputed grid instead, and the widget
@@ -257,6 +262,10 @@ def export_html(nb: nbformat.NotebookNode, name: str) -> str:
     nb = copy.deepcopy(nb)
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
+        # Answer.set() also echoes the answer at the bottom for someone running the notebook cell by cell; the
+        # report opens with it already, so the echo (the answer's markdown without its JSON) is left out: one
+        # Answer per report.
+        cell["outputs"] = [o for o in cell.get("outputs", []) if not _answer_echo(o)]
         for output in cell.get("outputs", []):
             output.get("data", {}).pop("application/vnd.jupyter.widget-view+json", None)
     exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,

@@ -115,3 +115,19 @@ def test_socketio_recorder_answers_the_protocol_and_times_deliveries() -> None:
     rec.on_text(conn, b'42["task.updated",{"type":"task.update","payload":{"changes":{"sentAt":100}}}]', 250)
     assert conn.sent == [b"40", b"3"]
     assert rec.other_frames == 1 and rec.total == 1 and list(rec.latencies) == [150]
+
+
+def test_each_report_has_one_answer_and_no_escaped_newline(reports: Path) -> None:
+    """Issue 24: a report showed two Answer blocks and a literal ``\\n`` in its prose. The check is on the
+    rendered text (scripts and styles removed), so it fails on either, whichever notebook brings it back."""
+    import re
+
+    for path in NOTEBOOKS:
+        html = (reports / f"{path.stem}.html").read_text()
+        body = re.sub(r"<(script|style)[^>]*>.*?</\1>", "", html, flags=re.S)
+        answers = len(re.findall(r'<h3 id="Answer', body))
+        assert answers == (0 if path.stem in WITHOUT_ANSWER else 1), f"{path.name}: {answers} Answer blocks"
+        text = re.sub(r"<[^>]+>", "", body)
+        assert "\\n" not in text, f"{path.name}: a literal \\n in the rendered report: " + text[
+            max(0, text.find("\\n") - 80):text.find("\\n") + 20]
+

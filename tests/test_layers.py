@@ -197,3 +197,10 @@ except SystemExit as exc:
     assert out.returncode == 0, out.stderr
     said = out.stdout + out.stderr  # the CLI's one-line mistakes go to stderr (issue 24)
     assert "rtlib simulate needs the lab extra" in said and "pip install 'rtlib[lab]'" in said
+
+
+def test_test_module_names_are_unique() -> None:
+    """pytest imports test modules by basename (rootdir mode): two ``test_x.py`` in different folders stop the whole
+    collection on a fresh clone ("import file mismatch"), so each name is used once."""
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py") if "node_modules" not in p.parts]
+    assert not sorted({n for n in names if names.count(n) > 1})

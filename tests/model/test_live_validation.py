@@ -25,6 +25,10 @@ from rtlib.model.live import VALIDATION_CASES, WRONG_MODELS
 CLIENTS, TIME_SCALE, SEED = 50, 0.05, 11  # 1 design s = 50 ms: the 20 ms budget is 0.4 s, under half a probe tick
 SHORT = 150.0  # the cases without throttling run this long (design s)
 ROWS: dict[str, dict[str, Any]] = {}
+#: Two cases between them change what every wrong model changes (the grace case: sweep, timeouts, throttling,
+#: grace; the probe case: the probe interval). Notebook 05, which `make test` runs under nbval, runs and asserts
+#: all eight at CI size; running them twice cost make test ~110 s for no further check.
+CASES = ["grace 15 s, Chrome throttling", "probe, 10 % loss"]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +39,7 @@ def cluster():  # noqa: ANN201
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("case", list(VALIDATION_CASES))
+@pytest.mark.parametrize("case", CASES)
 def test_right_model_passes_and_wrong_models_fail(cluster: Cluster, case: str) -> None:
     row = validate_case(cluster, case, clients=CLIENTS, seed=SEED, time_scale=TIME_SCALE, short=SHORT)
     ROWS[case] = row
@@ -44,17 +48,16 @@ def test_right_model_passes_and_wrong_models_fail(cluster: Cluster, case: str) -
     assert row["live_detected"] == row["crashes"] > 0  # every crash announced, and the case is not vacuous
     missed = [name for name, verdict in row["wrong"].items() if verdict == "PASS"]
     assert not missed, f"{case}: the validation accepted the wrong model(s) {missed}: {power_table([row])}"
-    if case == "Chrome intensive throttling":
-        assert row["live_mistakes"] > 0  # throttled tabs flap: the mistakes are compared too
     if case.startswith("grace"):
         assert row["live_td_p50"] > 15.0 + 30.0  # detection waits for the grace
 
 
 def test_every_wrong_model_is_caught_somewhere() -> None:
     """The power table's columns: each wrong model changes something in at least one case, and fails there."""
-    if len(ROWS) < len(VALIDATION_CASES):
+    if len(ROWS) < len(CASES):
         pytest.skip("needs every case of test_right_model_passes_and_wrong_models_fail in this session")
-    table = power_table([ROWS[c] for c in VALIDATION_CASES])
+    assert set(CASES) <= set(VALIDATION_CASES)
+    table = power_table([ROWS[c] for c in CASES])
     print(table.to_string())
     for name in WRONG_MODELS:
         verdicts = set(table[name])

@@ -10,6 +10,7 @@ published. ``tests/protocol/test_presence_table.py`` runs it on the in-memory :c
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,12 +18,17 @@ import msgspec
 
 from rtlib.protocol import events
 from rtlib.protocol.config import ServerConfig
+from rtlib.protocol.history import without_offset
 from rtlib.protocol.presence import EntryFact, PresenceChange, member
 from rtlib.protocol.presence_protocol import BookStore, Expire, Hold, PresenceProtocol, Remove, Upsert
 from rtlib.protocol.presence_table import TABLE, Announcement, EntryEvent, EntryState, Step, ViewerState, step
 from rtlib.protocol.session import Session
+from rtlib.server import keyspace
+from rtlib.server.store import RedisStore
 
-__all__ = ["CONFIG", "BookAdapter", "Case", "Outcome", "Store", "cases", "run_case"]
+__all__ = ["CONFIG", "BookAdapter", "Case", "Outcome", "RedisAdapter", "Store", "cases", "run_case"]
+#: Fence messages of RedisAdapter.published, unique within a test run.
+_fences = itertools.count()
 
 #: timeout 10 s + leave grace 4 s: an entry expires 14 s after its last beat; a lost one is held.
 CONFIG = ServerConfig(heartbeat_interval=3, presence_timeout=10, sweep_interval=1, leave_grace=4)
@@ -72,6 +78,48 @@ class BookAdapter:
     async def published(self) -> list[tuple[str, Any]]:
         new, self._seen = self.store.published[self._seen:], len(self.store.published)
         return [(p.exclude_conn, msgspec.json.decode(p.event)) for p in new]
+
+
+class RedisAdapter:
+    """The case runner's store over :class:`RedisStore`: the live server's scripts, read back from Redis.
+
+    Events are read from the workspace channel behind a fence published on ``publisher`` after the scripts
+    (Redis delivers one channel's messages in order), so nothing waits on a guessed timeout. ``publisher`` is
+    the Redis itself, or on a cluster the node owning the workspace's slot (a script's classic PUBLISH is local
+    there before the bus copies it), and ``pubsub`` is subscribed to the channel there."""
+
+    def __init__(self, store: RedisStore, pubsub: Any, publisher: Any) -> None:
+        self.store, self.pubsub, self.publisher = store, pubsub, publisher
+
+    async def upsert(self, op: Upsert) -> tuple[EntryFact, list[str]]:
+        return await self.store.presence_upsert(op)
+
+    async def remove(self, ops: list[Remove]) -> list[EntryFact]:
+        return await self.store.presence_remove_many(ops)
+
+    async def hold(self, ops: list[Hold]) -> None:
+        await self.store.presence_hold_many(ops)
+
+    async def expire(self, op: Expire) -> list[EntryFact]:
+        return await self.store.presence_expire(op)
+
+    async def score(self, entry: str) -> float | None:
+        return await self.store.redis.zscore(keyspace.presence_key(WS, TASK), entry)
+
+    async def viewers(self) -> list[str]:
+        return sorted(v.decode() for v in await self.store.redis.hkeys(keyspace.presence_counts_key(WS, TASK)))
+
+    async def published(self) -> list[tuple[str, Any]]:
+        fence = f"fence-{next(_fences)}".encode()
+        await self.publisher.publish(keyspace.channel(WS), fence)
+        got = []
+        while True:
+            msg = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+            assert msg is not None, "the fence never arrived"
+            if msg["data"] == fence:
+                return got
+            exclude, event = keyspace.split_frame(msg["data"])
+            got.append((exclude or "", msgspec.json.decode(without_offset(event))))
 
 
 @dataclass(frozen=True)

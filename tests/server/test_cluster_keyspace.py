@@ -17,15 +17,14 @@ from typing import Any
 import msgspec
 import pytest
 import redis
-from presence_cases import TASK, WS, BookAdapter, Case, cases, expected_published, run_case
+from presence_cases import WS, BookAdapter, Case, RedisAdapter, cases, expected_published, run_case
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from rtlib.protocol.config import ServerConfig
-from rtlib.protocol.history import without_offset
 from rtlib.protocol.presence import EntryFact
-from rtlib.protocol.presence_protocol import Expire, Hold, PresenceProtocol, Remove, Upsert
+from rtlib.protocol.presence_protocol import Expire, Hold, PresenceProtocol, Remove
 from rtlib.protocol.session import Session
 from rtlib.server import keyspace, scripts
 from rtlib.server.members import ClusterCounts
@@ -183,53 +182,13 @@ async def test_every_script_on_a_cluster_gives_what_one_redis_gives(redis_url: s
     assert want[-1] == [0] * keyspace.SWEEP_PARTITIONS  # everything expired: the registry is empty
 
 
-class ClusterAdapter:
-    """The presence cases' store over :class:`RedisStore` on a cluster; events read on the node owning the
-    workspace's slot (a classic PUBLISH from a script is local there before the bus copies it), behind a fence
-    published on that node."""
-
-    def __init__(self, store: RedisStore, node: Redis) -> None:
-        self.store, self.node, self.fences = store, node, 0
-        self.pubsub = node.pubsub()
-
-    async def upsert(self, op: Upsert) -> tuple[EntryFact, list[str]]:
-        return await self.store.presence_upsert(op)
-
-    async def remove(self, ops: list[Remove]) -> list[EntryFact]:
-        return await self.store.presence_remove_many(ops)
-
-    async def hold(self, ops: list[Hold]) -> None:
-        await self.store.presence_hold_many(ops)
-
-    async def expire(self, op: Expire) -> list[EntryFact]:
-        return await self.store.presence_expire(op)
-
-    async def score(self, entry: str) -> float | None:
-        return await self.store.redis.zscore(keyspace.presence_key(WS, TASK), entry)
-
-    async def viewers(self) -> list[str]:
-        return sorted(v.decode() for v in await self.store.redis.hkeys(keyspace.presence_counts_key(WS, TASK)))
-
-    async def published(self) -> list[tuple[str, Any]]:
-        self.fences += 1
-        fence = f"fence-{self.fences}".encode()
-        await self.node.publish(keyspace.channel(WS), fence)
-        got = []
-        while True:
-            msg = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
-            assert msg is not None, "the fence never arrived"
-            if msg["data"] == fence:
-                return got
-            exclude, event = keyspace.split_frame(msg["data"])
-            got.append((exclude or "", msgspec.json.decode(without_offset(event))))
-
-
 @pytest.mark.usefixtures("guarded")
 @pytest.mark.parametrize("case", cases(), ids=lambda c: c.id)
 async def test_every_presence_row_on_a_cluster(case: Case, cluster_client: Any) -> None:
     owner = cluster_client.get_node_from_key(keyspace.channel(WS))
     async with Redis(host=owner.host, port=owner.port) as node:
-        adapter = ClusterAdapter(RedisStore(cluster_client), node)
+        # Events are read on the node owning the workspace's slot, behind a fence published there.
+        adapter = RedisAdapter(RedisStore(cluster_client), node.pubsub(), node)
         await adapter.pubsub.subscribe(keyspace.channel(WS))
         await adapter.pubsub.get_message(timeout=1.0)
         want = case.expected

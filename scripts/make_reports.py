@@ -8,8 +8,10 @@
 notebooks); each opens with the question, the answer and its chart (``rtlib.lab.report.Answer``).
 
 A notebook is re-run only when its cache key changed: the notebook's cells, its parameters, the code it runs
-(``rtlib/`` and ``pyproject.toml``; notebook 06 also ``bench/``) and the Python version. Otherwise its last
-executed copy is reused and the line says so; when it is re-run, the line says which of those changed.
+(``rtlib/`` and ``pyproject.toml``; notebook 06 also ``bench/``), the files it reads (:data:`READS`: recorded
+results under ``bench/results/`` and the browser recordings in ``notebooks/data/``) and the Python version.
+Otherwise its last executed copy is reused and the line says so; when it is re-run, the line says which of
+those changed.
 
     python scripts/make_reports.py                    # every notebook, full size
     python scripts/make_reports.py --ci 03            # only notebooks whose name contains "03", CI size
@@ -49,6 +51,15 @@ NOTEBOOKS = ROOT / "notebooks"
 #: The code each notebook runs (a change re-runs it): rtlib for all; notebook 06 runs the bench's load driver too.
 CODE = ("rtlib/**/*.py", "pyproject.toml")
 CODE_EXTRA = {"06": ("bench/**/*.py", "bench/servers/node/*.js", "bench/servers/node/package-lock.json")}
+#: The files each notebook reads (a change re-runs it), declared per notebook: tests/test_reports.py checks every
+#: file named in a notebook's code cells is covered. notebooks/data/ is read by rtlib itself
+#: (``rtlib.model.chromium_traces.TRACE_DIR``), so it is an input of every notebook.
+READS_ALL = ("notebooks/data/*",)
+READS: dict[str, tuple[str, ...]] = {
+    "04": ("bench/results/soak.json", "bench/results/broker_outage.json"),
+    "05": ("bench/results/model_validation.md", "bench/results/presence_cost.json"),
+    "06": ("bench/results/websockets_vs_socketio.json",),  # shown instead of a measurement (USE_RECORDED, no npm)
+}
 
 #: Full-size parameters per notebook (all five in about 10 minutes on a shared 2-core machine).
 FULL: dict[str, dict[str, Any]] = {
@@ -86,6 +97,18 @@ def code_digests(name: str) -> dict[str, str]:
     return {str(p.relative_to(ROOT)): _digest(p.read_bytes()) for p in files}
 
 
+def input_digests(name: str) -> dict[str, str]:
+    """A digest per file notebook ``name`` reads (:data:`READS_ALL` and its :data:`READS`); a declared file that
+    does not exist is recorded as ``missing`` (its appearance then re-runs the notebook)."""
+    out = {}
+    for pattern in (*READS_ALL, *READS.get(name[:2], ())):
+        found = [p for p in ROOT.glob(pattern) if p.is_file()]
+        out.update({str(p.relative_to(ROOT)): _digest(p.read_bytes()) for p in found})
+        if not found:
+            out[pattern] = "missing"
+    return dict(sorted(out.items()))
+
+
 def notebook_digest(path: Path) -> str:
     """The cells (type, source, tags) only: outputs and execution counts do not change what a run does."""
     nb = nbformat.read(path, as_version=4)
@@ -93,9 +116,19 @@ def notebook_digest(path: Path) -> str:
     return _digest(json.dumps(cells).encode())
 
 
-def cache_parts(path: Path, params: dict[str, Any], code: dict[str, str]) -> dict[str, Any]:
+def cache_parts(path: Path, params: dict[str, Any], code: dict[str, str],
+                inputs: dict[str, str] | None = None) -> dict[str, Any]:
+    """The cache key of one notebook run: cells, parameters, code digests, input digests, Python version."""
     return {"notebook": notebook_digest(path), "parameters": _digest(json.dumps(params, sort_keys=True).encode()),
-            "code": code, "python": sys.version.split()[0]}
+            "code": code, "inputs": inputs if inputs is not None else input_digests(path.stem),
+            "python": sys.version.split()[0]}
+
+
+def _changed(old: dict[str, str], new: dict[str, str], what: str) -> str | None:
+    changed = sorted(f for f in set(old) | set(new) if old.get(f) != new.get(f))
+    if not changed:
+        return None
+    return f"{what} changed: " + ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
 
 
 def why_rerun(old: dict[str, Any] | None, new: dict[str, Any], out: Path, name: str) -> str | None:
@@ -113,11 +146,11 @@ def why_rerun(old: dict[str, Any] | None, new: dict[str, Any], out: Path, name: 
         reasons.append("parameters changed")
     if old["parts"]["python"] != new["python"]:
         reasons.append("Python changed")
-    changed = sorted(f for f in set(old["parts"]["code"]) | set(new["code"])
-                     if old["parts"]["code"].get(f) != new["code"].get(f))
-    if changed:
-        reasons.append("code changed: " + ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4
-                                                                    else ""))
+    # A cache written before inputs were part of the key has none: its run may have read anything, so re-run.
+    old_inputs = old["parts"].get("inputs")
+    reasons += [r for r in (_changed(old["parts"]["code"], new["code"], "code"),
+                            _changed(old_inputs, new["inputs"], "inputs") if old_inputs is not None
+                            else "inputs not in its cache key") if r]
     return "; ".join(reasons) or None
 
 

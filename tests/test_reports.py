@@ -5,6 +5,7 @@ without console errors; the cache re-runs exactly what changed; the Socket.IO lo
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from pathlib import Path
 
@@ -92,6 +93,47 @@ def test_cache_says_why_it_reruns(tmp_path: Path) -> None:
                                  tmp_path, path.stem)
     assert why == "code changed: rtlib/b.py"
     assert make_reports.why_rerun({**old, "error": "x"}, parts, tmp_path, path.stem) == "it failed last time"
+    moved = make_reports.cache_parts(path, {"N": 1}, code, {**parts["inputs"], "bench/results/x.json": "9"})
+    assert make_reports.why_rerun(old, moved, tmp_path, path.stem) == "inputs changed: bench/results/x.json"
+    legacy = {"parts": {k: v for k, v in parts.items() if k != "inputs"}, "error": None}  # a pre-inputs cache
+    assert make_reports.why_rerun(legacy, parts, tmp_path, path.stem) == "inputs not in its cache key"
+
+
+#: Calls in the notebooks that read a file without naming it: what they read.
+_READERS = {"compare.load(": "bench/results/websockets_vs_socketio.json", "chromium_trace.traces(": "notebooks/data"}
+_FILE_LITERAL = re.compile(r"""(["'])([\w./-]*\.(?:json|jsonl|md|csv|gz|parquet|txt)|data)\1""")
+
+
+def _files_read(path: Path) -> set[str]:
+    """Repository files a notebook's code cells name (string literals that resolve to a file, or the data
+    directory), relative to the repository root."""
+    source = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+    names = {m.group(2) for m in _FILE_LITERAL.finditer(source)}
+    names |= {target for call, target in _READERS.items() if call in source}
+    found: set[str] = set()
+    for name in names:
+        candidates = [(path.parent / name), ROOT / name, ROOT / "bench" / "results" / name, ROOT / "notebooks" / name]
+        for c in (c.resolve() for c in candidates):
+            if c.is_dir() and c.is_relative_to(ROOT):
+                found |= {str(f.relative_to(ROOT)) for f in c.iterdir() if f.is_file()}
+                break
+            if c.is_file() and c.is_relative_to(ROOT):
+                found.add(str(c.relative_to(ROOT)))
+                break
+    return found
+
+
+def test_cache_key_covers_every_file_a_notebook_reads() -> None:
+    """The declared inputs (make_reports.READS) cover every file the notebook's source names, and every
+    declared file exists and is named by its notebook (no stale declaration)."""
+    assert len(_files_read(ROOT / "notebooks" / "05_heartbeat_tuning.ipynb")) >= 5  # the scan sees reads at all
+    for path in NOTEBOOKS:
+        keyed = set(make_reports.input_digests(path.stem))
+        assert "missing" not in make_reports.input_digests(path.stem).values(), path.stem
+        assert _files_read(path) <= keyed, (path.stem, sorted(_files_read(path) - keyed))
+        source = path.read_text()
+        for declared in make_reports.READS.get(path.stem[:2], ()):
+            assert Path(declared).name in source, (path.stem, declared)
 
 
 class _Conn:

@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,9 @@ from rtlib.server import keyspace
 from rtlib.server.auth import issue_token
 from rtlib.server.redis_process import RedisProcess, die_with_parent, free_port, stop_process
 
-__all__ = ["ALTERNATIVES", "DEFAULT_SCHEDULE", "main", "parse_schedule", "record"]
+__all__ = ["ALTERNATIVES", "CHROMIUM_FLAGS", "DEFAULT_SCHEDULE", "Observer", "attach_page_log", "main", "make_trace",
+           "open_board", "parse_schedule", "poll_beats", "record", "run_schedule", "run_versions", "start_chromium",
+           "start_serve", "wait_cdp"]
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "chromium-presence-recording-secret-0123456789"
@@ -149,14 +152,16 @@ class Observer:
         await ws.send(json.dumps({"type": type_, "workspaceId": WS, "payload": payload}))
 
 
-async def poll_beats(redis_url: str, stop: asyncio.Event, out: list[float]) -> None:
-    """Every change of the score of A's entry: the server's receive time of each beat (and of the join)."""
-    key, last = keyspace.presence_key(WS, TASK), None
+async def poll_beats(redis_url: str, stop: asyncio.Event, out: list[float], *, task: str = TASK,
+                     user: str = USER) -> None:
+    """Every change of the score of ``user``'s entry on ``task`` (page A's): the server's receive time of each
+    beat (and of the join)."""
+    key, last = keyspace.presence_key(WS, task), None
     client = aioredis.Redis.from_url(redis_url)
     try:
         while not stop.is_set():
             for member, score in await client.zrange(key, 0, -1, withscores=True):
-                if member.decode().endswith(f":{USER}") and score != last:
+                if member.decode().endswith(f":{user}") and score != last:
                     out.append(score)
                     last = score
             await asyncio.sleep(0.1)
@@ -182,11 +187,14 @@ def start_serve(redis_url: str, port: int, extra: list[str]) -> subprocess.Popen
     return proc
 
 
+#: Chromium's flags besides the CDP port and the profile directory. --no-sandbox: root cannot start Chromium's
+#: sandbox. Nothing here touches throttling or backgrounding.
+CHROMIUM_FLAGS = ("--headless=new", "--no-first-run", "--no-default-browser-check", "--no-sandbox")
+
+
 def start_chromium(binary: str, cdp_port: int, profile: str) -> subprocess.Popen[bytes]:
-    # --no-sandbox: root cannot start Chromium's sandbox. Nothing here touches throttling or backgrounding.
     return subprocess.Popen(
-        [binary, "--headless=new", f"--remote-debugging-port={cdp_port}", f"--user-data-dir={profile}",
-         "--no-first-run", "--no-default-browser-check", "--no-sandbox", "about:blank"],
+        [binary, f"--remote-debugging-port={cdp_port}", f"--user-data-dir={profile}", *CHROMIUM_FLAGS, "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
 
 
@@ -202,6 +210,72 @@ def wait_cdp(cdp_port: int, timeout: float = 30.0) -> dict[str, Any]:
             time.sleep(0.2)
 
 
+def run_versions(binary: str) -> tuple[str, str]:
+    """``(browser version, rtlib commit)`` for a trace's provenance."""
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
+                            text=True).stdout.strip()
+    return version, commit
+
+
+def attach_page_log(page_a: Any, page_log: list[dict[str, Any]]) -> Awaitable[None]:
+    """Collect page A's ``rtlib-rec`` console lines into ``page_log``; returns the init script's installation,
+    which must finish before A navigates."""
+    page_a.on("console", lambda m: page_log.append(json.loads(m.text[len("rtlib-rec "):]))
+              if m.text.startswith("rtlib-rec ") else None)
+    return page_a.add_init_script(PAGE_LOG)
+
+
+async def open_board(page_a: Any, port: int, user: str = USER, task: str = TASK) -> float:
+    """Load the board in page A as ``user``, view ``task``; returns when the view was asked for (Unix s)."""
+    token = issue_token(SECRET, user, [WS], ttl=7200)
+    await page_a.goto(f"http://127.0.0.1:{port}/app/#workspace={WS}&token={token}")
+    await page_a.wait_for_function("window.rtlibBoard && window.rtlibBoard.client.status === 'connected'")
+    await page_a.evaluate(f"window.rtlibBoard.client.view({json.dumps(task)})")
+    return time.time()
+
+
+async def run_schedule(page_a: Any, page_b: Any, steps: list[tuple[str, float]], beats: list[float],
+                       label: str = "") -> tuple[list[dict[str, Any]], float]:
+    """Hide page A (B to the front of their window) and show it on ``steps``; returns ``(timeline, end)``."""
+    timeline = []
+    for state, secs in steps:
+        if state == "wait":  # until the monotonic clock is secs into a minute; no state change
+            await asyncio.sleep((secs - time.monotonic()) % 60)
+            continue
+        await (page_b if state == "hide" else page_a).bring_to_front()
+        at = time.time()
+        seen = await page_a.evaluate("document.visibilityState")
+        timeline.append({"state": state, "at": at, "seconds": secs, "visibilityState": seen})
+        print(f"{time.strftime('%H:%M:%S')} {label}{state} {secs:g}s: A is {seen}; "
+              f"{len(beats)} beats so far", flush=True)
+        await asyncio.sleep(secs)
+    return timeline, time.time()
+
+
+def make_trace(*, alternative: str, commit: str, version: str, cdp: dict[str, Any], serve_args: list[str],
+               timing: tuple[float, float, float], welcome: dict[str, Any], clock: dict[str, float], schedule: str,
+               joined: float, timeline: list[dict[str, Any]], end: float, beats: list[float],
+               page_log: list[dict[str, Any]], observer: list[dict[str, Any]], user: str = USER) -> dict[str, Any]:
+    """A trace as :mod:`rtlib.model.chromium_traces` reads it; ``observer``: the observer's events about ``user``
+    (page A's user) up to ``end``."""
+    alice = [e for e in observer if e["userId"] == user]
+    flaps = [e for e in alice if e["type"] == "presence.left" and e["reason"] == "timeout"]
+    return {
+        "what": "a board page (rtlib-client.js) in headless Chromium viewing a task, hidden and shown on a "
+                "schedule, against rtlib serve at production presence timing",
+        "alternative": alternative, "rtlib_commit": commit, "probe_tick_phase": TICK_PHASE,
+        "browser": version, "browser_cdp": cdp.get("Browser"),
+        "user_agent": cdp.get("User-Agent"), "server_args": serve_args,
+        "presence": {"heartbeat_interval": timing[0], "timeout": timing[1], "sweep_interval": timing[2],
+                     "leave_grace": GRACE if alternative == "grace" else 0.0},
+        "welcome": welcome, "clock": clock, "schedule_spec": schedule, "joined": joined, "start": timeline[0]["at"],
+        "end": end, "schedule": timeline, "beats": beats, "page_log": page_log, "observer": observer,
+        "flaps": [{"at": e["received"], "timestamp": e["timestamp"],
+                   "last_beat": max((b for b in beats if b < e["received"]), default=None)} for e in flaps],
+    }
+
+
 async def record(alternative: str, schedule: str, binary: str,
                  timing: tuple[float, float, float] = PRODUCTION) -> dict[str, Any]:
     """One recording: page A on the board through ``alternative``'s server, hidden and shown on ``schedule``
@@ -209,9 +283,7 @@ async def record(alternative: str, schedule: str, binary: str,
     from playwright.async_api import async_playwright
 
     steps = parse_schedule(schedule)
-    version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip()
-    commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
-                            text=True).stdout.strip()
+    version, commit = run_versions(binary)
     clock = {"monotonic": time.monotonic(), "wall": time.time()}
     clock["offset"] = clock["monotonic"] - clock["wall"]  # monotonic = wall + offset
     serve_args = [*_timing_args(timing), *ALTERNATIVES[alternative]]
@@ -227,32 +299,14 @@ async def record(alternative: str, schedule: str, binary: str,
                 browser = await pw.chromium.connect_over_cdp(f"http://127.0.0.1:{cdp_port}", no_defaults=True)
                 context = browser.contexts[0]
                 page_a = await context.new_page()
-                page_a.on("console", lambda m: page_log.append(json.loads(m.text[len("rtlib-rec "):]))
-                          if m.text.startswith("rtlib-rec ") else None)
-                await page_a.add_init_script(PAGE_LOG)
+                await attach_page_log(page_a, page_log)
                 page_b = await context.new_page()  # opened first: opening it later would hide A for a moment
                 await page_a.bring_to_front()
                 watchers = [asyncio.create_task(observer.run(stop)), asyncio.create_task(
                     poll_beats(redis_proc.url, stop, beats))]
                 await asyncio.sleep(1.0)  # the observer is in before alice joins
-                token = issue_token(SECRET, USER, [WS], ttl=7200)
-                await page_a.goto(f"http://127.0.0.1:{port}/app/#workspace={WS}&token={token}")
-                await page_a.wait_for_function("window.rtlibBoard && window.rtlibBoard.client.status === 'connected'")
-                await page_a.evaluate(f"window.rtlibBoard.client.view({json.dumps(TASK)})")
-                joined = time.time()
-                timeline = []
-                for state, secs in steps:
-                    if state == "wait":  # until the monotonic clock is secs into a minute; no state change
-                        await asyncio.sleep((secs - time.monotonic()) % 60)
-                        continue
-                    await (page_b if state == "hide" else page_a).bring_to_front()
-                    at = time.time()
-                    seen = await page_a.evaluate("document.visibilityState")
-                    timeline.append({"state": state, "at": at, "seconds": secs, "visibilityState": seen})
-                    print(f"{time.strftime('%H:%M:%S')} {state} {secs:g}s: A is {seen}; "
-                          f"{len(beats)} beats so far", flush=True)
-                    await asyncio.sleep(secs)
-                end = time.time()
+                joined = await open_board(page_a, port)
+                timeline, end = await run_schedule(page_a, page_b, steps, beats)
                 stop.set()
                 await asyncio.gather(*watchers)
                 welcome = await page_a.evaluate("window.rtlibBoard.client.welcome")
@@ -260,21 +314,9 @@ async def record(alternative: str, schedule: str, binary: str,
         finally:
             stop_process(chrome)
             stop_process(serve)
-    alice = [e for e in observer.events if e["userId"] == USER]
-    flaps = [e for e in alice if e["type"] == "presence.left" and e["reason"] == "timeout"]
-    return {
-        "what": "a board page (rtlib-client.js) in headless Chromium viewing a task, hidden and shown on a "
-                "schedule, against rtlib serve at production presence timing",
-        "alternative": alternative, "rtlib_commit": commit, "probe_tick_phase": TICK_PHASE,
-        "browser": version, "browser_cdp": cdp.get("Browser"),
-        "user_agent": cdp.get("User-Agent"), "server_args": serve_args,
-        "presence": {"heartbeat_interval": timing[0], "timeout": timing[1], "sweep_interval": timing[2],
-                     "leave_grace": GRACE if alternative == "grace" else 0.0},
-        "welcome": welcome, "clock": clock, "schedule_spec": schedule, "joined": joined, "start": timeline[0]["at"],
-        "end": end, "schedule": timeline, "beats": beats, "page_log": page_log, "observer": observer.events,
-        "flaps": [{"at": e["received"], "timestamp": e["timestamp"],
-                   "last_beat": max((b for b in beats if b < e["received"]), default=None)} for e in flaps],
-    }
+    return make_trace(alternative=alternative, commit=commit, version=version, cdp=cdp, serve_args=serve_args,
+                      timing=timing, welcome=welcome, clock=clock, schedule=schedule, joined=joined,
+                      timeline=timeline, end=end, beats=beats, page_log=page_log, observer=observer.events)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from typing import Any
 import redis
 from tqdm.auto import tqdm
 
+from rtlib.lab.cpu import CpuMeter, descendants
 from rtlib.lab.loopthread import LoopThread
 from rtlib.lab.progress import step as progress_step
 from rtlib.lab.recorder import Recorder
@@ -256,10 +257,13 @@ class Cluster:
         rate = sc.update_rate / n_editors
         side_jobs: list[asyncio.Task[None]] = []
         t0_wall = 0.0
+        meter = CpuMeter({})
 
         def on_start(t0: float) -> None:  # the clock starts once everyone is connected
-            nonlocal t0_wall
+            nonlocal t0_wall, meter
             t0_wall = self.started_at = time.time() + (t0 - time.monotonic())
+            meter = CpuMeter(self._process_groups())
+            side_jobs.append(asyncio.ensure_future(_meter(meter, t0, t0 + sc.wall(sc.duration))))
             side_jobs.extend(asyncio.ensure_future(self._fail_at(f[0], int(f[1]), t0 + sc.wall(f[2]), sc.wall(
                 f[1] if f[0] == "pause" else f[3] if f[0] == "stall" else 0.0))) for f in failures)
             if bar is not None:
@@ -283,9 +287,21 @@ class Cluster:
         finally:
             for job in side_jobs:
                 job.cancel()
-        results = Results.from_records(sc, rec, t0_wall, bad, meta={"instances": self.n, "workers": workers})
+        results = Results.from_records(sc, rec, t0_wall, bad, meta={"instances": self.n, "workers": workers,
+                                                                    "cpu": meter.result})
         results.calibration_ms = self.calibration_ms
         return results
+
+    def _process_groups(self) -> dict[str, list[int]]:
+        """The run's processes by role: the server instances, the embedded Redis, and the simulated clients
+        (this process, whose lab thread runs them, and its other children: the client workers)."""
+        servers = [i.proc.pid for i in self._instances if i.alive]
+        redis_pid = [self._redis_proc.pid] if self._redis_proc is not None and self._redis_proc.pid else []
+        others = set(servers) | set(redis_pid)
+        for pid in list(others):
+            others.update(descendants(pid))
+        return {"servers": servers, "redis": redis_pid,
+                "clients": [os.getpid(), *(p for p in descendants(os.getpid()) if p not in others)]}
 
     def calibrate(self, frames: int = 300) -> float:
         """Measure the simulator's own overhead: the median one-way time of a frame through the client stack
@@ -319,6 +335,15 @@ class Cluster:
                     fields = {k.decode(): json.loads(v) for k, v in r.hgetall(fields_key).items()}
                     out[ws][f"t{t}"] = (version, fields)
         return out
+
+
+async def _meter(meter: CpuMeter, start: float, end: float) -> None:
+    """Read ``meter`` over the load window, ``start`` to ``end`` (monotonic): design second 0 to the end of the
+    scenario, without the connection phase and the drain."""
+    await asyncio.sleep(max(0.0, start - time.monotonic()))
+    meter.start()
+    await asyncio.sleep(max(0.0, end - time.monotonic()))
+    meter.stop()
 
 
 async def _tick(bar: Any, t0: float, sc: Scenario) -> None:

@@ -15,7 +15,16 @@ Reported (``bench/results/soak.{json,md,png}``):
   instances, which changes their memory for reasons that are not leaks);
 * lost updates (acked, and missing from a client that stayed: :meth:`Results.lost_updates`), target 0;
 * presence keys left in Redis once everyone left and the presence timeout passed, target 0;
-* cross-workspace deliveries (canary of another workspace), target 0, over all deliveries.
+* cross-workspace frames, target 0, over every frame of every event type: a frame whose envelope workspace or
+  content canary is another workspace's, a presence event about another workspace's user, an update or an ack
+  of another workspace's (``Recorder.frames`` counts every frame a client receives);
+* the cluster's connection counts (the fan-out budget's input, read from Redis), over the run and once everyone
+  left; the instances' logs (handshakes refused, slow consumers closed, Redis outages). The admission gate's and
+  the fan-out budget's own counters live in the servers' memory (no endpoint or log line shows them).
+
+Every zero is recomputable: the raw records (each update, each client's received set and frame counts, caches,
+Redis's truth, RSS and counts samples) are written to ``soak_raw.jsonl.gz`` and the table is computed from them
+(:mod:`bench.resilience.soak_raw`; ``python -m bench.resilience.soak_raw --check bench/results/soak.md``).
 
     python -m bench.resilience.soak                        # 1,000 clients, 10 minutes (about 13 min)
     python -m bench.resilience.soak --clients 40 --minutes 0.3 --time-scale 0.05 --out /tmp/soak   # seconds
@@ -25,9 +34,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +47,15 @@ import numpy as np
 import pandas as pd
 import redis
 
+from bench.harness.case import background_load
+from bench.resilience.soak_raw import build_records, digest, git_state, recompute, rss_growth, table, write_raw
 from rtlib.lab.cluster import Cluster
 from rtlib.lab.results import Results
 from rtlib.lab.scenario import Scenario
 from rtlib.server import keyspace
 
-__all__ = ["INCIDENTS", "RssSampler", "main", "presence_keys_left", "rss_growth", "run_soak"]
+__all__ = ["INCIDENTS", "RssSampler", "cluster_counts", "main", "markdown", "presence_keys_left", "rss_growth",
+           "run_soak", "server_logs", "write"]
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 #: (action, instance, share of the run): a crash-restart of instance 1, then a Redis crash-restart.
@@ -58,14 +73,42 @@ def _rss_mib(pid: int) -> float | None:
     return None
 
 
+def cluster_counts(redis_url: str, workspaces: list[str]) -> dict[str, int]:
+    """The cluster's connection counts as the instances keep them in Redis (:mod:`rtlib.server.members`):
+    ``live``, the sum over instances whose alive key exists (what the fan-out budget charges by), and ``stale``,
+    the fields of instances whose key is gone (a killed instance's, until a refresh deletes them)."""
+    with redis.Redis.from_url(redis_url, socket_timeout=2) as r:
+        hashes = [{k.decode(): int(v) for k, v in r.hgetall(keyspace.conns_key(ws)).items()} for ws in workspaces]
+        members = sorted({m for h in hashes for m in h})
+        alive = dict(zip(members, (bool(r.exists(keyspace.alive_key(m))) for m in members), strict=True))
+    return {"live": sum(n for h in hashes for m, n in h.items() if alive[m]),
+            "stale": sum(1 for h in hashes for m in h if not alive[m])}
+
+
+def server_logs(logdir: Path) -> dict[str, int]:
+    """What the instances logged (the soak runs them at INFO): handshakes refused, by status and reason,
+    slow consumers closed, Redis found unreachable and back."""
+    counts: Counter[str] = Counter()
+    for path in sorted(logdir.glob("instance-*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if m := re.search(r"refused a handshake from .*?: (\d+) [^(]*\((.*)\)", line):
+                counts[f"handshake refused {m.group(1)}: {m.group(2).split(';')[0]}"] += 1
+            elif "closing slow consumer" in line:
+                counts["slow consumer closed"] += 1
+            elif "Redis unreachable" in line or "Redis answers again" in line:
+                counts["Redis unreachable" if "unreachable" in line else "Redis back"] += 1
+    return dict(sorted(counts.items()))
+
+
 class RssSampler:
     """Sample the RSS of the cluster's processes (instances and Redis) every ``period`` seconds in a thread.
     Each row: wall time, process label (``i0``, ``i1``, ``redis``; a restarted process gets ``'`` appended),
-    pid, RSS in MiB."""
+    pid, RSS in MiB. With ``workspaces``, also the cluster's connection counts (:func:`cluster_counts`)."""
 
-    def __init__(self, cluster: Cluster, period: float) -> None:
-        self.cluster, self.period = cluster, period
+    def __init__(self, cluster: Cluster, period: float, workspaces: list[str] | None = None) -> None:
+        self.cluster, self.period, self.workspaces = cluster, period, workspaces or []
         self.rows: list[tuple[float, str, int, float]] = []
+        self.counts: list[dict[str, Any]] = []
         self._labels: dict[tuple[str, int], str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="rss-sampler")
@@ -81,6 +124,14 @@ class RssSampler:
             for name, pid in self.cluster.pids.items():
                 if pid is not None and (rss := _rss_mib(pid)) is not None:
                     self.rows.append((now, self._label(name, pid), pid, rss))
+            self.sample_counts(now)
+
+    def sample_counts(self, now: float) -> None:
+        if self.workspaces and self.cluster.redis_url:
+            try:
+                self.counts.append({"wall": now, **cluster_counts(self.cluster.redis_url, self.workspaces)})
+            except (redis.RedisError, OSError):
+                pass  # Redis restarting: no sample
 
     def __enter__(self) -> RssSampler:
         self._thread.start()
@@ -91,114 +142,159 @@ class RssSampler:
         self._thread.join()
 
 
-def rss_growth(rss: pd.DataFrame, start: float, end: float) -> dict[str, dict[str, float]]:
-    """Per process alive through [start, end] (seconds of the run): mean RSS of the first and last tenth of
-    that window and the growth between them, in %."""
-    out = {}
-    window = max(end - start, 1e-9) / 10
-    for proc, g in rss.groupby("process"):
-        if g["t"].min() > start or g["t"].max() < end - window:
-            continue  # not alive through the whole window (killed, or started after it began)
-        first = g.loc[(g["t"] >= start) & (g["t"] < start + window), "rss_mib"].mean()
-        last = g.loc[g["t"] >= end - window, "rss_mib"].mean()
-        out[str(proc)] = {"from_mib": round(float(first), 1), "to_mib": round(float(last), 1),
-                          "growth_pct": round(float((last - first) / first * 100), 2)}
-    return out
-
-
-def presence_keys_left(redis_url: str) -> dict[str, int]:
+def presence_keys_left(redis_url: str, names: bool = False) -> dict[str, Any]:
     """Presence keys still in Redis (sorted sets, their per-user counts, the workspaces' sweep indexes and the
-    sweep registry's partitions) and their entries; ``dueMembers``: tasks still in a sweep index."""
+    sweep registry's partitions) and their entries; ``dueMembers``: tasks still in a sweep index; with
+    ``names``, also the keys themselves (``presenceKeys``, for the raw records)."""
     with redis.Redis.from_url(redis_url) as r:
         keys = [k.decode() for k in r.scan_iter(match=keyspace.presence_pattern(), count=1000)]
         due_keys = [k.decode() for k in r.scan_iter(match=keyspace.due_pattern(), count=1000)]
         due = sum(int(r.zcard(k)) for k in due_keys)
-        registry = sum(1 for p in range(keyspace.SWEEP_PARTITIONS) if r.zcard(keyspace.sweep_keys(p)[0]))
+        registry = [keyspace.sweep_keys(p)[0] for p in range(keyspace.SWEEP_PARTITIONS)
+                    if r.zcard(keyspace.sweep_keys(p)[0])]
         entries = sum(int(r.zcard(k)) for k in keys if r.type(k) == b"zset")  # not the per-user counts (hashes)
-    return {"keys": len(keys) + len(due_keys) + registry, "entries": entries, "dueMembers": due}
+    out: dict[str, Any] = {"keys": len(keys) + len(due_keys) + len(registry), "entries": entries, "dueMembers": due}
+    return {**out, "presenceKeys": sorted([*keys, *due_keys, *registry])} if names else out
+
+
+def truth_digests(redis_url: str, sc: Scenario) -> dict[str, dict[str, list[Any]]]:
+    """Every task as Redis holds it at the end: workspace -> task -> [version, digest of the fields]."""
+    out: dict[str, dict[str, list[Any]]] = {}
+    with redis.Redis.from_url(redis_url) as r:
+        for w in range(sc.workspaces):
+            for t in range(sc.tasks):
+                ver_key, fields_key = keyspace.task_keys(f"w{w}", f"t{t}")
+                fields = {k.decode(): json.loads(v) for k, v in r.hgetall(fields_key).items()}
+                out.setdefault(f"w{w}", {})[f"t{t}"] = [int(r.get(ver_key) or 0), digest(fields)]
+    return out
 
 
 def run_soak(clients: int, minutes: float, instances: int, workspaces: int, rate: float, time_scale: float,
-             seed: int) -> tuple[Results, dict[str, Any]]:
-    """One soak run; returns the lab results and the soak's own report (JSON-ready, camelCase)."""
+             seed: int) -> tuple[Results, dict[str, Any], list[dict[str, Any]]]:
+    """One soak run; returns the lab results, the soak's own report (JSON-ready, camelCase) and its raw records
+    (:mod:`bench.resilience.soak_raw`), from which the report's table is computed."""
     wall = minutes * 60
     sc = Scenario(clients=clients, workspaces=workspaces, tasks=20, hot_tasks=4, duration=wall / time_scale,
                   editors=0.25, update_rate=rate * time_scale, viewers=0.6, crash=0.05, churn=0.2,
                   time_scale=time_scale, seed=seed, drain=2.0)
     failures = [(a, k, share * sc.duration) for a, k, share in INCIDENTS]
+    git, load_before = git_state(), background_load(2.0)  # the machine is shared: say how busy it was
+    os.environ.setdefault("RTLIB_LAB_LOG_LEVEL", "INFO")  # handshake refusals are logged at INFO
     with Cluster(instances=instances, redis_persist=True) as cluster:
-        with RssSampler(cluster, period=max(0.2, wall / 300)) as sampler:
+        with RssSampler(cluster, period=max(0.2, wall / 300), workspaces=[f"w{w}" for w in range(workspaces)]
+                        ) as sampler:
             started = time.monotonic()
             results = cluster.run(sc, failures=failures, progress=sys.stderr.isatty())
             played = time.monotonic() - started
             # Everyone has left (crashed tabs never said so): wait out presence timeout + sweep, then look.
             time.sleep(sc.wall(sc.presence_timeout + 2 * sc.sweep_interval) + 1.0)
             assert cluster.redis_url is not None
-            left = presence_keys_left(cluster.redis_url)
+            left = presence_keys_left(cluster.redis_url, names=True)
+            sampler.sample_counts(time.time())  # the last sample: after everyone left
+            truth = truth_digests(cluster.redis_url, sc)
+        logs = server_logs(cluster.logdir)
         assert cluster.started_at is not None
         t0 = cluster.started_at
+    load_after = background_load(2.0)
     rss = pd.DataFrame(sampler.rows, columns=["wall", "process", "pid", "rss_mib"])
     rss["t"] = rss["wall"] - t0  # seconds of the run (negative: connecting phase)
+    counts = [{"t": round(c["wall"] - t0, 2), "live": c["live"], "stale": c["stale"]} for c in sampler.counts]
     s = results.summary()
     incidents = [{"what": NAMES[a].format(k), "t": sc.wall(t)} for a, k, t in failures]
-    warmup = 0.1 * wall
-    steady_from = max(warmup, max(i["t"] for i in incidents) + 0.1 * wall)
-    growth = rss_growth(rss, steady_from, wall)
+    steady_from = max(0.1 * wall, max(i["t"] for i in incidents) + 0.1 * wall)
+    meta = {"clients": clients, "instances": instances, "workspaces": workspaces, "minutes": minutes,
+            "durationS": wall, "timeScale": time_scale, "seed": seed, "updatesPerS": rate, "warmupS": steady_from,
+            "incidents": incidents, "samplePeriodS": sampler.period, **git}
+    records = build_records(results, meta, rss[["t", "process", "rss_mib"]], counts, left, truth)
+    n = recompute(records)
     received = results.deliveries["t_received"].to_numpy() * time_scale
     bin_s = max(1.0, wall / 120)
-    counts, edges = np.histogram(received, bins=np.arange(0, wall + bin_s, bin_s))
+    hist, edges = np.histogram(received, bins=np.arange(0, wall + bin_s, bin_s))
     rec = results.recoveries
+    steady = [c["live"] for c in counts if steady_from <= c["t"] <= wall]
     report = {
-        "clients": clients, "instances": instances, "workspaces": workspaces, "minutes": minutes,
-        "durationS": wall, "timeScale": time_scale, "seed": seed, "updatesPerS": rate, "playedS": round(played, 1),
-        "warmupS": steady_from, "incidents": incidents,
-        "updatesSent": s["updates_sent"], "acked": s["acked"], "deliveries": s["deliveries"],
-        "lostUpdates": s["lost_updates"], "lostByResumers": s["lost_by_resumers"], "converged": s["converged"],
-        "divergedClients": s["diverged_clients"], "crossWorkspace": s["cross_workspace"],
+        **meta, "playedS": round(played, 1), "backgroundLoadPct": {"before": load_before, "after": load_after},
+        "loadavgAfter": [round(x, 2) for x in os.getloadavg()],
+        **{k: n[k] for k in ("updatesSent", "acked", "deliveries", "frames", "lostUpdates", "crossWorkspace",
+                             "crossByType", "presenceLeft", "rssGrowth", "maxRssGrowthPct", "divergedClients",
+                             "converged", "countsLeft")},
+        # The lab's own counts of the same things (rtlib.lab.results), beside the recomputed ones above.
+        "lab": {"lostUpdates": s["lost_updates"], "crossWorkspaceTaskUpdated": s["cross_workspace"],
+                "deliveries": s["deliveries"], "divergedClients": s["diverged_clients"]},
+        "lostByResumers": s["lost_by_resumers"],
         "reconnectsRecovered": s["reconnects_recovered"], "reconnectsResynced": s["reconnects_resynced"],
-        "timeToRecoverS": s["time_to_recover_s"], "latencyMs": s["latency_ms"],
+        "timeToRecoverS": s["time_to_recover_s"], "latencyMs": s["latency_ms"], "realtime": s["realtime"],
         "crashes": int((results.connections["event"] == "crashed").sum()),
         "churns": int((results.connections["event"] == "closed").sum()),
-        "presenceLeft": left, "rssGrowth": growth,
-        "maxRssGrowthPct": max((g["growth_pct"] for g in growth.values()), default=float("nan")),
+        "clusterCounts": {"steadyMedian": float(np.median(steady)) if steady else None,
+                          "steadyMin": min(steady, default=None), "steadyMax": max(steady, default=None),
+                          "maxStale": max((c["stale"] for c in counts), default=None), "samples": counts},
+        "serverLogs": logs,
         "rss": [{"t": round(float(t), 2), "process": p, "rss_mib": round(float(m), 2)}
                 for t, p, m in rss[["t", "process", "rss_mib"]].itertuples(index=False)],
         "recoveries": [[k, round(float(t) * time_scale, 3)] for k, t in zip(rec["kind"], rec["t_welcome"],
                                                                             strict=True)],
-        "deliveryRate": [[round(float(e), 2), round(c / bin_s, 1)] for e, c in zip(edges, counts, strict=False)],
+        "deliveryRate": [[round(float(e), 2), round(c / bin_s, 1)] for e, c in zip(edges, hist, strict=False)],
     }
-    return results, report
+    return results, report, records
 
 
-def write(report: dict[str, Any], out: Path) -> list[Path]:
-    """``soak.json``, ``soak.md`` and ``soak.png`` in ``out``."""
+def write(report: dict[str, Any], out: Path, records: list[dict[str, Any]] | None = None) -> list[Path]:
+    """``soak.json``, ``soak.md`` and ``soak.png`` in ``out`` (and ``soak_raw.jsonl.gz`` with ``records``: then
+    the table is recomputed from them, so soak.md says what the raw file says)."""
     from rtlib.lab.incident_plots import soak_timeline
 
     out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "soak.json", out / "soak.md", out / "soak.png"]
+    if records is not None:
+        paths.append(write_raw(records, out / "soak_raw.jsonl.gz"))
+        report = {**report, **recompute(records), "raw": "soak_raw.jsonl.gz"}
+        report.pop("lost", None)
     (out / "soak.json").write_text(json.dumps(report, indent=1) + "\n")
     fig = soak_timeline(report, title=f"Soak: {report['clients']:,} clients, {report['minutes']:g} min, "
                                       f"{report['instances']} instances")
     fig.savefig(out / "soak.png")
     (out / "soak.md").write_text(markdown(report))
-    return [out / "soak.json", out / "soak.md", out / "soak.png"]
+    return paths
+
+
+def _extras(r: dict[str, Any]) -> list[str]:
+    """The sections of a re-run with raw records: provenance, leaks by event type, cluster counts, logs."""
+    if "crossByType" not in r:
+        return []
+    dirty = (f" + uncommitted changes to {', '.join(r['dirtyFiles'][:6])}"
+             + (f" and {len(r['dirtyFiles']) - 6} more" if len(r["dirtyFiles"]) > 6 else "")) if r["dirty"] else ""
+    cc, lab = r["clusterCounts"], r["lab"]
+    agree = (lab["lostUpdates"], lab["deliveries"], lab["divergedClients"]) == (
+        r["lostUpdates"], r["deliveries"], r["divergedClients"]) and (lab["crossWorkspaceTaskUpdated"] == 0) == (
+        r["crossByType"].get("task.updated", {}).get("foreign", 0) == 0)
+    load = r["backgroundLoadPct"]
+    return [
+        f"Measured at commit `{r['commit'][:12]}`{dirty}. Other jobs on the machine: {load['before']:.0f} % of a "
+        f"core just before, {load['after']:.0f} % just after (the soak itself saturates both cores). "
+        f"Raw records: `{r.get('raw', 'soak_raw.jsonl.gz')}`; the table above is recomputed from them by "
+        "`python -m bench.resilience.soak_raw` (`--check bench/results/soak.md`). The lab's own counts "
+        f"({'agree' if agree else '**DISAGREE**'}): lost {lab['lostUpdates']}, cross-workspace task.updated "
+        f"{lab['crossWorkspaceTaskUpdated']}, {lab['deliveries']:,} deliveries, {lab['divergedClients']} diverged.",
+        "",
+        "## Cross-workspace check, by event type", "",
+        "| frames | received | other workspace's envelope or canary | about another workspace's user or update |",
+        "|---|---|---|---|",
+        *[f"| {k} | {v['frames']:,} | {v['foreign'] if '(' not in k else '–'} | "
+          f"{v['foreignSubject'] if '(' in k else '–'} |" for k, v in r["crossByType"].items()], "",
+        "## Cluster connection counts and the servers' logs", "",
+        f"The connection counts the fan-out budget charges by (summed over live instances, read from Redis every "
+        f"{r['samplePeriodS']:.1f} s): median {cc['steadyMedian']:g} (min {cc['steadyMin']}, max {cc['steadyMax']})"
+        f" after warm-up, for {r['clients']:,} clients; fields left by dead instances at most {cc['maxStale']}; "
+        f"after everyone left {r['countsLeft']['live']} ({r['countsLeft']['stale']} stale fields). "
+        "Instances' logs: " + (", ".join(f"{k} ×{v}" for k, v in r["serverLogs"].items()) or "nothing") + ". "
+        "The admission gate's deferrals and the fan-out budget's pauses are counters in the servers' memory, "
+        "not exposed by any endpoint or log line, so the soak cannot report them.", "",
+    ]
 
 
 def markdown(r: dict[str, Any]) -> str:
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "**missed**"
-
-    growth = r["maxRssGrowthPct"]
-    rows = [
-        ("lost updates (acked, missing from a client that stayed)", f"{r['lostUpdates']:,} of {r['acked']:,} acked",
-         "0", verdict(r["lostUpdates"] == 0)),
-        ("cross-workspace deliveries (canary)", f"{r['crossWorkspace']:,} of {r['deliveries']:,} deliveries",
-         "0 over ≥ 1,000,000", verdict(r["crossWorkspace"] == 0 and r["deliveries"] >= 1_000_000)),
-        ("presence keys left after everyone left", f"{r['presenceLeft']['keys']} ({r['presenceLeft']['entries']} "
-         "entries)", "0", verdict(r["presenceLeft"]["keys"] == 0)),
-        ("RSS growth after warm-up (max over processes)", f"{growth:+.2f} %", "< 5 %", verdict(growth < 5)),
-        ("caches equal to Redis at the end", f"{r['divergedClients']} clients diverged", "0",
-         verdict(r["converged"])),
-    ]
+    """soak.md: the table (from the raw records' numbers), incidents, RSS, and how to read it."""
     ttr = r["timeToRecoverS"]
     lines = [
         "# Soak", "",
@@ -207,8 +303,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['updatesPerS']:g} updates/s; {r['churns']} churn disconnects, {r['crashes']} client crashes, "
         f"{r['reconnectsRecovered']:,} reconnects recovered from history, {r['reconnectsResynced']:,} resynced. "
         f"Written by `python -m bench.resilience.soak` (seed {r['seed']}, time scale {r['timeScale']:g}).", "",
-        "| measure | result | target | |", "|---|---|---|---|",
-        *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows], "",
+        *table({**r, "frames": r.get("frames", r["deliveries"])}), "",
+        *_extras(r),
         "Time to recover (socket dropped → caught up), design s: "
         + "; ".join(f"{k} p50 {v['p50']:g}, p99 {v['p99']:g} (n={v['n']})" for k, v in ttr.items()) + ".",
         f"Delivery latency p50 {r['latencyMs']['p50']} ms, p99 {r['latencyMs']['p99']} ms, "
@@ -252,9 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.rewrite:
         write(json.loads(args.rewrite.read_text()), args.out)
         return 0
-    _, report = run_soak(args.clients, args.minutes, args.instances, args.workspaces, args.rate, args.time_scale,
-                         args.seed)
-    for path in write(report, args.out):
+    _, report, records = run_soak(args.clients, args.minutes, args.instances, args.workspaces, args.rate,
+                                  args.time_scale, args.seed)
+    for path in write(report, args.out, records):
         print(path)
     print(markdown(report).split("## Incidents")[0])
     return 0

@@ -31,6 +31,7 @@ SEND_COLUMNS = ["sender", "workspace", "task", "ref", "t_sent", "instance"]
 ACK_COLUMNS = ["sender", "workspace", "ref", "task", "version", "t_acked"]
 RECOVERY_COLUMNS = ["user", "workspace", "kind", "t_dropped", "t_welcome", "t_caught_up"]
 CROSS_COLUMNS = ["receiver", "workspace", "frame_workspace", "canary", "ref"]
+FRAME_COLUMNS = ["receiver", "type", "frame_workspace", "content_workspace", "count"]
 
 
 @dataclass
@@ -52,6 +53,8 @@ class Results:
     caches: dict[str, dict[str, tuple[int, dict[str, Any]]]] = field(default_factory=dict)
     #: How late each scheduled client wake ran, design seconds (rtlib.lab.realtime): did the run keep real time?
     lateness: list[float] = field(default_factory=list)
+    #: Frames received per (receiver, type, envelope workspace, content canary) (rtlib.lab.recorder.Recorder.frames)
+    frames: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=FRAME_COLUMNS))
 
     @classmethod
     def from_records(cls, scenario: Scenario, rec: Any, t0_wall: float, diverged: dict[str, list[str]],
@@ -75,7 +78,9 @@ class Results:
                    acks=pd.DataFrame(getattr(rec, "acks", []), columns=ACK_COLUMNS),
                    recoveries=_recoveries(getattr(rec, "recoveries", [])),
                    cross=pd.DataFrame(getattr(rec, "cross", []), columns=CROSS_COLUMNS),
-                   caches=dict(getattr(rec, "caches", {})), lateness=list(getattr(rec, "lateness", [])))
+                   caches=dict(getattr(rec, "caches", {})), lateness=list(getattr(rec, "lateness", [])),
+                   frames=pd.DataFrame([(*k, n) for k, n in getattr(rec, "frames", {}).items()],
+                                       columns=FRAME_COLUMNS))
 
     # --- derived numbers ---------------------------------------------------------------------------------
     def expected_deliveries(self) -> int:

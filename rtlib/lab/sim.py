@@ -5,13 +5,13 @@ scenario's ordering strategy (:mod:`rtlib.clientmodels.ordering`), and plays its
 
 * editor: open-loop Poisson ``task.update`` (sent on schedule, never waiting for replies; latency is taken
   from the *scheduled* time, so a stalled sender cannot hide queueing: no coordinated omission);
-* viewer: ``presence.join`` on one task, heartbeats from a :mod:`rtlib.clientmodels.heartbeat` model,
-  ``presence.leave``;
+* viewer: ``presence.join`` on one task, heartbeats from :mod:`rtlib.clientmodels.heartbeat`, ``presence.leave``;
 * crash: the client vanishes mid-run (no leave, no close, no FIN: a dropped network or frozen tab), so only
   the presence timeout can detect it; churn: a clean disconnect, then a reconnect.
 
 Reconnects use exponential backoff with jitter and move to the next instance. Every record goes to a
 :class:`Recorder` as a plain tuple (cheap on the hot path); :mod:`rtlib.lab.results` makes DataFrames of them.
+Every received frame is also counted by type and workspace, so leaks are checked on every event type.
 """
 
 from __future__ import annotations
@@ -77,10 +77,9 @@ def plan_clients(scenario: Scenario, instances: int) -> list[ClientPlan]:
     return plans
 
 
-# Frames are decoded with the schema's own structs (the wire contract's single definition). A separate set of
-# looser structs decoded a task.updated frame in 0.84 us instead of 2.7 us (min of 7 x 200,000, this machine):
-# ~2 us per received frame, small beside the asyncio websockets client's own cost per frame, so not worth a
-# second definition of the wire format.
+# Frames are decoded with the schema's own structs (the wire contract's single definition). Looser structs decoded a
+# task.updated frame in 0.84 us instead of 2.7 us (min of 7 x 200,000, this machine): ~2 us per received frame, small
+# beside the asyncio websockets client's own cost per frame, so not worth a second definition of the wire format.
 _envelope = msgspec.json.Decoder(ServerEnvelope)
 _payloads = {kind: msgspec.json.Decoder(cls) for kind, cls in SERVER_PAYLOADS.items()}
 _encode = msgspec.json.encode
@@ -312,12 +311,17 @@ class SimClient:
         latency = (received_ns - sent_ns) / 1e6 if ok and not dropped else float("nan")
         t_sent = (sent_ns / 1e9 - self.t0) / self.sc.time_scale if ok else float("nan")
         canary = ev.changes.get("_ws", self.plan.workspace)
+        self._count(frame, str(canary))
         if canary != self.plan.workspace or frame.workspaceId != self.plan.workspace:
             self.rec.cross.append((self.plan.user, self.plan.workspace, frame.workspaceId, canary,
                                    ev.changes.get("_ref", "")))
         self.rec.deliveries.append((ev.taskId, ev.version, frame.userId, ev.changes.get("_from", ""),
                                     ev.changes.get("_ref", ""), self.plan.user, self.instance, t_sent,
                                     frame.timestamp, self.now(), latency, dropped))
+
+    def _count(self, frame: ServerEnvelope, content_ws: str = "") -> None:
+        """Count every frame by type and workspaces (``Recorder.frames``): another workspace's is a leak."""
+        self.rec.frames[(self.plan.user, frame.type, frame.workspaceId, content_ws)] += 1
 
     def _on_drop(self, raw: str | bytes) -> None:
         frame = _envelope.decode(raw)
@@ -327,6 +331,8 @@ class SimClient:
         received_ns = time.monotonic_ns()
         frame = _envelope.decode(raw)
         kind = frame.type
+        if kind not in ("task.updated", "task.snapshot"):  # those two are counted with their canary
+            self._count(frame)
         if frame.offset:
             self.offset, self.epoch = frame.offset, frame.epoch
             if self.catching is not None and self.catching[0] and offset_key(frame.offset) >= self.catching[3]:
@@ -338,6 +344,7 @@ class SimClient:
             self._applied(self.cache.on_update(ev.taskId, ev.version, ev.changes, now), now)
         elif kind == "task.snapshot":
             ev = _payloads[kind].decode(frame.payload)
+            self._count(frame, str(ev.fields.get("_ws", "")))  # the last update's canary, kept in the fields
             now = self.now()
             self._applied(self.cache.on_snapshot(ev.taskId, ev.version, ev.fields, now), now)
             if self.catching is not None and not self.catching[0]:

@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from rtlib.protocol.config import ServerConfig
 from rtlib.server.auth import issue_token
 from rtlib.server.driver import RealtimeServer
+from rtlib.server.redis_cluster import RedisClusterProcess
 from rtlib.server.redis_process import RedisProcess
 
 SECRET = "test-secret-that-is-long-enough-for-hs256"
@@ -27,6 +28,23 @@ def redis_process() -> Iterator[RedisProcess]:
     """One real redis-server for the whole run (never skipped: the set-up installs a binary)."""
     with RedisProcess() as proc:
         yield proc
+
+
+@pytest.fixture(scope="session")
+def session_redis_cluster() -> Iterator[RedisClusterProcess]:
+    """One real Redis Cluster for the whole run, started at its first use: 3 masters (no replicas: the wire
+    contract's tests do not fail nodes over, and each replica would cost start time and CPU)."""
+    with RedisClusterProcess(masters=3) as proc:
+        yield proc
+
+
+@pytest.fixture
+def redis_cluster_url(session_redis_cluster: RedisClusterProcess) -> str:
+    """The session's Redis Cluster (the URL of one node), every master emptied before each test."""
+    for port in session_redis_cluster.ports:
+        with redis.Redis(port=port) as client:
+            client.flushall()
+    return session_redis_cluster.url
 
 
 @pytest.fixture
@@ -135,9 +153,16 @@ def server_config() -> ServerConfig:
     return ServerConfig(heartbeat_interval=0.3, presence_timeout=0.6, sweep_interval=0.05)
 
 
-@pytest.fixture
-async def cluster(redis_url: str, server_config: ServerConfig) -> AsyncIterator[Instances]:
-    """Two server instances sharing one real Redis."""
+@pytest.fixture(params=["redis", "redis-cluster"])
+async def cluster(request: pytest.FixtureRequest, server_config: ServerConfig) -> AsyncIterator[Instances]:
+    """Two server instances sharing one real Redis, then the same on a 3-master Redis Cluster (issue 22: every
+    test of the wire contract that takes this fixture runs on both)."""
+    if request.param == "redis-cluster":
+        if "redis_url" in request.fixturenames:  # the test writes to the single Redis itself
+            pytest.skip("the test reads or writes the single Redis directly (redis_url)")
+        redis_url = request.getfixturevalue("redis_cluster_url")
+    else:
+        redis_url = request.getfixturevalue("redis_url")
     servers = []
     for i in range(2):
         from dataclasses import replace

@@ -11,7 +11,9 @@ shutdown. The rest is in parts it wires together:
 * losing and regaining Redis (:mod:`rtlib.server.outage`): connections stay open through an outage up to
   ``--broker-grace`` and are caught up server-side once Redis answers (``docs/protocol.md`` §11b).
 
-Several instances sharing one Redis form one cluster.
+Several instances sharing one Redis form one cluster. ``--redis`` may also name any node of a Redis Cluster
+(Redis >= 7): detected at start, the instance then routes by slot and uses sharded pub/sub
+(:mod:`rtlib.server.cluster_client`, :mod:`rtlib.server.cluster_fanout`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from rtlib.protocol.presence_machine import PresenceMachine
 from rtlib.protocol.session import Session
 from rtlib.server.admission import AdmissionGate, gated
 from rtlib.server.broker import Broker
+from rtlib.server.cluster_client import cluster_mode
+from rtlib.server.cluster_fanout import cluster_clients
 from rtlib.server.connection import Connections
 from rtlib.server.effects import Executor
 from rtlib.server.fanout import Fanout
@@ -94,18 +98,27 @@ class RealtimeServer:
         # the pool still holds dead sockets, and the first command on each would otherwise fail a client request.
         # A blocking pool: in a reconnect storm (hundreds of clients failing over at once) callers wait for a
         # connection instead of failing with MaxConnectionsError and closing healthy sockets.
-        pool = BlockingConnectionPool.from_url(self.redis_url, max_connections=64, timeout=10,
-                                               retry=RETRY,
-                                               retry_on_error=[RedisConnectionError])
-        self.redis = Redis(connection_pool=pool)
-        await self.redis.ping()
-        # The pub/sub check publishes on a connection of its own: behind the request pool, a burst of requests
-        # (2,000 joins at once) made its probe wait for a pool connection past the timeout, and a healthy
-        # subscriber was dropped, closing every client.
-        self._probe_redis = Redis.from_url(self.redis_url, retry=RETRY, retry_on_error=[RedisConnectionError])
-        # The hot path's commands share the pub/sub connection when it speaks RESP3 (Fanout.command_connection).
-        fast = RespConnection(self.redis_url, shared=lambda: self.fanout.command_connection)
-        self.store = RedisStore(self.redis, fast, self.config.history, self.config.idempotency_ttl)
+        publish = "PUBLISH"
+        if await cluster_mode(self.redis_url):  # once, at start: routed commands and sharded pub/sub instead
+            clients = await cluster_clients(self.redis_url, self.config.max_write_buffer)
+            self.redis, fast, self.fanout, self._probe_redis = (  # type: ignore[assignment]
+                clients.redis, clients.fast, clients.fanout, clients.probe)
+            publish = "SPUBLISH"
+            await self.redis.ping()  # type: ignore[union-attr]
+        else:
+            pool = BlockingConnectionPool.from_url(self.redis_url, max_connections=64, timeout=10,
+                                                   retry=RETRY,
+                                                   retry_on_error=[RedisConnectionError])
+            self.redis = Redis(connection_pool=pool)
+            await self.redis.ping()
+            # The pub/sub check publishes on a connection of its own: behind the request pool, a burst of
+            # requests (2,000 joins at once) made its probe wait for a pool connection past the timeout, and a
+            # healthy subscriber was dropped, closing every client.
+            self._probe_redis = Redis.from_url(self.redis_url, retry=RETRY, retry_on_error=[RedisConnectionError])
+            # The hot path's commands share the pub/sub connection when it speaks RESP3 (command_connection).
+            fast = RespConnection(self.redis_url, shared=lambda: self.fanout.command_connection)
+        self.store = RedisStore(self.redis, fast, self.config.history, self.config.idempotency_ttl,  # type: ignore
+                                publish)
         await self.store.load_scripts()
         self.members = ClusterCounts(self.redis, self.server_id, refresh=self.config.member_count_refresh)
         await self.members.beat()

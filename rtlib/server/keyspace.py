@@ -41,6 +41,7 @@ key / channel                          type         holds
 ``rt:instance:<member>``               string       an instance's alive key (TTL)
 ``rt:chan:{<ws>}``                     channel      ``exclude_conn + "\\n" + event JSON`` (:func:`frame`)
 ``rt:probe:<server>``                  channel      the pub/sub check's probes of one instance
+``rt:probe:<server>:{<n>}``            channel      the same on Redis Cluster, one per node (sharded)
 =====================================  ===========  ======================================================
 
 **Migration** from the layout before issue 22 (``rt:<ws>:ver:<task>``... without braces, one global sweep index
@@ -73,6 +74,7 @@ __all__ = [
     "history_key",
     "history_keys",
     "index_key",
+    "node_probe_channel",
     "presence_counts_key",
     "presence_key",
     "presence_keys",
@@ -192,6 +194,13 @@ def channel(ws: str) -> str:
 
 def probe_channel(server_id: str) -> str:
     return f"{PREFIX}probe:{server_id}"
+
+
+def node_probe_channel(probe: bytes, tag: int) -> bytes:
+    """The pub/sub check's shard channel of one instance (its :func:`probe_channel` ``probe``) on one Redis
+    Cluster node: hash tag ``{tag}``, a number chosen (:mod:`rtlib.server.cluster_fanout`) so that its slot is
+    one the node owns."""
+    return probe + b":{%d}" % tag
 
 
 def workspace_of_channel(chan: bytes) -> str:

@@ -186,12 +186,12 @@ class RespProtocol(asyncio.Protocol):
             self.transport.close()
 
 
-async def _connect(address: RedisAddress) -> RespProtocol:
+async def _connect(address: RedisAddress, factory: type[RespProtocol] = RespProtocol) -> RespProtocol:
     loop = asyncio.get_running_loop()
     if address.path is not None:
-        _, protocol = await loop.create_unix_connection(RespProtocol, address.path)
+        _, protocol = await loop.create_unix_connection(factory, address.path)
     else:
-        _, protocol = await loop.create_connection(RespProtocol, address.host, address.port, ssl=address.ssl)
+        _, protocol = await loop.create_connection(factory, address.host, address.port, ssl=address.ssl)
     return protocol
 
 
@@ -218,19 +218,21 @@ async def _resp3_pushes(protocol: RespProtocol, timeout: float = 2.0) -> bool:
     return [p[0] for p in pushes] == [b"subscribe", b"unsubscribe"]
 
 
-async def open_connection(address: RedisAddress, resp3: bool = False) -> RespProtocol:
+async def open_connection(address: RedisAddress, resp3: bool = False,
+                          factory: type[RespProtocol] = RespProtocol) -> RespProtocol:
     """Connect (TCP, TLS or unix socket), then AUTH and SELECT as the address says; raises ``OSError``
     (``ConnectionError``) if Redis cannot be reached and :class:`RespError` if it refuses the login.
 
     ``resp3``: then switch to RESP3 (Redis >= 6), so that the connection can subscribe *and* run commands;
-    ``protocol.resp3`` says whether it took (elsewhere a plain RESP2 connection is returned)."""
-    protocol = await _connect(address)
+    ``protocol.resp3`` says whether it took (elsewhere a plain RESP2 connection is returned). ``factory``: a
+    subclass of :class:`RespProtocol` (a Redis Cluster subscriber's, :mod:`rtlib.server.cluster_fanout`)."""
+    protocol = await _connect(address, factory)
     try:
         for command in address.handshake():  # AUTH first: HELLO before it is refused on a protected Redis
             await protocol.send(command)
         if resp3 and not await _resp3_pushes(protocol):
             protocol.close()
-            return await open_connection(address)
+            return await open_connection(address, factory=factory)
     except BaseException:
         protocol.close()
         raise
@@ -245,8 +247,11 @@ class RespConnection:
     commands on instead, when there is one: a ``task.update``'s script reply and its published event then come
     back on one socket, in one read."""
 
-    def __init__(self, url: str, shared: Callable[[], RespProtocol | None] | None = None) -> None:
-        self.address = parse_redis_url(url)
+    def __init__(self, url: str, shared: Callable[[], RespProtocol | None] | None = None,
+                 address: RedisAddress | None = None) -> None:
+        # ``address`` instead of the URL's: a Redis Cluster node (rtlib.server.cluster_client), the URL's login
+        # and TLS settings at another host and port.
+        self.address = address or parse_redis_url(url)
         self._protocol: RespProtocol | None = None
         self._connecting: asyncio.Lock | None = None
         self._shared = shared
@@ -278,6 +283,17 @@ class RespConnection:
         if protocol is None or not protocol.open or self._shared is not None:
             protocol = await self._connected()
         return await protocol.send(pack_command(*parts))
+
+    async def call_many(self, *commands: tuple[bytes | str | int | float, ...]) -> list[Any]:
+        """Send several commands back to back on one connection (``ASKING`` must directly precede the command it
+        is for) and return their replies; the first error reply is raised after every reply has come."""
+        protocol = await self._connected()
+        replies = await asyncio.gather(*(protocol.send(pack_command(*parts)) for parts in commands),
+                                       return_exceptions=True)
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        return replies
 
     async def evalsha(self, script: bytes, sha: str, keys: list[str], args: list[Any]) -> Any:
         """Run a script by its SHA1, loading it first if this Redis has not seen it (NOSCRIPT)."""

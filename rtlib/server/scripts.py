@@ -233,10 +233,13 @@ return 1
 """
 
 
-def sized(text: str, history: HistoryConfig) -> str:
+def sized(text: str, history: HistoryConfig, publish: str = "PUBLISH") -> str:
     """A script with the history bounds written in (they are constants of the scripts, the same on every
-    instance of a cluster)."""
-    return text.replace("HIST_LEN", str(history.length)).replace("HIST_AGE_MS", str(int(history.max_age * 1000)))
+    instance of a cluster). ``publish="SPUBLISH"``: the script publishes to the workspace's shard channel
+    (sharded pub/sub, on Redis Cluster: :mod:`rtlib.server.cluster_fanout`); the channel is in the slot of the
+    script's keys (the workspace hash tag), as Redis Cluster requires."""
+    text = text.replace("HIST_LEN", str(history.length)).replace("HIST_AGE_MS", str(int(history.max_age * 1000)))
+    return text if publish == "PUBLISH" else text.replace("redis.call('PUBLISH',", f"redis.call('{publish}',")
 
 
 def update_script(history: HistoryConfig | None = None) -> str:

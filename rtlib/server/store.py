@@ -48,13 +48,16 @@ class RedisStore:
     """Atomic task and presence operations on one Redis database (shared by every server instance)."""
 
     def __init__(self, redis: Redis, fast: RespConnection | None = None, history: HistoryConfig | None = None,
-                 idempotency_ttl: float = 300.0) -> None:
+                 idempotency_ttl: float = 300.0, publish: str = "PUBLISH") -> None:
         self.redis = redis
+        self._publish = publish
         # The hot path (update + publish) goes through the lean connection when there is one.
         self.fast = fast
         self.history = history or HistoryConfig()
         self.idempotency_ttl = idempotency_ttl
-        sized = {name: scripts.sized(text, self.history) for name, text in
+        # publish: "SPUBLISH" on Redis Cluster (sharded pub/sub, rtlib.server.cluster_client), for every event
+        # the scripts publish; self.fast then sends publish() as SPUBLISH too.
+        sized = {name: scripts.sized(text, self.history, publish) for name, text in
                  {"update": scripts.UPDATE, "upsert": scripts.UPSERT, "remove": scripts.REMOVE,
                   "expire": scripts.EXPIRE}.items()}
         self._update_text = sized["update"].encode()
@@ -123,9 +126,9 @@ class RedisStore:
         """Publish one event to every instance serving the workspace (``exclude_conn`` skips one connection)."""
         message = keyspace.frame(event, exclude_conn)
         if self.fast is not None:
-            await self.fast.call("PUBLISH", keyspace.channel(ws), message)
+            await self.fast.call(self._publish, keyspace.channel(ws), message)
         else:
-            await self.redis.publish(keyspace.channel(ws), message)
+            await self.redis.execute_command(self._publish, keyspace.channel(ws), message)
 
     async def get_task(self, ws: str, task: str) -> tuple[int, dict[str, msgspec.Raw]]:
         """The task's version (0 if it never existed) and all its fields, read atomically.

@@ -1,0 +1,332 @@
+"""Workspace rooms on a Redis Cluster: sharded pub/sub, one subscriber connection per master (issue 22 item 2).
+
+The fan-out of :mod:`rtlib.server.fanout` (rooms, frames built once, batched writes) with its Redis side
+replaced. Each workspace channel (:func:`~rtlib.server.keyspace.channel`: the workspace's hash tag) lives in
+the slot of the workspace's keys, so its scripts ``SPUBLISH`` to it on the node that ran them, and only that
+node delivers it. An instance subscribes (``SSUBSCRIBE``) each room on the master that owns its slot, on **one
+connection per master**, however many workspaces it serves: grouping by node instead of one connection per
+channel is what keeps an instance's Redis connections at the number of shards.
+
+* Slots move (a resharding, a failover): the old owner tells its subscribers with a ``sunsubscribe`` push for
+  each channel of the slot; an ``SSUBSCRIBE`` sent on a stale map gets ``MOVED``. Both make the instance read
+  the slot map again (:class:`~rtlib.server.cluster_client.Topology`) and subscribe the moved rooms on their
+  new owner; a map read every :data:`~rtlib.server.cluster_client.REFRESH_EVERY` s catches the rest (a new
+  master to open a subscriber on). Events published between the old owner's ``sunsubscribe`` and the new
+  subscription are not caught up (a resharding's window; a failover goes through the outage path below).
+* A subscriber connection drops (a master died): the whole subscriber counts as lost, exactly as the one
+  connection does on one Redis, so the outage ride-through (:mod:`rtlib.server.outage`) takes over: the broker
+  is down, connections stay open, and :meth:`reconnect` re-reads the map (after the replica's promotion), opens
+  a subscriber per master and re-subscribes every room, before the catch-up from history.
+* The pub/sub check: each instance has one probe channel per master (a hash tag chosen in that master's
+  slots); :class:`~rtlib.server.cluster_client.ClusterProbe` publishes a probe on each, and it counts as back
+  only when every master's subscriber delivered it, so a deaf subscriber on any node is caught.
+
+The hot path's commands (:class:`~rtlib.server.cluster_client.ClusterConnection`) go to their key's master on
+that master's subscriber connection (:class:`ShardedProtocol`), as they share the one connection on one Redis:
+an update's reply and its event come back in one read, and a resuming connection's history read is answered
+after every event published before it was delivered (no duplicate between replay and live events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import hiredis
+
+from rtlib.server.cluster_client import (
+    REFRESH_EVERY,
+    ClusterConnection,
+    ClusterProbe,
+    Node,
+    RedisClusterClient,
+    Topology,
+    slot_of,
+)
+from rtlib.server.fanout import Fanout
+from rtlib.server.keyspace import channel, node_probe_channel, workspace_of_channel
+from rtlib.server.resp import RespError, RespProtocol, open_connection, pack_command, parse_redis_url
+from rtlib.server.tasks import spawn
+
+__all__ = ["ClusterClients", "ClusterFanout", "cluster_clients"]
+
+log = logging.getLogger("rtlib.server.cluster_fanout")
+
+#: Seconds a re-subscription after a slot move may take before it is tried again at the next map read.
+RESUBSCRIBE_TIMEOUT = 5.0
+
+
+class _Fence:
+    """In a subscriber's reply queue, in place of a future, for a ``SSUBSCRIBE``/``SUNSUBSCRIBE`` sent with a
+    ``PING`` behind it (:meth:`ShardedProtocol.fenced`): every non-push reply up to that ``PONG`` is the
+    command's error (``MOVED``: the slot moved), handed to ``on_message``, never to a command's future."""
+
+    __slots__ = ("protocol",)
+
+    def __init__(self, protocol: RespProtocol) -> None:
+        self.protocol = protocol
+
+    def done(self) -> bool:
+        return False
+
+    def set_result(self, reply: Any) -> None:
+        """The ``PONG``: the fenced command is over."""
+
+    def set_exception(self, exc: BaseException) -> None:
+        if self.protocol.transport is None:  # the connection is gone (connection_lost fails every waiter)
+            return
+        self.protocol.waiters.appendleft(self)  # type: ignore[arg-type]  # still waiting for the PONG
+        if self.protocol.on_message is not None:
+            self.protocol.on_message(exc)
+
+
+PING = pack_command(b"PING")
+
+
+class ShardedProtocol(RespProtocol):
+    """A master's subscriber connection (RESP3) that also carries the hot path's commands for its slots. A
+    subscribe command has no reply of its own when it succeeds (its confirmations are pushes) and an error
+    reply when it fails: :meth:`fenced` sends it with a ``PING`` behind it and a :class:`_Fence` in the reply
+    queue, so that the error cannot be taken for the reply to a command sent after it."""
+
+    def fenced(self, command: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionError("redis connection lost")
+        self.waiters.append(_Fence(self))  # type: ignore[arg-type]
+        self.transport.write(command + PING)
+
+
+class ClusterFanout(Fanout):
+    """Rooms fed by sharded pub/sub: one ``SSUBSCRIBE`` connection per master of ``topology``."""
+
+    def __init__(self, topology: Topology, max_write_buffer: int = 8 * 1024 * 1024) -> None:
+        super().__init__(max_write_buffer)
+        self.topology = topology
+        self._subs: dict[Node, ShardedProtocol] = {}  # master -> its subscriber connection
+        self._where: dict[bytes, Node] = {}  # channel -> the master it was subscribed on
+        self._dropping: set[bytes] = set()  # channels this instance left: their sunsubscribe is not a slot move
+        self._probes: dict[Node, bytes] = {}  # master -> this instance's probe channel there
+        self._probe_seen: dict[bytes, set[Node]] = {}  # probe token -> the masters that delivered it
+        self._down = False  # a subscriber dropped: the outage path is at work until the next connect
+        self._fresh: asyncio.Task[None] | None = None
+        self._rehoming: asyncio.Task[None] | None = None
+
+    # --- connections ----------------------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return bool(self._subs) and not self._down and all(p.open for p in self._subs.values())
+
+    @property
+    def command_connection(self) -> RespProtocol | None:
+        return None  # commands go to their key's master (ClusterConnection), not to a subscriber
+
+    @property
+    def nodes(self) -> list[Node]:
+        """The masters this instance has a subscriber connection to (one each)."""
+        return list(self._subs)
+
+    def node_connection(self, node: Node) -> RespProtocol | None:
+        """The master's subscriber connection, for the hot path's commands to that master (None: no subscriber
+        there yet, the command goes on a connection of its own)."""
+        return self._subs.get(node)
+
+    def probe_channels(self) -> list[bytes]:
+        """Where the check publishes a probe: one channel per master, from the current :attr:`probe_channel`
+        (those subscribed are from the one at connect time: a changed name goes unheard until a reconnect)."""
+        return [self._probe_for(node) for node in self._subs] if self.probe_channel is not None else []
+
+    async def connect(self, redis_url: str, chans: list[bytes] | None = None) -> None:
+        """Read the slot map, open one subscriber per master and subscribe the probe channels and ``chans``
+        (each on its slot's master). ``redis_url`` is not read again: the map knows every node."""
+        self._drop_all()
+        try:
+            await self.topology.refresh()
+            for node in self.topology.masters:
+                await self._open(node)
+            await self._ssubscribe([*self._probes.values(), *(chans or [])])
+        except BaseException:
+            self._drop_all()
+            raise
+        if self._fresh is None or self._fresh.done():
+            self._fresh = spawn(self._keep_fresh(), name="cluster-slot-map")
+
+    async def _open(self, node: Node) -> None:
+        protocol = await open_connection(self.topology.node_address(node), resp3=True, factory=ShardedProtocol)
+        if not protocol.resp3:
+            protocol.close()
+            raise ConnectionError(f"redis cluster node {node[0]}:{node[1]} does not speak RESP3 (Redis >= 7 needed)")
+        protocol.subscribe_mode(lambda reply: self._on_node_reply(node, reply), self.flush_soon)
+        protocol.on_lost = self._connection_lost
+        self._subs[node] = protocol
+        if self.probe_channel is not None:
+            self._probes[node] = self._probe_for(node)
+
+    def _probe_for(self, node: Node) -> bytes:
+        """This instance's probe channel on ``node``: the first hash tag 0, 1, 2... whose slot it owns."""
+        assert self.probe_channel is not None
+        for tag in range(100_000):
+            chan = node_probe_channel(self.probe_channel, tag)
+            if self.topology.owner[slot_of(chan)] == node:
+                return chan
+        raise RuntimeError(f"no slot of {node} found for a probe channel")
+
+    def _drop_all(self) -> None:
+        """Close every subscriber quietly (a reconnect replaces them all)."""
+        for protocol in self._subs.values():
+            protocol.on_lost = None
+            protocol.close()
+        self._subs, self._where, self._probes = {}, {}, {}
+        self._dropping.clear()
+        self._probe_seen.clear()
+        self._down = False
+
+    def _connection_lost(self, protocol: RespProtocol, exc: Exception | None) -> None:
+        if any(p is protocol for p in self._subs.values()) and not self._down:
+            self._down = True  # once per outage: the others' drops follow from the same cause
+            self._on_lost(exc)
+
+    def abandon(self) -> None:
+        for protocol in self._subs.values():
+            if protocol.transport is not None:
+                protocol.transport.abort()
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in (self._fresh, self._rehoming):
+            if task is not None:
+                task.cancel()
+        for protocol in self._subs.values():
+            protocol.close()
+
+    # --- subscriptions --------------------------------------------------------------------------------------
+    async def _ssubscribe(self, chans: list[bytes]) -> None:
+        """``SSUBSCRIBE`` each channel on its slot's master (one command per slot: Redis refuses channels of
+        several slots in one); returns once every one is confirmed."""
+        groups: dict[int, list[bytes]] = defaultdict(list)
+        for chan in chans:
+            groups[slot_of(chan)].append(chan)
+        loop = asyncio.get_running_loop()
+        waiters = []
+        for slot, group in groups.items():
+            node = self.topology.node_of(slot)
+            if node not in self._subs:
+                await self._open(node)
+            for chan in group:
+                fut: asyncio.Future[None] = loop.create_future()
+                self._pending.setdefault(chan, []).append(fut)
+                waiters.append(fut)
+                self._where[chan] = node
+                self._dropping.discard(chan)
+            self._subs[node].fenced(pack_command(b"SSUBSCRIBE", *group))
+        await asyncio.gather(*waiters)
+
+    async def _command(self, verb: bytes, chan: bytes) -> None:
+        """A room's first local peer (:meth:`Fanout.add`): subscribe its channel on the channel's master."""
+        await self._ssubscribe([chan])
+
+    def _write(self, data: bytes) -> None:
+        """What :meth:`Fanout.remove` writes after a room's last local peer left, its one write left here (the
+        others are overridden): ``UNSUBSCRIBE <channel>``, sent as ``SUNSUBSCRIBE`` to the channel's master."""
+        reader = hiredis.Reader()
+        reader.feed(data)
+        verb, chan = reader.gets()
+        assert verb == b"UNSUBSCRIBE", verb
+        node = self._where.pop(chan, None)
+        protocol = self._subs.get(node) if node is not None else None
+        if protocol is not None and protocol.open:
+            self._dropping.add(chan)
+            protocol.fenced(pack_command(b"SUNSUBSCRIBE", chan))
+
+    # --- pub/sub input ----------------------------------------------------------------------------------------
+    def _on_node_reply(self, node: Node, reply: Any) -> None:
+        if isinstance(reply, hiredis.ReplyError | RespError):
+            # MOVED (or ASK) to an SSUBSCRIBE sent on a stale map: read it again, subscribe where it says
+            log.info("redis cluster node %s:%s: %s; reading the slot map again", *node, reply)
+            self._rehome_soon()
+            return
+        kind = reply[0]
+        if kind == b"smessage":
+            if self._probes.get(node) == reply[1]:
+                self._probe_back(node, reply[2])
+                return
+            self.events_in += 1
+            self.deliver(workspace_of_channel(reply[1]), reply[2])
+        elif kind == b"ssubscribe":
+            self._on_reply([b"subscribe", reply[1]])  # Fanout's: wake the subscription's waiter
+        elif kind == b"sunsubscribe":
+            if reply[1] in self._dropping:
+                self._dropping.discard(reply[1])
+            else:  # the node gave the channel's slot away (a resharding, a failover): subscribe at the new owner
+                log.info("redis cluster node %s:%s dropped %r (its slot moved)", *node, reply[1])
+                if self._where.get(reply[1]) == node:
+                    del self._where[reply[1]]
+                self._rehome_soon()
+
+    def _probe_back(self, node: Node, token: bytes) -> None:
+        """A probe came back from one master; it counts (``probes[token]``) once every master delivered it."""
+        seen = self._probe_seen.setdefault(token, set())
+        seen.add(node)
+        if seen.issuperset(self._subs):
+            del self._probe_seen[token]
+            if (fut := self.probes.pop(token, None)) is not None and not fut.done():
+                fut.set_result(None)
+        if len(self._probe_seen) > 64:  # tokens given up on by the check
+            self._probe_seen = {t: s for t, s in self._probe_seen.items() if t in self.probes}
+
+    # --- slot moves -------------------------------------------------------------------------------------------
+    def _rehome_soon(self) -> None:
+        if not self._closing and (self._rehoming is None or self._rehoming.done()):
+            self._rehoming = spawn(self._rehome(), name="cluster-resubscribe")
+
+    async def _rehome(self) -> None:
+        """Read the slot map; open subscribers on new masters, close those of nodes no longer masters, and
+        subscribe every room (and probe) whose channel is not subscribed on its slot's owner."""
+        try:
+            await self.topology.refresh()
+            masters = set(self.topology.masters)
+            for node in [n for n in self._subs if n not in masters]:
+                protocol = self._subs.pop(node)
+                protocol.on_lost = None
+                protocol.close()
+                self._probes.pop(node, None)
+            for node in self.topology.masters:
+                if node not in self._subs:
+                    await self._open(node)
+            if self.probe_channel is not None:
+                self._probes = {node: self._probe_for(node) for node in self._subs}
+            wanted = [*self._probes.values(), *(channel(ws).encode() for ws in self.rooms)]
+            moved = [c for c in wanted if self._where.get(c) != self.topology.owner[slot_of(c)]]
+            if moved:
+                log.info("re-subscribing %d channel(s) on their new master", len(moved))
+                async with asyncio.timeout(RESUBSCRIBE_TIMEOUT):
+                    await self._ssubscribe(moved)
+        except (OSError, ConnectionError, TimeoutError) as exc:
+            log.warning("redis cluster: re-subscribing after a slot move failed (%s); next map read retries", exc)
+
+    async def _keep_fresh(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_EVERY)
+            if self.connected:
+                await self._rehome()
+
+
+@dataclass
+class ClusterClients:
+    """What the driver builds on a Redis Cluster instead of its single-Redis clients: one slot map for all."""
+
+    redis: RedisClusterClient
+    fast: ClusterConnection
+    fanout: ClusterFanout
+    probe: ClusterProbe
+
+
+async def cluster_clients(url: str, max_write_buffer: int) -> ClusterClients:
+    """The instance's clients for the cluster whose node ``url`` is."""
+    topology = Topology(parse_redis_url(url))
+    await topology.refresh()
+    fanout = ClusterFanout(topology, max_write_buffer)
+    return ClusterClients(RedisClusterClient.from_url(url), ClusterConnection(topology, fanout.node_connection),
+                          fanout, ClusterProbe(topology, fanout.probe_channels))

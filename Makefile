@@ -29,14 +29,18 @@ lock:
 	@echo "constraints.txt refreshed: now run 'make clean test' and commit it with what changed"
 
 ## make test: the whole suite against a real redis-server the fixtures start on a free port (the browser
-## tests drive Debian's chromium), node --test over the browser client, then nbval over the notebooks
-## (CI-sized parameters; a cell may take 300 s: notebook 06 runs five servers in one cell).
+## tests drive Debian's chromium), the hidden-tab recording included, node --test over the browser client, then
+## nbval over the notebooks (CI-sized parameters; a cell may take 300 s: notebook 06 runs five servers in one
+## cell). Three xdist workers on two cores: many tests wait on real time (browsers, live runs in compressed
+## time), and tests/schedule.py hands out the longest files first. Plain `pytest` runs serially, without the
+## recording (pyproject.toml's addopts).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder -m "recording or not recording"
 	$(MAKE) --no-print-directory jstest
 	$(PY) -m pytest -q --nbval-lax --nbval-current-env --timeout 300 notebooks/
 
-## make test-recording: the real-browser hidden-tab test (~2.5 min: a throttling Chromium, timer vs probe).
+## make test-recording: only the real-browser hidden-tab test (~2.5 min: a throttling Chromium, timer vs probe;
+## make test runs it too, beside the other tests).
 test-recording: $(STAMP)
 	$(PY) -m pytest -q -m recording tests/web/test_hidden_tab_browser.py
 

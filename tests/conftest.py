@@ -20,6 +20,9 @@ from rtlib.server.driver import RealtimeServer
 from rtlib.server.redis_cluster import RedisClusterProcess
 from rtlib.server.redis_process import RedisProcess
 
+# make test hands the longest test files to its xdist workers first (tests/schedule.py says why).
+pytest_plugins = ["schedule"]
+
 SECRET = "test-secret-that-is-long-enough-for-hs256"
 
 

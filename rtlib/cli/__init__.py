@@ -1,4 +1,4 @@
-"""The ``rtlib`` command: ``serve``, ``token``, ``simulate``, ``tune``, ``schema`` and ``demo``.
+"""The ``rtlib`` command: ``serve``, ``token``, ``simulate``, ``tune``, ``plan``, ``schema`` and ``demo``.
 
 :mod:`~rtlib.cli.parser` builds the arguments, :mod:`~rtlib.cli.commands` runs them, and
 :mod:`~rtlib.cli.errors` turns a mistake into one line and exit status 2.

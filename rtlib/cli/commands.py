@@ -1,4 +1,4 @@
-"""What each ``rtlib`` command does: ``serve``, ``token``, ``simulate``, ``tune``, ``schema`` and ``demo``."""
+"""What each ``rtlib`` command does: ``serve``, ``token``, ``simulate``, ``tune``, ``plan``, ``schema`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from rtlib.cli.errors import (
     shown,
 )
 from rtlib.cli.parser import build_parser
+from rtlib.cli.plan import run_plan
 from rtlib.cli.tune import run_tune
 from rtlib.protocol.config import ServerConfig
 from rtlib.server.auth import issue_token
@@ -218,6 +219,8 @@ def main(argv: list[str] | None = None) -> None:
         _simulate(args)
     elif args.command == "tune":
         run_tune(args)
+    elif args.command == "plan":
+        run_plan(args)
     elif args.command == "serve":
         logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         secret(args)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rtlib import __version__
+from rtlib.cli.plan import add_plan_arguments
 from rtlib.cli.tune import add_tune_arguments
 from rtlib.protocol.config import ServerConfig
 from rtlib.protocol.presence import PRESENCE_MODES
@@ -168,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     tune = sub.add_parser("tune", help="recommend a presence design and timing for a browser population, from the "
                                        "virtual-time model (rtlib.model)")
     add_tune_arguments(tune)
+
+    plan = sub.add_parser("plan", help="how many server instances and Redis shards a load needs, and which resource "
+                                       "runs out first (rtlib.model.capacity, from measured unit costs)")
+    add_plan_arguments(plan)
 
     schema = sub.add_parser("schema", help="print or write the JSON Schema of every wire event")
     schema.add_argument("--out", type=Path, help="write here instead of stdout")

@@ -34,20 +34,19 @@ def redis_process() -> Iterator[RedisProcess]:
 
 
 @pytest.fixture(scope="session")
-def session_redis_cluster() -> Iterator[RedisClusterProcess]:
-    """One real Redis Cluster for the whole run, started at its first use: 3 masters (no replicas: the wire
-    contract's tests do not fail nodes over, and each replica would cost start time and CPU)."""
-    with RedisClusterProcess(masters=3) as proc:
+def redis_cluster() -> Iterator[RedisClusterProcess]:
+    """One real Redis Cluster for the whole run, started at its first use: 3 masters with a replica each."""
+    with RedisClusterProcess(masters=3, replicas=1) as proc:
         yield proc
 
 
 @pytest.fixture
-def redis_cluster_url(session_redis_cluster: RedisClusterProcess) -> str:
+def redis_cluster_url(redis_cluster: RedisClusterProcess) -> str:
     """The session's Redis Cluster (the URL of one node), every master emptied before each test."""
-    for port in session_redis_cluster.ports:
+    for port in redis_cluster.ports[:redis_cluster.masters]:
         with redis.Redis(port=port) as client:
             client.flushall()
-    return session_redis_cluster.url
+    return redis_cluster.url
 
 
 @pytest.fixture
@@ -156,10 +155,23 @@ def server_config() -> ServerConfig:
     return ServerConfig(heartbeat_interval=0.3, presence_timeout=0.6, sweep_interval=0.05)
 
 
-@pytest.fixture(params=["redis", "redis-cluster"])
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "before_redis: checks what the server decides before any Redis call "
+                            "(handshake refusals, frame parsing, static files): run on one Redis only")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The ``cluster`` fixture's backends: one Redis and a 3-master Redis Cluster (issue 22), for every test but
+    those marked ``before_redis`` (on a cluster they would check the same code again, for ~6 s of ``make test``)."""
+    if "cluster" in metafunc.fixturenames:
+        single = metafunc.definition.get_closest_marker("before_redis") is not None
+        metafunc.parametrize("cluster", ["redis"] if single else ["redis", "redis-cluster"], indirect=True)
+
+
+@pytest.fixture
 async def cluster(request: pytest.FixtureRequest, server_config: ServerConfig) -> AsyncIterator[Instances]:
-    """Two server instances sharing one real Redis, then the same on a 3-master Redis Cluster (issue 22: every
-    test of the wire contract that takes this fixture runs on both)."""
+    """Two server instances sharing one real Redis, then the same on a 3-master Redis Cluster (issue 22: the
+    tests of the wire contract that take this fixture run on both, :func:`pytest_generate_tests`)."""
     if request.param == "redis-cluster":
         if "redis_url" in request.fixturenames:  # the test writes to the single Redis itself
             pytest.skip("the test reads or writes the single Redis directly (redis_url)")

@@ -22,19 +22,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import redis
 from tqdm.auto import tqdm
 
 from rtlib.lab.cpu import CpuMeter, descendants
 from rtlib.lab.loopthread import LoopThread
 from rtlib.lab.progress import step as progress_step
 from rtlib.lab.recorder import Recorder
+from rtlib.lab.redis_access import flush, redis_client
 from rtlib.lab.results import Results
 from rtlib.lab.scenario import Scenario
 from rtlib.lab.sim import plan_clients
 from rtlib.lab.workers import WORKER_THRESHOLD, Shard, build, check, connect_all, finish, play, run_sharded
 from rtlib.server import keyspace
 from rtlib.server.auth import issue_token
+from rtlib.server.redis_cluster import RedisClusterProcess
 from rtlib.server.redis_process import RedisProcess, die_with_parent, free_port, stop_process
 
 __all__ = ["Cluster", "Failure"]
@@ -88,14 +89,21 @@ class _Instance:
 class Cluster:
     """A real Redis (embedded, or ``redis`` URL) and ``instances`` server processes on it.
 
+    ``redis_shards=N``: a local Redis Cluster instead of one embedded Redis, ``N`` masters with ``replicas`` each
+    (``redis-server --cluster-enabled``, created by :class:`~rtlib.server.redis_cluster.RedisClusterProcess`);
+    the instances find it from one node's URL (``rtlib serve`` detects cluster mode).
+
     ``server_options`` are ``rtlib serve`` options (``rate_limit=...``); presence timing and publish mode are
     set per scenario (the instances restart when a scenario needs different ones).
     """
 
     def __init__(self, instances: int = 2, redis: str | None = None, redis_persist: bool = False,
-                 keep_logs: bool = False, **server_options: Any) -> None:
-        if instances < 1:
-            raise ValueError("need at least one instance")
+                 keep_logs: bool = False, redis_shards: int | None = None, replicas: int = 0,
+                 **server_options: Any) -> None:
+        if instances < 1 or (redis_shards is not None and (redis_shards < 1 or redis is not None)):
+            raise ValueError("need at least one instance, and redis_shards >= 1 without a redis URL")
+        self.redis_shards, self.replicas = redis_shards, replicas
+        self._redis_cluster: RedisClusterProcess | None = None
         self.n = instances
         self.redis_url = redis
         # An append-only file for the embedded Redis: a Redis restart then keeps every acked write (and the
@@ -118,7 +126,10 @@ class Cluster:
     # --- lifecycle ------------------------------------------------------------------------------------------
     def start(self, scenario: Scenario | None = None) -> Cluster:
         self._logdir.mkdir(exist_ok=True)  # again after a close()
-        if self.redis_url is None:
+        if self.redis_url is None and self.redis_shards is not None:
+            self._redis_cluster = RedisClusterProcess(self.redis_shards, self.replicas).start()
+            self.redis_url = self._redis_cluster.url
+        elif self.redis_url is None:
             self._redis_proc = RedisProcess(persist=self.redis_persist).start()
             self.redis_url = self._redis_proc.url
         self._loop = LoopThread()
@@ -148,9 +159,11 @@ class Cluster:
         if self._loop is not None:
             self._loop.stop()
             self._loop = None
-        if self._redis_proc is not None:
-            self._redis_proc.stop()
-            self._redis_proc = None
+        if self._redis_proc is not None or self._redis_cluster is not None:
+            for proc in (self._redis_proc, self._redis_cluster):
+                if proc is not None:
+                    proc.stop()
+            self._redis_proc = self._redis_cluster = None
             self.redis_url = None
         if not self.keep_logs:
             shutil.rmtree(self._logdir, ignore_errors=True)
@@ -246,8 +259,7 @@ class Cluster:
 
     async def _run(self, sc: Scenario, failures: Sequence[Failure], bar: Any) -> Results:
         assert self.redis_url is not None
-        with redis.Redis.from_url(self.redis_url) as r:
-            r.flushall()
+        flush(self.redis_url)
         if bad := [f[0] for f in failures if f[0] not in ACTIONS or len(f) != 3 + (f[0] == "stall")]:
             raise ValueError(f"unknown or malformed failure(s) {bad}; use {ACTIONS} (see Failure)")
         plans = plan_clients(sc, self.n)
@@ -296,7 +308,9 @@ class Cluster:
         """The run's processes by role: the server instances, the embedded Redis, and the simulated clients
         (this process, whose lab thread runs them, and its other children: the client workers)."""
         servers = [i.proc.pid for i in self._instances if i.alive]
-        redis_pid = [self._redis_proc.pid] if self._redis_proc is not None and self._redis_proc.pid else []
+        nodes = [self._redis_proc] if self._redis_proc is not None else (
+            self._redis_cluster.nodes if self._redis_cluster is not None else [])
+        redis_pid = [node.pid for node in nodes if node.pid]
         others = set(servers) | set(redis_pid)
         for pid in list(others):
             others.update(descendants(pid))
@@ -325,7 +339,7 @@ class Cluster:
         """The authoritative state of every task, read straight from Redis."""
         assert self.redis_url is not None
         out: dict[str, dict[str, tuple[int, dict[str, Any]]]] = {}
-        with redis.Redis.from_url(self.redis_url) as r:
+        with redis_client(self.redis_url) as r:
             for w in range(sc.workspaces):
                 ws = f"w{w}"
                 out[ws] = {}

@@ -16,6 +16,7 @@ port is free as well (:func:`cluster_port`), not the OS's ephemeral ports.
 from __future__ import annotations
 
 import random
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -169,6 +170,9 @@ class RedisClusterProcess:
 
     def stop(self) -> None:
         """Terminate every node and remove their directories."""
+        for node in self.nodes:  # signal all first: each takes a moment to shut down, in parallel so
+            if node.proc is not None and node.proc.poll() is None:
+                node.proc.send_signal(signal.SIGTERM)
         for node in self.nodes:
             node.stop()
         self.nodes = []

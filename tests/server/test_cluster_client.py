@@ -13,27 +13,28 @@ from rtlib.server.redis_cluster import RedisClusterProcess
 from rtlib.server.resp import parse_redis_url
 
 
-async def test_cluster_mode_is_detected_on_any_node_and_not_on_one_redis(session_redis_cluster: RedisClusterProcess,
+async def test_cluster_mode_is_detected_on_any_node_and_not_on_one_redis(redis_cluster: RedisClusterProcess,
                                                                           redis_url: str) -> None:
-    for node in session_redis_cluster.nodes:
+    for node in redis_cluster.nodes:
         assert await cluster_mode(node.url)
     assert not await cluster_mode(redis_url)
 
 
 async def test_the_slot_map_names_every_master(redis_cluster_url: str,
-                                               session_redis_cluster: RedisClusterProcess) -> None:
+                                               redis_cluster: RedisClusterProcess) -> None:
     topology = Topology(parse_redis_url(redis_cluster_url))
     await topology.refresh()
-    assert sorted(port for _, port in topology.masters) == sorted(session_redis_cluster.ports)
+    masters = redis_cluster.ports[:redis_cluster.masters]
+    assert sorted(port for _, port in topology.masters) == sorted(masters)
     assert None not in topology.owner
-    for (lo, hi), port in zip(session_redis_cluster.slot_ranges(), session_redis_cluster.ports, strict=True):
+    for (lo, hi), port in zip(redis_cluster.slot_ranges(), masters, strict=True):
         assert topology.node_of(lo)[1] == topology.node_of(hi)[1] == port
 
 
 async def test_commands_follow_ask_then_moved_when_a_slot_moves(redis_cluster_url: str,
-                                                                session_redis_cluster: RedisClusterProcess
+                                                                redis_cluster: RedisClusterProcess
                                                                 ) -> None:
-    ports = session_redis_cluster.ports
+    ports = redis_cluster.ports[:redis_cluster.masters]
     topology = Topology(parse_redis_url(redis_cluster_url))
     conn = ClusterConnection(topology)
     key = keyspace.task_keys("moving", "t1")[0]

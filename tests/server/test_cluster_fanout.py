@@ -23,7 +23,7 @@ async def _pair(url: str, config: ServerConfig) -> Instances:
 
 
 async def test_one_subscriber_connection_per_master_for_any_number_of_workspaces(
-        redis_cluster_url: str, session_redis_cluster: RedisClusterProcess, server_config: ServerConfig) -> None:
+        redis_cluster_url: str, redis_cluster: RedisClusterProcess, server_config: ServerConfig) -> None:
     instances = await _pair(redis_cluster_url, server_config)
     try:
         fanout = instances.servers[0].fanout
@@ -31,7 +31,7 @@ async def test_one_subscriber_connection_per_master_for_any_number_of_workspaces
         workspaces = [f"ws{n}" for n in range(12)]
         assert len({fanout.topology.node_of(slot_of(ws)) for ws in workspaces}) == 3  # on every master
         clients = [await instances.client(f"u{n}", ws, instance=0) for n, ws in enumerate(workspaces)]
-        assert sorted(port for _, port in fanout.nodes) == sorted(session_redis_cluster.ports)
+        assert sorted(port for _, port in fanout.nodes) == sorted(redis_cluster.ports[:redis_cluster.masters])
         for client, ws in zip(clients, workspaces, strict=True):  # each from the other instance, on its shard
             writer = await instances.client(f"w-{ws}", ws, instance=1)
             await writer.send("task.update", {"taskId": "t", "changes": {"ws": ws}})
@@ -41,9 +41,9 @@ async def test_one_subscriber_connection_per_master_for_any_number_of_workspaces
 
 
 async def test_a_room_follows_its_slot_to_another_master(redis_cluster_url: str,
-                                                         session_redis_cluster: RedisClusterProcess,
+                                                         redis_cluster: RedisClusterProcess,
                                                          server_config: ServerConfig) -> None:
-    ports = session_redis_cluster.ports
+    ports = redis_cluster.ports[:redis_cluster.masters]
     slot = slot_of(keyspace.channel("w1"))
     src = owner_port(ports, slot)
     dst = next(p for p in ports if p != src)

@@ -50,12 +50,6 @@ end}, {__index = redis})
 """
 
 
-@pytest.fixture(scope="module")
-def redis_cluster() -> Any:
-    with RedisClusterProcess(masters=3, replicas=1) as cluster:
-        yield cluster
-
-
 @pytest.fixture
 async def cluster_client(redis_cluster: RedisClusterProcess) -> Any:
     client = RedisCluster.from_url(redis_cluster.url)

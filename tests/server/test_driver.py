@@ -72,6 +72,7 @@ async def test_forged_user_id_and_timestamp_are_ignored(cluster: Instances) -> N
     assert event["userId"] == "alice" and not event["timestamp"].startswith("1999")
 
 
+@pytest.mark.before_redis  # decided before any Redis call: not run again on the Redis Cluster
 @pytest.mark.parametrize(("frame", "code"), [
     ("{not json", "invalid_json"),
     (b"\xff\xfe", "invalid_json"),
@@ -153,6 +154,7 @@ async def test_unexpected_fault_closes_1011_without_internals(cluster: Instances
     assert closed.value.rcvd.code == 1011 and "secret" not in closed.value.rcvd.reason
 
 
+@pytest.mark.before_redis  # decided before any Redis call: not run again on the Redis Cluster
 @pytest.mark.parametrize(("query", "status"), [
     ("workspace=w1", 401),
     ("token=garbage&workspace=w1", 401),
@@ -271,6 +273,7 @@ async def test_a_task_poisoned_by_an_earlier_version_no_longer_breaks_readers(cl
     assert json.loads(raw)["payload"]["fields"] == {"note": "x\ufffd\ufffd"}
 
 
+@pytest.mark.before_redis  # decided before any Redis call: not run again on the Redis Cluster
 @pytest.mark.parametrize("frame", [
     "[" * 60_000, "{\"a\":" * 12_000, b"\xff" * 1000, "1x", "[,",
     '{"type":"presence.leave","workspaceId":"w1","payload":{"taskId":"T-1\\n"}}',

@@ -24,6 +24,10 @@ async def _get(port: int, target: str) -> tuple[int, dict[str, str], bytes]:
     return int(lines[0].split()[1]), headers, body
 
 
+#: Static files are served before and without Redis: not run again on the Redis Cluster (conftest.py).
+pytestmark = pytest.mark.before_redis
+
+
 async def test_serves_the_board_files_with_their_content_types(cluster: Instances) -> None:
     port = cluster.servers[0].port
     status, headers, body = await _get(port, "/app/")

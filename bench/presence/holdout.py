@@ -5,8 +5,9 @@ the model's flap predictions can be judged out of sample (``bench/presence/holdo
 Each tab's schedule is drawn from its own seeded generator: a first visible spell uniform in
 :data:`FIRST_SHOW` (it sets the phase of the first hide against the page's timer grid and the monotonic minute),
 then hidden spans log-uniform in :data:`HIDE` and visible gaps log-uniform in :data:`SHOW`, alternating, until
-``--duration``; the last hide is cut short at the duration, and :data:`LAST_SHOW` seconds visible end it (so no
-flap is left half-announced at the end). Throttling works in real minutes, so presence timing is production
+``--duration``; the last hide is cut short at the duration (or dropped if that leaves less than :data:`MIN_HIDE`,
+or if the visible gap before it overran the duration), and :data:`LAST_SHOW` seconds visible end it (so no flap
+is left half-announced at the end). Throttling works in real minutes, so presence timing is production
 (30 s / 60 s / sweep 5 s) and nothing is compressed; hidden hours accumulate because many tabs run at once:
 ``--browsers`` Chromium processes (Debian's, started by hand and attached over CDP exactly like
 ``chromium_presence.py``), alternately serving presence mode ``timer`` and ``probe``, each with ``--tabs``

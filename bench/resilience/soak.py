@@ -48,7 +48,16 @@ import pandas as pd
 import redis
 
 from bench.harness.case import background_load
-from bench.resilience.soak_raw import build_records, digest, git_state, recompute, rss_growth, table, write_raw
+from bench.resilience.soak_raw import (
+    build_records,
+    digest,
+    git_state,
+    read_raw,
+    recompute,
+    rss_growth,
+    table,
+    write_raw,
+)
 from rtlib.lab.cluster import Cluster
 from rtlib.lab.results import Results
 from rtlib.lab.scenario import Scenario
@@ -269,6 +278,12 @@ def _extras(r: dict[str, Any]) -> list[str]:
         r["lostUpdates"], r["deliveries"], r["divergedClients"]) and (lab["crossWorkspaceTaskUpdated"] == 0) == (
         r["crossByType"].get("task.updated", {}).get("foreign", 0) == 0)
     load = r["backgroundLoadPct"]
+    first, last = min(i["t"] for i in r["incidents"]), max(i["t"] for i in r["incidents"])
+
+    def rate(start: float, end: float) -> str:
+        values = [v for t, v in r["deliveryRate"] if start <= t < end]
+        return f"{float(np.median(values)):,.0f}" if values else "n/a"
+
     return [
         f"Measured at commit `{r['commit'][:12]}`{dirty}. Other jobs on the machine: {load['before']:.0f} % of a "
         f"core just before, {load['after']:.0f} % just after (the soak itself saturates both cores). "
@@ -277,6 +292,9 @@ def _extras(r: dict[str, Any]) -> list[str]:
         f"({'agree' if agree else '**DISAGREE**'}): lost {lab['lostUpdates']}, cross-workspace task.updated "
         f"{lab['crossWorkspaceTaskUpdated']}, {lab['deliveries']:,} deliveries, {lab['divergedClients']} diverged.",
         "",
+        f"Deliveries per second (median of {r['durationS'] / 120:g} s bins): {rate(0, first)} before the first "
+        f"incident, {rate(last + 0.1 * r['durationS'], r['durationS'])} from settling after the last to the end; "
+        f"offered {r['updatesPerS'] * r['clients'] / r['workspaces']:,.0f} (updates/s × clients per workspace).", "",
         "## Cross-workspace check, by event type", "",
         "| frames | received | other workspace's envelope or canary | about another workspace's user or update |",
         "|---|---|---|---|",
@@ -318,8 +336,9 @@ def markdown(r: dict[str, Any]) -> str:
         "## Reading it", "",
         "* Each churning client churns once (the lab plans one clean disconnect per churner, in 30–70 % of the run) "
         "and each crashing viewer crashes once (30–60 %); viewers join in the first tenth and leave at the end.",
-        "* The RSS steps at the incidents are clients moving between instances (the kill sends i1's clients to i0; "
-        "the Redis restart makes every client reconnect), so the growth window starts after them.",
+        "* The RSS steps at the incidents are clients moving between instances (the kill sends i1's clients to i0, "
+        "where they stay: a client moves on only when its instance fails); the instances ride through the Redis "
+        "restart with their connections open (`--broker-grace`), so the growth window starts after the settling.",
         "* Redis runs with `appendonly yes` (fsync every second): Redis writes the append-only file before it "
         "replies (written, fsynced within a second: safe against a process kill, not a power cut), so a SIGKILL "
         "loses no acked write and the history's epoch survives; every resume can recover. Without "
@@ -345,8 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rewrite", type=Path, metavar="SOAK_JSON",
                     help="only redraw soak.md and soak.png from an existing soak.json (into --out)")
     args = ap.parse_args(argv)
-    if args.rewrite:
-        write(json.loads(args.rewrite.read_text()), args.out)
+    if args.rewrite:  # with its raw records beside it, the table is recomputed from them
+        raw = args.rewrite.with_name("soak_raw.jsonl.gz")
+        write(json.loads(args.rewrite.read_text()), args.out, read_raw(raw) if raw.exists() else None)
         return 0
     _, report, records = run_soak(args.clients, args.minutes, args.instances, args.workspaces, args.rate,
                                   args.time_scale, args.seed)

@@ -197,6 +197,9 @@ def recompute(records: list[dict[str, Any]]) -> dict[str, Any]:
         if u["version"] is not None:
             acked.setdefault(u["workspace"], []).append(u)
     lost = _lost_updates(clients, acked)
+    # The protocol promises no duplicate (a resume replays only what was missed): every task.updated frame beyond
+    # the first of its update, per client, is one.
+    dups = {c["user"]: c["deliveries"] - len(c["received"]) - c["receivedUnknown"] for c in clients}
     cross = _cross(clients, updates)
     truth = {r["workspace"]: r["tasks"] for r in records if r["kind"] == "truth"}
     empty = [0, digest({})]
@@ -212,6 +215,7 @@ def recompute(records: list[dict[str, Any]]) -> dict[str, Any]:
         "updatesSent": len(updates), "acked": sum(len(v) for v in acked.values()),
         "deliveries": sum(c["deliveries"] for c in clients),
         "lostUpdates": len(lost), "lost": lost[:20],
+        "duplicates": sum(dups.values()), "duplicatedClients": sum(n > 0 for n in dups.values()),
         "crossWorkspace": sum(v["foreign"] + v["foreignSubject"] for v in cross.values()),
         "frames": sum(v["frames"] for k, v in cross.items() if "(" not in k), "crossByType": cross,
         "presenceLeft": {"keys": len(left["presenceKeys"]), "entries": left["entries"],
@@ -240,6 +244,10 @@ def table(n: dict[str, Any]) -> list[str]:
         ("caches equal to Redis at the end", f"{n['divergedClients']} clients diverged", "0",
          verdict(n["converged"])),
     ]
+    if "duplicates" in n:  # (reports written before it was counted have no such row)
+        rows.insert(1, ("duplicate deliveries (an update delivered twice to one client)",
+                        f"{n['duplicates']:,} of {n['deliveries']:,} task.updated ({n['duplicatedClients']:,} "
+                        "clients)", "0", verdict(n["duplicates"] == 0)))
     if n.get("countsLeft") is not None:
         live = n["countsLeft"]["live"]
         rows.append(("cluster connection counts after everyone left (live instances)",

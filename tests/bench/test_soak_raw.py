@@ -62,6 +62,9 @@ def plant(kind: str) -> list[dict[str, Any]]:
         u2["presenceSubjects"] = {"u1": 1}
     elif kind == "cross ack":  # u0's update is acked to u3, of the other workspace
         _find(records, "update", i=2)["ackedBy"].append("u3")
+    elif kind == "duplicate":  # u3 gets update 1 twice (a resume that replays what it had, a double subscription)
+        u3["deliveries"] = 2
+        u3["frames"]["task.updated"]["w1|w1"] = 2
     elif kind == "lost":  # u3 stayed connected and never got update 1, acked by its sender
         u3["received"], u3["deliveries"] = [], 0
     elif kind == "rss":  # +10 % over the last tenth of the steady window
@@ -79,11 +82,12 @@ def plant(kind: str) -> list[dict[str, Any]]:
 
 def test_detectors_stay_quiet_on_a_clean_record_set() -> None:
     n = soak_raw.recompute(clean())
-    assert (n["lostUpdates"], n["crossWorkspace"], n["presenceLeft"]["keys"], n["divergedClients"]) == (0, 0, 0, 0)
+    assert (n["lostUpdates"], n["crossWorkspace"], n["presenceLeft"]["keys"], n["divergedClients"],
+            n["duplicates"]) == (0, 0, 0, 0, 0)
     assert n["maxRssGrowthPct"] == 0.0 and n["countsLeft"] == {"live": 0, "stale": 1}
     assert (n["acked"], n["deliveries"], n["frames"]) == (3, 6, 10)
     text = "\n".join(soak_raw.table(n))
-    assert text.count("| met |") == 5  # all but cross-workspace, whose target needs ≥ 1,000,000 frames
+    assert text.count("| met |") == 6  # all but cross-workspace, whose target needs ≥ 1,000,000 frames
     assert "| 0 of 10 frames (6 task.updated) | 0 over ≥ 1,000,000 | **missed** |" in text
 
 
@@ -92,12 +96,13 @@ def test_detectors_stay_quiet_on_a_clean_record_set() -> None:
     ("cross presence", "crossWorkspace", 1),
     ("cross ack", "crossWorkspace", 1),
     ("lost", "lostUpdates", 1),
+    ("duplicate", "duplicates", 1),
     ("diverged", "divergedClients", 1),
 ])
 def test_detectors_fire_on_a_planted_leak(kind: str, measure: str, expected: int) -> None:
     n = soak_raw.recompute(plant(kind))
     assert n[measure] == expected
-    others = {"crossWorkspace", "lostUpdates", "divergedClients"} - {measure}
+    others = {"crossWorkspace", "lostUpdates", "divergedClients", "duplicates"} - {measure}
     assert all(n[m] == 0 for m in others), {m: n[m] for m in others}  # a detector fires on its own leak only
 
 
@@ -157,3 +162,14 @@ def test_records_built_from_lab_results_agree_with_the_lab() -> None:
     assert n["deliveries"] == 3 and n["acked"] == 2
     assert n["crossByType"]["presence.joined"] == {"frames": 1, "foreign": 1, "foreignSubject": 0}
     assert n["crossWorkspace"] == 1
+
+
+def test_committed_soak_md_is_the_table_of_its_raw_file() -> None:
+    """bench/results/soak.md's table is what its committed raw records recompute to, at a recorded commit."""
+    results = Path(__file__).resolve().parents[2] / "bench" / "results"
+    records = soak_raw.read_raw(results / "soak_raw.jsonl.gz")
+    meta = records[0]
+    assert meta["kind"] == "meta" and len(meta["commit"]) == 40 and isinstance(meta["dirty"], bool)
+    numbers = soak_raw.recompute(records)
+    assert "\n".join(soak_raw.table(numbers)) in (results / "soak.md").read_text()
+    assert numbers["frames"] >= 1_000_000 and len([r for r in records if r["kind"] == "client"]) == meta["clients"]

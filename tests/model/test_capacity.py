@@ -10,8 +10,9 @@ import pytest
 
 from rtlib.model.capacity import Limits, Load, UnitCosts, load_unit_costs, plan, subscribed_instances
 
-UNITS = UnitCosts(server_delivery_us=10, server_update_us=50, server_heartbeat_us=100, server_idle_conn_us=1,
-                  server_base_cores=0.01, server_conn_bytes=16 * 1024, server_base_bytes=40 * 1024**2,
+UNITS = UnitCosts(server_request_us=100, server_delivery_us=10, server_update_us=50, server_heartbeat_us=100,
+                  server_idle_conn_us=1, server_base_cores=0.01, server_conn_bytes=16 * 1024,
+                  server_base_bytes=40 * 1024**2,
                   redis_update_us=50, redis_pubsub_msg_us=5, redis_heartbeat_us=40, redis_sweep_us=100,
                   redis_base_cores=0.005)
 
@@ -19,8 +20,8 @@ UNITS = UnitCosts(server_delivery_us=10, server_update_us=50, server_heartbeat_u
 def test_one_instance_and_shard_for_a_small_load() -> None:
     p = plan(Load(users=100, workspaces=10, updates_per_user=1), UNITS)
     assert (p.instances, p.shards) == (1, 1)
-    # by hand: 1.667 updates/s x 10 recipients x 10 us + 1.667 x 50 + 1.667 heartbeats/s x 100 + 100 x 1 us
-    assert p.server_cores == pytest.approx((166.7 + 83.3 + 166.7 + 100) / 1e6 + 0.01, rel=1e-3)
+    # by hand: 1.667 updates/s x (10 recipients x 10 us + 100 + 50) + 1.667 heartbeats/s x 100 + 100 x 1 us
+    assert p.server_cores == pytest.approx((166.7 + 166.7 + 83.3 + 166.7 + 100) / 1e6 + 0.01, rel=1e-3)
     assert p.redis_per_shard == pytest.approx((1.667 * 55 + 1.667 * 40 + 0.2 * 100) / 1e6 + 0.005, rel=1e-3)
 
 
@@ -82,7 +83,7 @@ def test_bad_units_limits_and_impossible_loads() -> None:
         Limits(headroom=0)
     with pytest.raises(ValueError, match="one workspace alone"):  # one hot workspace cannot be sharded
         plan(Load(users=10_000, workspaces=1, updates_per_user=120),
-             replace(UNITS, server_delivery_us=0.001, server_update_us=0))
+             replace(UNITS, server_delivery_us=0.001, server_update_us=0, server_request_us=0))
     with pytest.raises(ValueError, match="instances needed"):
         plan(Load(users=100_000, workspaces=100, updates_per_user=60), UNITS, Limits(max_instances=3))
 

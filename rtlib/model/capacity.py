@@ -12,7 +12,7 @@ The model, per second of steady load:
 * heartbeats ``H = users x viewing x tasks_per_viewer / heartbeat_interval`` (task-level presence, timer mode);
 * a workspace's pub/sub channel is subscribed by every instance holding one of its connections: with ``c``
   connections spread evenly at random over ``n`` instances, ``m(n) = n (1 - (1 - 1/n)^c)`` instances;
-* server CPU, over all instances: ``U m(n) update_us + U recipients delivery_us + H heartbeat_us +
+* server CPU, over all instances: ``U (request_us + m(n) update_us) + U recipients delivery_us + H heartbeat_us +
   C idle_conn_us`` plus ``base`` per instance; memory ``C x bytes_per_connection`` plus ``base`` per instance;
 * Redis CPU, over all shards: ``U (update_us + m(n) pubsub_msg_us) + H heartbeat_us + n sweeps_per_s
   sweep_us``, plus ``base`` per shard. Workspaces hash to shards (``{ws}`` hash tags), so a shard carries
@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_UNIT_COSTS", "Limits", "Load", "Plan", "Resource", "UnitCosts", "load_unit_costs",
+__all__ = ["DEFAULT_UNIT_COSTS", "Limits", "Load", "Plan", "Resource", "UnitCosts", "at", "load_unit_costs",
            "plan", "subscribed_instances"]
 
 #: Where ``bench/cost/unit_costs.py`` writes its result, in a source checkout.
@@ -41,6 +41,7 @@ DEFAULT_UNIT_COSTS = Path(__file__).resolve().parents[2] / "bench" / "results" /
 class UnitCosts:
     """CPU microseconds per unit of work and bytes per connection, as measured on one machine."""
 
+    server_request_us: float  #: server CPU per task.update at the editor's instance (frame in, script, ack)
     server_delivery_us: float  #: server CPU per task.updated frame written to one connection
     server_update_us: float  #: server CPU per update per subscribed instance (pub/sub message in, framed once)
     server_heartbeat_us: float  #: server CPU per presence.heartbeat (frame in, script round trip)
@@ -88,7 +89,7 @@ class Load:
                   (lambda: self.heartbeat_interval > 0, "heartbeat interval must be > 0"),
                   (lambda: self.sweep_interval > 0, "sweep interval must be > 0"),
                   (lambda: self.recipients is None or 0 <= self.recipients <= self.per_workspace,
-                   f"recipients per update must be 0..the workspace's connections")]
+                   "recipients per update must be 0..the workspace's connections")]
         for ok, message in checks:
             if not ok():
                 raise ValueError(message)
@@ -179,7 +180,7 @@ def subscribed_instances(instances: int, per_workspace: float) -> float:
 def _server_cores(load: Load, u: UnitCosts, n: int) -> float:
     """Server CPU over ``n`` instances, cores (each instance's base included)."""
     m = subscribed_instances(n, load.per_workspace)
-    us = (load.updates * m * u.server_update_us + load.deliveries * u.server_delivery_us
+    us = (load.updates * (u.server_request_us + m * u.server_update_us) + load.deliveries * u.server_delivery_us
           + load.heartbeats * u.server_heartbeat_us + load.connections * u.server_idle_conn_us)
     return us / 1e6 + n * u.server_base_cores
 
@@ -217,10 +218,20 @@ def plan(load: Load, units: UnitCosts, limits: Limits | None = None) -> Plan:
     # One workspace lives on one shard: its own share must fit, however many shards there are.
     if var / load.workspaces + units.redis_base_cores > cpu_cap:
         raise ValueError("one workspace alone needs more than a shard's headroom of Redis CPU; shards cannot help")
+    return at(load, units, n, k, lim)
+
+
+def at(load: Load, units: UnitCosts, instances: int, shards: int, limits: Limits | None = None) -> Plan:
+    """The numbers of a given deployment (``instances`` servers, ``shards`` Redis shards) under ``load``, fitting
+    or not: what a validation run compares its measurement with."""
+    if instances < 1 or shards < 1:
+        raise ValueError("a deployment needs at least one instance and one shard")
+    lim = limits or Limits()
+    n, k = instances, shards
     server, redis = _server_cores(load, units, n), _redis_cores(load, units, n, k)
     resources = (Resource("server CPU per instance", server / n, 1.0, "cores"),
-                 Resource("server memory per instance", memory / n + units.server_base_bytes,
-                          lim.instance_memory_bytes, "bytes"),
+                 Resource("server memory per instance", load.connections * units.server_conn_bytes / n
+                          + units.server_base_bytes, lim.instance_memory_bytes, "bytes"),
                  Resource("Redis CPU per shard", redis / k, 1.0, "cores"))
     binding = max(resources, key=lambda r: r.utilisation).name
     m = subscribed_instances(n, load.per_workspace)

@@ -119,6 +119,12 @@ class Fanout:
         each room's live events are held (:attr:`holding`) until a catch-up releases them. A failure closes the
         new connection and raises."""
         self.holding = {ws: [] for ws in self.rooms}
+        # The connection of an earlier attempt may still be open and subscribed (its catch-up failed while Redis
+        # was loading its append-only file): close it first, or every later event arrives once per attempt (the
+        # soak's 1.8 M duplicate deliveries, 2026-12-08). Its loss is not reported: it is no longer _protocol.
+        previous, self._protocol = self._protocol, None
+        if previous is not None:
+            previous.close()
         try:
             await self.connect(redis_url, [channel(ws).encode() for ws in self.rooms])
         except BaseException:

@@ -42,17 +42,20 @@ from rtlib.server.resp import (
     parse_redis_url,
 )
 
-__all__ = ["MAX_REDIRECTS", "REFRESH_EVERY", "ClusterConnection", "ClusterProbe", "Node", "RedisClusterClient",
-           "Topology", "cluster_mode", "slot_of"]
+__all__ = ["MAX_REDIRECTS", "REFRESH_EVERY", "TRYAGAIN_WAIT", "ClusterConnection", "ClusterProbe", "Node",
+           "RedisClusterClient", "Topology", "cluster_mode", "slot_of"]
 
 log = logging.getLogger("rtlib.server.cluster_client")
 
 #: Seconds between two reads of the slot map when no redirect asked for one (a failover or a resharding that
 #: no command of this instance has run into yet).
 REFRESH_EVERY = 5.0
-#: Redirects one command follows before its error is raised (a slot moving twice during one call is rare).
-MAX_REDIRECTS = 5
+#: Redirects (and ``TRYAGAIN`` waits) one command goes through before it fails: a migrating slot answers ``ASK``
+#: then ``TRYAGAIN`` until the migration has moved all of a script's keys.
+MAX_REDIRECTS = 20
 SLOTS = 16384
+#: Seconds before a command refused with ``TRYAGAIN`` (its keys split by a slot migration) is sent again.
+TRYAGAIN_WAIT = 0.05
 
 #: A master, as ``(host, port)``.
 Node = tuple[str, int]
@@ -189,9 +192,11 @@ class ClusterConnection:
     async def _routed(self, slot: int, parts: tuple[Any, ...]) -> Any:
         if self.topology.owner[slot] is None:
             await self.topology.refresh()
-        node = self.topology.node_of(slot)
+        node, asking = self.topology.node_of(slot), False
         for _ in range(MAX_REDIRECTS):
             try:
+                if asking:  # the slot is migrating and the key already moved: ask the importing node
+                    return (await self.connection(node).call_many((b"ASKING",), parts))[1]
                 if self._shared is not None and (protocol := self._shared(node)) is not None:
                     if not protocol.open:
                         raise ConnectionError("redis connection lost")
@@ -199,15 +204,19 @@ class ClusterConnection:
                 return await self.connection(node).call(*parts)
             except RespError as exc:
                 redirect = _redirect(exc)
-                if redirect is None:
+                if redirect is not None and redirect[0] == "ASK":
+                    node, asking = redirect[2], True
+                    continue
+                if redirect is not None:  # MOVED: the slot has a new owner; learn the whole map (others moved too)
+                    await self.topology.refresh()
+                elif str(exc).startswith("TRYAGAIN"):
+                    # a script whose keys a migration has split between two nodes: refused before running, so
+                    # safe to resend from the owner once the migration has moved the rest
+                    await asyncio.sleep(TRYAGAIN_WAIT)
+                else:
                     raise
-                kind, _, target = redirect
-                if kind == "ASK":  # the slot is migrating: this key is already on the target, ask it there
-                    return (await self.connection(target).call_many((b"ASKING",), parts))[1]
-                # MOVED: the slot has a new owner; learn the whole map (others probably moved too)
-                await self.topology.refresh()
-                node = self.topology.owner[slot] or target
-        raise ConnectionError(f"slot {slot}: more than {MAX_REDIRECTS} redirects")
+                node, asking = self.topology.owner[slot] or (redirect[2] if redirect else node), False
+        raise ConnectionError(f"slot {slot}: more than {MAX_REDIRECTS} redirects or TRYAGAIN replies")
 
     async def evalsha(self, script: bytes, sha: str, keys: list[str], args: list[Any]) -> Any:
         """Run a script on its keys' node by SHA1, loading it there first if that node has not seen it."""

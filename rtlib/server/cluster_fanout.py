@@ -11,8 +11,9 @@ channel is what keeps an instance's Redis connections at the number of shards.
   each channel of the slot; an ``SSUBSCRIBE`` sent on a stale map gets ``MOVED``. Both make the instance read
   the slot map again (:class:`~rtlib.server.cluster_client.Topology`) and subscribe the moved rooms on their
   new owner; a map read every :data:`~rtlib.server.cluster_client.REFRESH_EVERY` s catches the rest (a new
-  master to open a subscriber on). Events published between the old owner's ``sunsubscribe`` and the new
-  subscription are not caught up (a resharding's window; a failover goes through the outage path below).
+  master to open a subscriber on). A moved room's live events are held from the ``sunsubscribe`` on, and once
+  it is subscribed again it is caught up from history like after an outage (:mod:`rtlib.server.catchup`):
+  what was published between the old owner's ``sunsubscribe`` and the new subscription is not lost.
 * A subscriber connection drops (a master died): the whole subscriber counts as lost, exactly as the one
   connection does on one Redis, so the outage ride-through (:mod:`rtlib.server.outage`) takes over: the broker
   is down, connections stay open, and :meth:`reconnect` re-reads the map (after the replica's promotion), opens
@@ -32,11 +33,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import hiredis
 
+from rtlib.protocol.config import HistoryConfig
+from rtlib.protocol.session import Session
+from rtlib.server.catchup import CatchUpReport, catch_up
 from rtlib.server.cluster_client import (
     REFRESH_EVERY,
     ClusterConnection,
@@ -49,6 +55,7 @@ from rtlib.server.cluster_client import (
 from rtlib.server.fanout import Fanout
 from rtlib.server.keyspace import channel, node_probe_channel, workspace_of_channel
 from rtlib.server.resp import RespError, RespProtocol, open_connection, pack_command, parse_redis_url
+from rtlib.server.store import RedisStore
 from rtlib.server.tasks import spawn
 
 __all__ = ["ClusterClients", "ClusterFanout", "cluster_clients"]
@@ -113,6 +120,9 @@ class ClusterFanout(Fanout):
         self._down = False  # a subscriber dropped: the outage path is at work until the next connect
         self._fresh: asyncio.Task[None] | None = None
         self._rehoming: asyncio.Task[None] | None = None
+        # Catches up the rooms in ``holding`` from history (rtlib.server.catchup, :meth:`follow_moves`): a room
+        # whose slot moved may have missed events between its old master's sunsubscribe and the new SSUBSCRIBE.
+        self._catch_up: Callable[[int, float], Awaitable[CatchUpReport]] | None = None
 
     # --- connections ----------------------------------------------------------------------------------------
     @property
@@ -172,6 +182,17 @@ class ClusterFanout(Fanout):
             if self.topology.owner[slot_of(chan)] == node:
                 return chan
         raise RuntimeError(f"no slot of {node} found for a probe channel")
+
+    def follow_moves(self, store: RedisStore, history: HistoryConfig, sessions: Mapping[str, Session]) -> None:
+        """Catch rooms up from history after their slot moved (the driver calls this once it has a store)."""
+        self._catch_up = partial(catch_up, self, store, history, sessions)
+
+    async def reconnect(self, redis_url: str) -> int:
+        """:meth:`Fanout.reconnect` (the outage path re-subscribes and catches up every room), with any
+        re-subscription after a slot move given up: the reconnect covers it."""
+        if self._rehoming is not None:
+            self._rehoming.cancel()
+        return await super().reconnect(redis_url)
 
     def _drop_all(self) -> None:
         """Close every subscriber quietly (a reconnect replaces them all)."""
@@ -263,6 +284,7 @@ class ClusterFanout(Fanout):
                 log.info("redis cluster node %s:%s dropped %r (its slot moved)", *node, reply[1])
                 if self._where.get(reply[1]) == node:
                     del self._where[reply[1]]
+                self._hold(reply[1])
                 self._rehome_soon()
 
     def _probe_back(self, node: Node, token: bytes) -> None:
@@ -301,10 +323,21 @@ class ClusterFanout(Fanout):
             moved = [c for c in wanted if self._where.get(c) != self.topology.owner[slot_of(c)]]
             if moved:
                 log.info("re-subscribing %d channel(s) on their new master", len(moved))
+                for chan in moved:
+                    self._hold(chan)
                 async with asyncio.timeout(RESUBSCRIBE_TIMEOUT):
                     await self._ssubscribe(moved)
-        except (OSError, ConnectionError, TimeoutError) as exc:
+            if self.holding and self._catch_up is not None and self.connected:
+                # what the moved rooms missed, from history; then their held live events (no gap, no duplicate)
+                report = await self._catch_up(len(moved), REFRESH_EVERY + RESUBSCRIBE_TIMEOUT)
+                log.info("rooms caught up after a slot move: %s", report.summary())
+        except (OSError, ConnectionError, TimeoutError, RespError) as exc:
             log.warning("redis cluster: re-subscribing after a slot move failed (%s); next map read retries", exc)
+
+    def _hold(self, chan: bytes) -> None:
+        """From now on keep the room's live events (:meth:`Fanout.deliver`) until its catch-up releases them."""
+        if chan not in self._probes.values() and (ws := workspace_of_channel(chan)) in self.rooms:
+            self.holding.setdefault(ws, [])
 
     async def _keep_fresh(self) -> None:
         while True:

@@ -38,7 +38,7 @@ from rtlib.protocol.session import Session
 from rtlib.server.admission import AdmissionGate, gated
 from rtlib.server.broker import Broker
 from rtlib.server.cluster_client import cluster_mode
-from rtlib.server.cluster_fanout import cluster_clients
+from rtlib.server.cluster_fanout import ClusterFanout, cluster_clients
 from rtlib.server.connection import Connections
 from rtlib.server.effects import Executor
 from rtlib.server.fanout import Fanout
@@ -130,6 +130,8 @@ class RealtimeServer:
         self.outages = Outages(self.config, self.redis_url, self.broker, self.machine, self.fanout, self.store,
                                self._execute, self._timer.poke)
         self.fanout.on_lost = self.outages.lost
+        if isinstance(self.fanout, ClusterFanout):  # a room whose slot moved is caught up as after an outage
+            self.fanout.follow_moves(self.store, self.config.history, self.machine.sessions)
         self.connections = Connections(self.config, self.machine, self.executor, self._timer, self.store,
                                        self.fanout, self.members, self._user_conns)
         self._ws = await serve(

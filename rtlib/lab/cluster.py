@@ -3,7 +3,9 @@
 Servers run as ``rtlib serve`` child processes (real isolation: a cell that blocks the kernel cannot
 freeze them, and an instance can be SIGKILLed for failure studies); the simulated clients run on a
 :class:`~rtlib.lab.loopthread.LoopThread`, never on the kernel's own loop. ``Cluster.run`` blocks with a tqdm
-progress bar; ``Cluster.run_async`` is its twin for async callers.
+progress bar; ``Cluster.run_async`` is its twin for async callers. Each run records the CPU of the server
+instances, Redis and the simulated clients over its load window in ``Results.meta["cpu"]`` (:mod:`rtlib.lab.cpu`),
+so a report can tell a saturated point from the design's own latency.
 """
 
 from __future__ import annotations

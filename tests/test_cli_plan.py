@@ -12,9 +12,9 @@ from rtlib.cli import main
 from rtlib.model.capacity import UnitCosts
 
 UNITS = UnitCosts(server_request_us=100, server_delivery_us=10, server_update_us=50, server_heartbeat_us=100,
-                  server_idle_conn_us=1, server_base_cores=0.01, server_conn_bytes=16 * 1024,
-                  server_base_bytes=40 * 1024**2,
-                  redis_update_us=50, redis_pubsub_msg_us=5, redis_heartbeat_us=40, redis_sweep_us=100,
+                  server_heartbeat_viewer_us=0, server_idle_conn_us=1, server_base_cores=0.01,
+                  server_conn_bytes=16 * 1024, server_base_bytes=40 * 1024**2, redis_update_us=50,
+                  redis_pubsub_msg_us=5, redis_heartbeat_us=40, redis_heartbeat_viewer_us=0, redis_sweep_us=100,
                   redis_base_cores=0.005)
 
 

@@ -9,13 +9,16 @@ reversed every other round (the machine drifts by up to 40 %, and other work sha
 * ``updC``: ``--updates`` task.update/s into workspaces holding only their editor (1 delivery, 1 subscribed
   instance); ``updA``: workspaces of the editor + ``--receivers`` on the editor's instance (11 deliveries, 1
   instance); ``updB``: the same spread over the three instances (11 deliveries, 3 subscribed instances);
-* ``hb``: ``--heartbeats``/s of presence.heartbeat from viewers that joined a task;
+* ``hbS``, ``hbL``: ``--heartbeats``/s of presence.heartbeat from ``--viewers`` viewers that joined a task, 3
+  viewers per task, then 30 (the heartbeat script's reply lists the task's viewers, so a beat costs more with
+  more of them);
 * ``sweep``: a second rig, no connection, ``--sweep-interval 0.1``; sweeps counted in ``INFO commandstats``
   (each sweep with nothing due is one ``ZRANGEBYSCORE`` per registry partition).
 
 Per round, by differences of CPU time (never wall time): deliveries ``(updA - updC) / 10U``, the extra
 subscribed instance ``(updB - updA) / 2U`` (server and Redis: that is the pub/sub message), the request ``updC``
-less those; heartbeats ``(hb - idle) / H``; idle connections ``(idle - empty) / C``. The unit costs are each
+less those; heartbeats ``(hbS - idle) / H`` and ``(hbL - idle) / H`` give a fixed part and a part per viewer of
+the task; idle connections ``(idle - empty) / C``. The unit costs are each
 one's median over the rounds, with min and max. Memory per connection is reused from ``scenarios.json`` S4
 (10,000 idle connections), which measures exactly that.
 """
@@ -41,7 +44,9 @@ __all__ = ["main", "machine"]
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 INSTANCES = 3
-PHASES = ["empty", "idle", "updC", "updA", "updB", "hb"]
+PHASES = ["empty", "idle", "updC", "updA", "updB", "hbS", "hbL"]
+#: Viewers per task in the two heartbeat phases (the heartbeat script returns the task's viewers: HKEYS).
+VIEWERS_PER_TASK = {"hbS": 3, "hbL": 30}
 
 
 def machine() -> dict[str, Any]:
@@ -76,22 +81,24 @@ def _main_round(args: argparse.Namespace, order: list[str]) -> dict[str, Window]
             specs.append((0, ws, f"{ws}-editor"))
             if phase != "updC":
                 specs += [((r + 1) % INSTANCES if spread else 0, ws, f"{ws}-r{r}") for r in range(args.receivers)]
-    viewers = [(v % INSTANCES, f"view-{v % args.workspaces}", f"viewer-{v}") for v in range(args.viewers)]
-    first_viewer = len(specs)
-    specs += viewers
+    viewers: dict[str, list[int]] = {}
+    for phase, per_task in VIEWERS_PER_TASK.items():
+        viewers[phase] = list(range(len(specs), len(specs) + args.viewers))
+        specs += [(v % INSTANCES, f"{phase}-{v // per_task}", f"{phase}-viewer-{v}") for v in range(args.viewers)]
     out: dict[str, Window] = {}
     with Rig(1, INSTANCES) as rig:
         rig.pump(1.0)
         if "empty" in order:  # before any connection: first, whatever the order of the others
             out["empty"] = rig.measure(args.window)
         conns = rig.open(specs)
-        for i in range(first_viewer, len(specs)):
+        for i in (i for group in viewers.values() for i in group):
             conns[i].send_text(presence_frame("join", specs[i][1]))
         rig.pump(3.0)  # welcomes, joins and their presence fan-out, subscriptions settle
         tickers = {p: Ticker([(conns[i], update_frame(specs[i][1])) for i in senders[p]], args.updates)
                    for p in senders}
-        tickers["hb"] = Ticker([(conns[i], presence_frame("heartbeat", specs[i][1]))
-                                for i in range(first_viewer, len(specs))], args.heartbeats)
+        for phase, group in viewers.items():
+            tickers[phase] = Ticker([(conns[i], presence_frame("heartbeat", specs[i][1])) for i in group],
+                                    args.heartbeats)
         for phase in (p for p in order if p != "empty"):
             ticker = tickers.get(phase)
             out[phase] = rig.measure(args.window, [ticker] if ticker else [])
@@ -112,24 +119,28 @@ def _costs(r: dict[str, Any], sweep: dict[str, float], empty_redis: float,
         return sum(w.sent.values()) / w.seconds
 
     u = {p: sent(p) for p in ("updC", "updA", "updB")}
-    h = sent("hb")
+    (s_phase, s_v), (l_phase, l_v) = VIEWERS_PER_TASK.items()
     out: dict[str, float] = {}
     for what in ("server", "redis"):
         idle = rate("idle", what)
         c, a, b = ((rate(p, what) - idle) / u[p] for p in ("updC", "updA", "updB"))
         delivery = (a - c) / args.receivers
         sub = (b - a) / (INSTANCES - 1)
+        small, large = ((rate(p, what) - idle) / sent(p) for p in (s_phase, l_phase))
+        per_viewer = (large - small) / (l_v - s_v)
+        beat = {f"{what}_heartbeat_us": (small - s_v * per_viewer) * 1e6,
+                f"{what}_heartbeat_viewer_us": per_viewer * 1e6}
         if what == "server":
             out |= {"server_delivery_us": delivery * 1e6, "server_update_us": sub * 1e6,
                     "server_request_us": (c - sub - delivery) * 1e6,
-                    "server_heartbeat_us": (rate("hb", what) - idle) / h * 1e6,
+                    **beat,
                     "server_idle_conn_us": (idle - rate("empty", what)) / r["_connections"] * 1e6,
                     "server_base_cores": rate("empty", what) / INSTANCES}
         else:
             # Redis does not deliver to clients: updA and updC cost it the same (a check, kept in the JSON).
             out |= {"redis_pubsub_msg_us": sub * 1e6, "redis_update_us": (c - sub) * 1e6,
                     "redis_update_check_us": (a - sub) * 1e6,
-                    "redis_heartbeat_us": (rate("hb", what) - idle) / h * 1e6,
+                    **beat,
                     "redis_base_cores": idle}
     out["redis_sweep_us"] = (sweep["redis"] - empty_redis) / sweep["sweeps"] * 1e6 / 1.0
     return out
@@ -186,7 +197,8 @@ UNITS_TEXT = {
     "server_delivery_us": ("µs", "server CPU per task.updated written to a connection"),
     "server_delivery_check_us": ("µs", "the same, this run (10 receivers per update: unresolved, not used)"),
     "server_update_us": ("µs", "server CPU per update per subscribed instance (pub/sub in)"),
-    "server_heartbeat_us": ("µs", "server CPU per presence.heartbeat"),
+    "server_heartbeat_us": ("µs", "server CPU per presence.heartbeat, fixed part"),
+    "server_heartbeat_viewer_us": ("µs", "... and per viewer of the task"),
     "server_idle_conn_us": ("µs/s", "server CPU per idle connection per second"),
     "server_base_cores": ("cores", "one instance, no connection"),
     "server_conn_bytes": ("bytes", "server RSS per idle connection"),
@@ -195,7 +207,8 @@ UNITS_TEXT = {
     "redis_update_check_us": ("µs", "a check: the 11-delivery minus the 1-delivery estimate (Redis does not "
                                     "deliver: 0 expected)"),
     "redis_pubsub_msg_us": ("µs", "Redis CPU per message per subscribed instance (SPUBLISH)"),
-    "redis_heartbeat_us": ("µs", "Redis CPU per heartbeat script"),
+    "redis_heartbeat_us": ("µs", "Redis CPU per heartbeat script, fixed part"),
+    "redis_heartbeat_viewer_us": ("µs", "... and per viewer of the task (HKEYS)"),
     "redis_sweep_us": ("µs", "Redis CPU per sweep of one instance, nothing due"),
     "redis_base_cores": ("cores", "one shard, connections open, no traffic"),
 }
@@ -208,7 +221,8 @@ def markdown(result: dict[str, Any]) -> str:
              f"{p['rounds']} rounds, phases alternating in order; {p['window']:g} s per window; one-shard Redis "
              f"Cluster, {INSTANCES} `rtlib serve` instances; {p['updates']:g} updates/s, {p['receivers']} receivers "
              f"per workspace ({p['workspaces']} workspaces per kind), {p['heartbeats']:g} heartbeats/s from "
-             f"{p['viewers']} viewers; {m['connections']} connections. CPU time of the processes (Redis: INFO cpu; "
+             f"{p['viewers']} viewers at 3 and at 30 viewers per task; {m['connections']} connections. "
+             "CPU time of the processes (Redis: INFO cpu; "
              "servers: /proc), by differences between windows (`bench/cost/unit_costs.py`'s docstring).", "",
              "| unit | median | min | max | n (rounds; reused rows: their sample) | what |",
              "|---|---|---|---|---|---|"]

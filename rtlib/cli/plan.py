@@ -17,7 +17,9 @@ def add_plan_arguments(plan: argparse.ArgumentParser) -> None:
     plan.add_argument("--workspaces", type=int, required=True, help="workspaces the users are spread over (evenly)")
     plan.add_argument("--updates-per-user", type=float, required=True, metavar="R",
                       help="task.update per user per minute")
-    plan.add_argument("--viewers-per-task", type=float, metavar="V",
+    plan.add_argument("--viewers-per-task", type=float, default=1.0, metavar="V",
+                      help="users viewing the same task (each heartbeat's reply lists them: its cost grows with V)")
+    plan.add_argument("--recipients-per-update", type=float, metavar="N",
                       help="connections each update reaches (default: all of its workspace's connections, as rtlib "
                            "sends task.updated to the whole workspace)")
     plan.add_argument("--connections-per-user", type=float, default=1.0, help="open tabs per user")
@@ -67,8 +69,9 @@ def run_plan(args: argparse.Namespace) -> None:
         fail(f"rtlib plan needs the lab extra ({exc.name} is missing): pip install 'rtlib[lab]'")
     try:
         load = Load(users=args.users, workspaces=args.workspaces, updates_per_user=args.updates_per_user,
-                    recipients=args.viewers_per_task, connections_per_user=args.connections_per_user,
+                    recipients=args.recipients_per_update, connections_per_user=args.connections_per_user,
                     viewing=args.viewing, tasks_per_viewer=args.tasks_per_viewer,
+                    viewers_per_task=args.viewers_per_task,
                     heartbeat_interval=args.heartbeat_interval, sweep_interval=args.sweep_interval)
         limits = Limits(headroom=args.headroom, instance_memory_bytes=args.instance_memory * 1024**3)
         units = load_unit_costs(args.unit_costs)

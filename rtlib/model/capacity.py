@@ -10,13 +10,15 @@ The model, per second of steady load:
 * updates ``U = users x updates_per_user / 60``; each is delivered to ``recipients`` connections (rtlib sends a
   ``task.updated`` to every connection of the workspace, so by default the workspace's connections);
 * heartbeats ``H = users x viewing x tasks_per_viewer / heartbeat_interval`` (task-level presence, timer mode);
+  each costs a fixed part plus a part per viewer of its task (the heartbeat script returns the task's viewers);
 * a workspace's pub/sub channel is subscribed by every instance holding one of its connections: with ``c``
   connections spread evenly at random over ``n`` instances, ``m(n) = n (1 - (1 - 1/n)^c)`` instances;
-* server CPU, over all instances: ``U (request_us + m(n) update_us) + U recipients delivery_us + H heartbeat_us +
-  C idle_conn_us`` plus ``base`` per instance; memory ``C x bytes_per_connection`` plus ``base`` per instance;
-* Redis CPU, over all shards: ``U (update_us + m(n) pubsub_msg_us) + H heartbeat_us + n sweeps_per_s
-  sweep_us``, plus ``base`` per shard. Workspaces hash to shards (``{ws}`` hash tags), so a shard carries
-  ``1/k`` of them on average; one workspace is never split.
+* server CPU, over all instances: ``U (request_us + m(n) update_us) + U recipients delivery_us
+  + H (heartbeat_us + V heartbeat_viewer_us) + C idle_conn_us`` plus ``base`` per instance; memory
+  ``C x bytes_per_connection`` plus ``base`` per instance;
+* Redis CPU, over all shards: ``U (update_us + m(n) pubsub_msg_us) + H (heartbeat_us + V heartbeat_viewer_us)
+  + n sweeps_per_s sweep_us``, plus ``base`` per shard. Workspaces hash to shards (``{ws}`` hash tags), so a
+  shard carries ``1/k`` of them on average; one workspace is never split.
 
 Each instance is one event loop and each Redis shard one thread, so each gets at most one core; the plan keeps
 every one of them at or below ``headroom`` (default 70 %) of its core and of the instance's memory budget.
@@ -44,14 +46,16 @@ class UnitCosts:
     server_request_us: float  #: server CPU per task.update at the editor's instance (frame in, script, ack)
     server_delivery_us: float  #: server CPU per task.updated frame written to one connection
     server_update_us: float  #: server CPU per update per subscribed instance (pub/sub message in, framed once)
-    server_heartbeat_us: float  #: server CPU per presence.heartbeat (frame in, script round trip)
+    server_heartbeat_us: float  #: server CPU per presence.heartbeat (frame in, script round trip), fixed part
+    server_heartbeat_viewer_us: float  #: ... and per viewer of the task (the script returns them all: HKEYS)
     server_idle_conn_us: float  #: server CPU per idle connection per second (pings, timers)
     server_base_cores: float  #: one instance with no connections (sweeps, cluster counts, probes)
     server_conn_bytes: float  #: server RSS per idle connection
     server_base_bytes: float  #: one instance's RSS with no connections
     redis_update_us: float  #: Redis CPU per task.update script (version, history, publish)
     redis_pubsub_msg_us: float  #: Redis CPU per published message per subscribed instance (sharded pub/sub)
-    redis_heartbeat_us: float  #: Redis CPU per heartbeat script
+    redis_heartbeat_us: float  #: Redis CPU per heartbeat script, fixed part
+    redis_heartbeat_viewer_us: float  #: ... and per viewer of the task (HKEYS of the task's viewers)
     redis_sweep_us: float  #: Redis CPU per sweep of one instance with nothing due (all shards together)
     redis_base_cores: float  #: one shard (cluster node) idle with the instances connected
     source: dict[str, Any] = field(default_factory=dict, compare=False)  #: machine, date, sample sizes
@@ -73,6 +77,7 @@ class Load:
     connections_per_user: float = 1.0  #: tabs per user
     viewing: float = 0.5  #: share of connections with a task open (task-level presence)
     tasks_per_viewer: float = 1.0  #: tasks each viewing connection keeps presence on
+    viewers_per_task: float = 1.0  #: users viewing the same task (each heartbeat's reply lists them all)
     heartbeat_interval: float = 30.0  #: seconds between a viewer's heartbeats (per task)
     sweep_interval: float = 5.0  #: seconds between an instance's presence sweeps
 
@@ -86,6 +91,8 @@ class Load:
                   (lambda: self.updates_per_user >= 0, "updates per user must be >= 0"),
                   (lambda: 0 <= self.viewing <= 1, "viewing is a share, 0..1"),
                   (lambda: self.tasks_per_viewer >= 0, "tasks per viewer must be >= 0"),
+                  (lambda: 1 <= self.viewers_per_task <= self.per_workspace,
+                   "viewers per task must be 1..the workspace's connections"),
                   (lambda: self.heartbeat_interval > 0, "heartbeat interval must be > 0"),
                   (lambda: self.sweep_interval > 0, "sweep interval must be > 0"),
                   (lambda: self.recipients is None or 0 <= self.recipients <= self.per_workspace,
@@ -181,14 +188,16 @@ def _server_cores(load: Load, u: UnitCosts, n: int) -> float:
     """Server CPU over ``n`` instances, cores (each instance's base included)."""
     m = subscribed_instances(n, load.per_workspace)
     us = (load.updates * (u.server_request_us + m * u.server_update_us) + load.deliveries * u.server_delivery_us
-          + load.heartbeats * u.server_heartbeat_us + load.connections * u.server_idle_conn_us)
+          + load.heartbeats * (u.server_heartbeat_us + load.viewers_per_task * u.server_heartbeat_viewer_us)
+          + load.connections * u.server_idle_conn_us)
     return us / 1e6 + n * u.server_base_cores
 
 
 def _redis_cores(load: Load, u: UnitCosts, n: int, k: int) -> float:
     """Redis CPU over ``k`` shards with ``n`` instances, cores (each shard's base included)."""
     m = subscribed_instances(n, load.per_workspace)
-    us = (load.updates * (u.redis_update_us + m * u.redis_pubsub_msg_us) + load.heartbeats * u.redis_heartbeat_us
+    us = (load.updates * (u.redis_update_us + m * u.redis_pubsub_msg_us)
+          + load.heartbeats * (u.redis_heartbeat_us + load.viewers_per_task * u.redis_heartbeat_viewer_us)
           + n / load.sweep_interval * u.redis_sweep_us)
     return us / 1e6 + k * u.redis_base_cores
 

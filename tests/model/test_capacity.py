@@ -11,9 +11,9 @@ import pytest
 from rtlib.model.capacity import Limits, Load, UnitCosts, load_unit_costs, plan, subscribed_instances
 
 UNITS = UnitCosts(server_request_us=100, server_delivery_us=10, server_update_us=50, server_heartbeat_us=100,
-                  server_idle_conn_us=1, server_base_cores=0.01, server_conn_bytes=16 * 1024,
-                  server_base_bytes=40 * 1024**2,
-                  redis_update_us=50, redis_pubsub_msg_us=5, redis_heartbeat_us=40, redis_sweep_us=100,
+                  server_heartbeat_viewer_us=0, server_idle_conn_us=1, server_base_cores=0.01,
+                  server_conn_bytes=16 * 1024, server_base_bytes=40 * 1024**2, redis_update_us=50,
+                  redis_pubsub_msg_us=5, redis_heartbeat_us=40, redis_heartbeat_viewer_us=0, redis_sweep_us=100,
                   redis_base_cores=0.005)
 
 
@@ -60,6 +60,15 @@ def test_monotonic_in_load(field: str) -> None:
         last = p
 
 
+def test_heartbeats_cost_more_with_more_viewers_per_task() -> None:
+    units = replace(UNITS, redis_heartbeat_viewer_us=10, server_heartbeat_viewer_us=20)
+    one, five = (plan(Load(users=1_000, workspaces=10, updates_per_user=0, viewing=1, viewers_per_task=v,
+                           heartbeat_interval=1), units) for v in (1, 5))
+    # 1,000 heartbeats/s x 4 more viewers x 10 us (Redis) and x 20 us (server)
+    assert five.redis_cores - one.redis_cores == pytest.approx(0.040)
+    assert five.server_cores - one.server_cores == pytest.approx(0.080)
+
+
 def test_subscribed_instances() -> None:
     assert subscribed_instances(1, 50) == 1
     assert subscribed_instances(4, 1) == pytest.approx(1)
@@ -70,7 +79,8 @@ def test_subscribed_instances() -> None:
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"users": 0}, "users"), ({"workspaces": 0}, "workspaces"), ({"workspaces": 200}, "outnumber"),
     ({"updates_per_user": -1}, "updates"), ({"viewing": 1.5}, "viewing"), ({"heartbeat_interval": 0}, "heartbeat"),
-    ({"recipients": 11}, "recipients")])
+    ({"recipients": 11}, "recipients"), ({"viewers_per_task": 0}, "viewers per task"),
+    ({"viewers_per_task": 11}, "viewers per task")])
 def test_bad_load_is_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Load(**{"users": 100, "workspaces": 10, "updates_per_user": 1.0, **kwargs})

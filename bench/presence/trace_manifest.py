@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.presence.chromium_presence import CHROMIUM_FLAGS, ROOT
 
-__all__ = ["DATA_DIR", "MANIFEST", "data_files", "entry", "load", "manifest", "write_manifest"]
+__all__ = ["DATA_DIR", "MANIFEST", "OTHER_SETS", "data_files", "entry", "load", "manifest", "write_manifest"]
 
 DATA_DIR = ROOT / "notebooks" / "data"
 MANIFEST = DATA_DIR / "manifest.json"
@@ -27,9 +27,15 @@ _FIT_SCHEDULES = ("chosen by hand (issue 10 §2) to provoke and then explain fla
                   "behaviour")
 
 
+#: Recordings of another kind, with their own description: ``lifecycle/`` (frozen, cached and discarded pages,
+#: bench/presence/lifecycle.py; bench/results/page_lifecycle.md) is neither fit nor holdout of the hidden-tab model.
+OTHER_SETS = ("lifecycle",)
+
+
 def data_files(directory: Path = DATA_DIR) -> list[Path]:
-    """Every file under ``directory`` but the manifest itself, sorted."""
-    return sorted(p for p in directory.rglob("*") if p.is_file() and p != directory / MANIFEST.name)
+    """Every hidden-tab trace under ``directory`` (not the manifest itself, not :data:`OTHER_SETS`), sorted."""
+    return sorted(p for p in directory.rglob("*") if p.is_file() and p != directory / MANIFEST.name
+                  and p.relative_to(directory).parts[0] not in OTHER_SETS)
 
 
 def load(path: Path) -> dict[str, Any]:

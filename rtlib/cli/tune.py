@@ -32,7 +32,9 @@ def add_tune_arguments(tune: argparse.ArgumentParser) -> None:
     tune.add_argument("--population", metavar="SHARE:SPEC,...",
                       help="the viewers as shares of client models, e.g. 65%%:interval:{hb},31.5%%:chrome:{hb}:60,"
                            "3.5%%:frozen:{hb} (default: that mix, with its sources printed); frozen:{hb} is a tab "
-                           "that Chrome's Energy Saver freezes")
+                           "that Chrome's Energy Saver freezes, bfcache:{hb} a page left and restored from the "
+                           "back/forward cache, discard:{hb} a discarded tab (each [:PRESENT_MEAN[:AWAY_MEAN]] s; "
+                           "all three count as not viewing while away)")
     tune.add_argument("--client-model", action="append", metavar="SPEC",
                       help="instead of a population: repeatable, every model must meet the requirement; {hb} = "
                            "the heartbeat interval being tried, e.g. interval:{hb}, lossy:0.1:interval:{hb}, "

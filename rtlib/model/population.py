@@ -7,13 +7,19 @@ viewer-hours are in the population's proportions) and :func:`combine` pools them
 the summed count over the summed viewer-hours, with the exact Poisson interval of that count; T_D quantiles
 come from the pooled detection times (quantiles do not average); costs are weighted by viewer-hours.
 
-**Frozen pages** (the ``frozen:`` spec). Chrome's Energy Saver freezes a hidden, silent tab after 5 minutes:
-timers *and* network event handlers stop until the page is shown again. So a frozen page sends no heartbeat
-and answers no probe (presence modes alike), and on resume its overdue timer fires at once. We count a frozen
-page as **not viewing**: its user cannot see it and it cannot show what the others do (no handler runs), so a
-``presence.left`` while it is frozen is a correct detection (``absences_detected``), not a mistake; the re-join
-on resume ends the absence. It is the suspended-page rule of :class:`rtlib.clientmodels.heartbeat.IOSBackground`
-with suspension at once: ``frozen:{hb}:U:F`` is ``ios:{hb}:U:F:0.001``, unfrozen Exp(U), frozen Exp(F).
+**Frozen, cached and discarded pages** (the ``frozen:``, ``bfcache:`` and ``discard:`` specs). Recorded in
+Chromium (``bench/results/page_lifecycle.md``, :mod:`rtlib.clientmodels.lifecycle`): a frozen page runs no timer
+and no message handler, so it sends no heartbeat and answers no probe (presence modes alike) while its socket stays
+open (the browser answers protocol pings); on resume Chromium closes the socket and the page reconnects and
+re-joins within about 0.4 s. A page put in the back/forward cache closes its socket on ``pagehide`` and
+reconnects when restored; a discarded page's socket is closed at once and the page does not come back. Each is
+a page its user cannot see and that cannot show what the others do, so we count it as **not viewing**
+(docs/protocol.md §9): a ``presence.left`` meanwhile is a correct detection (``absences_detected``), not a
+mistake, and the re-join ends the absence. In the population engine all three are the suspended-page rule of
+:class:`rtlib.clientmodels.heartbeat.IOSBackground` with suspension at once (``KIND:{hb}:U:A`` is
+``ios:{hb}:U:A:0.001``, present Exp(U), away Exp(A)): what they change is when the absence is announced (a
+close is announced at once, a freeze at the timeout), not how many mistakes a design makes; the per-page
+event sequence, close and re-join included, is :func:`rtlib.clientmodels.lifecycle.observed`.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ from rtlib.model.metrics import poisson_interval, poisson_upper
 from rtlib.model.scenario import ModelScenario, PresenceConfig
 from rtlib.model.search import CONFIG_COLUMNS, sweep
 
-__all__ = ["BACKGROUNDED", "DEFAULT_POPULATION", "FROZEN_OF_BACKGROUNDED", "FROZEN_RULE", "Part", "Population",
+__all__ = ["AWAY_DEFAULTS", "AWAY_RULES", "BACKGROUNDED", "DEFAULT_POPULATION", "FROZEN_OF_BACKGROUNDED", "FROZEN_RULE",
+           "Part", "Population",
            "combine", "expand", "label_of", "parse_population", "sweep_population"]
 
 #: Share of sessions that are backgrounded tabs: git-city #81 estimates 30-40 %; the midpoint.
@@ -39,26 +46,48 @@ FROZEN_OF_BACKGROUNDED = 0.10
 #: Saver's 5 minutes: a hide outlasts them with probability 1/e, i.e. once per 900 e s ~ 2450 s of page life,
 #: and the frozen rest of it is again Exp(300 s); so unfrozen Exp(900 e - 300 ~ 2150 s), frozen Exp(300 s).
 FROZEN_DEFAULTS = (2150.0, 300.0)
+#: (present, away) means of each away kind, seconds, and where they come from.
+AWAY_DEFAULTS: dict[str, tuple[float, float, str]] = {
+    "frozen": (*FROZEN_DEFAULTS, "unfrozen Exp(2150 s) / frozen Exp(300 s) (Energy Saver's 5 min under the "
+                                 "hidden-tab model's assumed episodes)"),
+    # Assumptions, stated: a viewer who goes back and forth every ~10 min and returns after about a minute.
+    "bfcache": (600.0, 60.0, "on the page Exp(600 s) / away in the back/forward cache Exp(60 s) (assumed)"),
+    # Discarded: away until the user reloads the tab, typically much later (assumed Exp(1 h)).
+    "discard": (3600.0, 3600.0, "on the page Exp(3600 s) / discarded until a reload Exp(3600 s) (assumed)"),
+}
+AWAY_RULES = {
+    "frozen": "frozen: no timer and no message handler runs (recorded: no beat, no probe answer; the socket stays "
+              "open, the browser answers protocol pings); on resume Chromium closes the socket and the page "
+              "re-joins in ~0.4 s",
+    "bfcache": "bfcache: the board closes its socket on pagehide (presence.left at once) and re-joins when "
+               "restored (recorded)",
+    "discard": "discard: the socket is closed at once (recorded: 1001 close frame, presence.left 'disconnect' "
+               "within 0.05 s); the page does not come back, a reload joins anew",
+}
+#: The rule line ``rtlib tune`` prints under a population with frozen parts (kept for its callers).
 FROZEN_RULE = ("frozen: no timers and no message handlers run (Chrome Energy Saver); its viewer counts as not "
                "viewing while frozen, so being shown gone then is a correct detection, not a mistake; modelled "
                "as unfrozen Exp({:g} s) / frozen Exp({:g} s) episodes, beat at once on resume")
+_AWAY_NOTE = ("{kinds}: counted as not viewing (docs/protocol.md §9), so being shown gone then is a correct "
+              "detection, not a mistake; modelled as present/away episodes, suspended at once")
 
 
 def expand(spec: str) -> str:
-    """The :func:`rtlib.clientmodels.heartbeat.parse_model` spec of a part: ``frozen:{hb}[:UNFROZEN[:FROZEN]]``
-    becomes the suspended-page model (see the module docstring); ``lossy:X:frozen:...`` too; others unchanged."""
+    """The :func:`rtlib.clientmodels.heartbeat.parse_model` spec of a part: ``frozen:{hb}[:PRESENT[:AWAY]]``,
+    ``bfcache:...`` and ``discard:...`` become the suspended-page model (see the module docstring);
+    ``lossy:X:frozen:...`` too; others unchanged."""
     kind, _, rest = spec.strip().partition(":")
     if kind == "lossy":
         loss, _, base = rest.partition(":")
         return f"lossy:{loss}:{expand(base)}"
-    if kind != "frozen":
+    if kind not in AWAY_DEFAULTS:
         return spec.strip()
     args = rest.split(":") if rest else []
     if not 1 <= len(args) <= 3:
-        raise ValueError(f"bad frozen model {spec!r}: expected frozen:SECONDS[:UNFROZEN_MEAN[:FROZEN_MEAN]]")
+        raise ValueError(f"bad {kind} model {spec!r}: expected {kind}:SECONDS[:PRESENT_MEAN[:AWAY_MEAN]]")
     interval, *means = args
-    unfrozen, frozen = (*means, *[f"{v:g}" for v in FROZEN_DEFAULTS][len(means):])
-    return f"ios:{interval}:{unfrozen}:{frozen}:0.001"
+    present, away = (*means, *[f"{v:g}" for v in AWAY_DEFAULTS[kind][:2]][len(means):])
+    return f"ios:{interval}:{present}:{away}:0.001"
 
 
 def label_of(spec: str) -> str:
@@ -69,6 +98,7 @@ def label_of(spec: str) -> str:
         return f"{label_of(base)}, {float(loss):.0%} lost"
     return {"interval": "visible", "jitter": "visible", "chrome": "hidden (throttled)",
             "chromevis": "hidden (throttled)", "background": "hidden (throttled)", "frozen": "frozen",
+            "bfcache": "back/forward cache", "discard": "discarded",
             "ios": "iOS background", "sleep": "laptop sleep"}.get(kind, kind)
 
 
@@ -125,9 +155,20 @@ class Population:
         for p, n in zip(self.parts, counts, strict=True):
             size = f" ({n} viewers)" if n is not None else ""
             lines.append(f"  {p.share:6.1%}  {p.label or label_of(p.spec):<19} {p.spec:<16}{size}: {p.source}")
-        if any(p.client != p.spec and "frozen" in p.spec for p in self.parts):
-            lines.append("  " + FROZEN_RULE.format(*FROZEN_DEFAULTS))
+        kinds = [k for k in AWAY_DEFAULTS if any(_away_kind(p.spec) == k for p in self.parts)]
+        for kind in kinds:
+            lines.append(f"  {AWAY_RULES[kind]}; default episodes {AWAY_DEFAULTS[kind][2]}")
+        if kinds:
+            lines.append("  " + _AWAY_NOTE.format(kinds=", ".join(kinds)))
         return lines
+
+
+def _away_kind(spec: str) -> str:
+    """``frozen``/``bfcache``/``discard`` for such a part (under ``lossy:`` too), else ``""``."""
+    kind, _, rest = spec.strip().partition(":")
+    if kind == "lossy":
+        return _away_kind(rest.partition(":")[2])
+    return kind if kind in AWAY_DEFAULTS else ""
 
 
 DEFAULT_POPULATION = Population((
@@ -145,7 +186,7 @@ DEFAULT_POPULATION = Population((
 
 def parse_population(text: str) -> Population:
     """``SHARE:SPEC,SHARE:SPEC,...``, a share as ``65%`` or ``0.65``, e.g.
-    ``65%:interval:{hb},31.5%:chrome:{hb}:60,3.5%:frozen:{hb}``."""
+    ``60%:interval:{hb},31.5%:chrome:{hb}:60,3.5%:frozen:{hb},4%:bfcache:{hb},1%:discard:{hb}``."""
     parts = []
     for item in (x.strip() for x in text.split(",")):
         if not item:

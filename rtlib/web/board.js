@@ -104,6 +104,10 @@ function start() {
 
   client.connect();
   addEventListener("pagehide", () => client.close()); // closes the socket: our presence goes at once
+  // Restored from the back/forward cache (recorded: Chromium caches the board, bench/results/page_lifecycle.md):
+  // the socket was closed on pagehide, and nothing else would reopen it, so the user would view the task
+  // unseen by the others. Reconnect; the welcome re-joins the viewed task.
+  addEventListener("pageshow", (e) => { if (e.persisted) client.connect(); });
 }
 
 /** Send an update; resolves true once acknowledged, false (with a notice) if it was refused or not sent. */

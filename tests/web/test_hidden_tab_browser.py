@@ -11,25 +11,13 @@ throttled run waits ~60 s for the next one: the timer page must flap about 66 s 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import sys
-from pathlib import Path
 
 import pytest
-from conftest import missing
+from recording_chromium import chromium_or_missing
 
 from rtlib.model.chromium_traces import as_polled, recorded_flaps, replay
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # bench/ is a package of the repository, not installed
-CHROMIUM = os.environ.get("RTLIB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-if CHROMIUM is None:  # pragma: no cover - .ci/run installs Debian's chromium
-    missing("no Chromium binary: apt-get install chromium (or set RTLIB_CHROMIUM)")
-try:
-    import playwright  # noqa: F401
-except ImportError:
-    missing("playwright is not installed (pip install -e '.[dev]')")
+CHROMIUM = chromium_or_missing()
 
 from bench.presence.chromium_presence import record  # noqa: E402
 

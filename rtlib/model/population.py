@@ -19,7 +19,10 @@ mistake, and the re-join ends the absence. In the population engine all three ar
 :class:`rtlib.clientmodels.heartbeat.IOSBackground` with suspension at once (``KIND:{hb}:U:A`` is
 ``ios:{hb}:U:A:0.001``, present Exp(U), away Exp(A)): what they change is when the absence is announced (a
 close is announced at once, a freeze at the timeout), not how many mistakes a design makes; the per-page
-event sequence, close and re-join included, is :func:`rtlib.clientmodels.lifecycle.observed`.
+event sequence, close and re-join included, is :func:`rtlib.clientmodels.lifecycle.observed`. Not in the
+engine: the ``presence.left``/``presence.joined`` pair at the end of a freeze shorter than the timeout (Chromium
+closes the socket on resume): an absence announced as it ends, which adds two events per such freeze and no
+mistake.
 """
 
 from __future__ import annotations
@@ -34,9 +37,8 @@ from rtlib.model.metrics import poisson_interval, poisson_upper
 from rtlib.model.scenario import ModelScenario, PresenceConfig
 from rtlib.model.search import CONFIG_COLUMNS, sweep
 
-__all__ = ["AWAY_DEFAULTS", "AWAY_RULES", "BACKGROUNDED", "DEFAULT_POPULATION", "FROZEN_OF_BACKGROUNDED", "FROZEN_RULE",
-           "Part", "Population",
-           "combine", "expand", "label_of", "parse_population", "sweep_population"]
+__all__ = ["AWAY_DEFAULTS", "AWAY_RULES", "BACKGROUNDED", "DEFAULT_POPULATION", "FROZEN_OF_BACKGROUNDED", "Part",
+           "Population", "combine", "expand", "label_of", "parse_population", "sweep_population"]
 
 #: Share of sessions that are backgrounded tabs: git-city #81 estimates 30-40 %; the midpoint.
 BACKGROUNDED = 0.35
@@ -64,10 +66,6 @@ AWAY_RULES = {
     "discard": "discard: the socket is closed at once (recorded: 1001 close frame, presence.left 'disconnect' "
                "within 0.05 s); the page does not come back, a reload joins anew",
 }
-#: The rule line ``rtlib tune`` prints under a population with frozen parts (kept for its callers).
-FROZEN_RULE = ("frozen: no timers and no message handlers run (Chrome Energy Saver); its viewer counts as not "
-               "viewing while frozen, so being shown gone then is a correct detection, not a mistake; modelled "
-               "as unfrozen Exp({:g} s) / frozen Exp({:g} s) episodes, beat at once on resume")
 _AWAY_NOTE = ("{kinds}: counted as not viewing (docs/protocol.md §9), so being shown gone then is a correct "
               "detection, not a mistake; modelled as present/away episodes, suspended at once")
 

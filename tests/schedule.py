@@ -20,9 +20,9 @@ __all__ = ["LONGEST_FIRST"]
 LONGEST_FIRST = [
     "tests/web/test_hidden_tab_browser.py",  # ~150 s: whole minutes of Chromium's intensive throttling
     "tests/lab/test_cluster.py",  # 50 s
-    "tests/web/test_page_lifecycle_browser.py",  # 30 s: pages frozen, cached and discarded in Chromium
     "tests/lab/test_same_events.py",  # 36 s
     "tests/model/test_live_validation.py",  # 35 s
+    "tests/web/test_page_lifecycle_browser.py",  # 30 s: pages frozen, cached and discarded in Chromium
     "tests/test_reports.py",  # 25 s
     "tests/test_layers.py",  # 25 s
     "tests/lab/test_scenario_presence_modes.py",  # 25 s

@@ -28,6 +28,7 @@ from websockets.protocol import State
 from rtlib.protocol.errors import CloseCode
 from rtlib.server.keyspace import channel, split_frame, workspace_of_channel
 from rtlib.server.resp import RespProtocol, open_connection, pack_command, parse_redis_url
+from rtlib.server.rooms import Peer, Room
 from rtlib.server.tasks import spawn
 
 __all__ = ["Fanout", "Peer", "text_frame"]
@@ -40,34 +41,14 @@ def text_frame(payload: bytes) -> bytes:
     return Frame(Opcode.TEXT, payload).serialize(mask=False)
 
 
-class Peer:
-    """The outbound side of one local WebSocket connection: a queue of frames flushed in batches."""
-
-    __slots__ = ("conn_id", "connection", "epoch", "held", "on_slow", "queue", "since", "workspace_id")
-
-    def __init__(self, conn_id: str, workspace_id: str, connection: Any,
-                 on_slow: Callable[[Peer], None] | None = None) -> None:
-        self.conn_id = conn_id
-        self.workspace_id = workspace_id
-        self.connection = connection  # a websockets ServerConnection
-        self.queue: list[bytes] = []
-        self.on_slow = on_slow
-        # While not None, room events are kept here (as event JSON) instead of being sent: a resuming
-        # connection is subscribed first, caught up from history, then released (no gap, no duplicate).
-        self.held: list[bytes] | None = None
-        # Where this connection started in the workspace history (its welcome's offset and epoch, or where a
-        # catch-up left it): with the room's last delivered event, what it has been sent (rtlib.server.catchup).
-        self.since: str | None = None
-        self.epoch: str | None = None
-
-
 class Fanout:
     """Local rooms (workspace -> peers) fed by Redis pub/sub; also the single write path for direct replies."""
 
     def __init__(self, max_write_buffer: int = 8 * 1024 * 1024) -> None:
         self.max_write_buffer = max_write_buffer
-        self.rooms: dict[str, dict[str, Peer]] = {}
-        self._dirty: list[Peer] = []
+        self.rooms: dict[str, Room] = {}
+        self._dirty_rooms: list[Room] = []  # rooms with frames or solo peers to write at the next flush
+        self._dirty: list[Peer] = []  # peers outside any room with frames queued
         self._flush_soon = False  # a flush is scheduled (call_soon)
         self._protocol: RespProtocol | None = None
         self._pending: dict[bytes, list[asyncio.Future[None]]] = {}
@@ -168,12 +149,12 @@ class Fanout:
         """Put ``peer`` in its workspace room, subscribing first if it is the room's first local peer."""
         room = self.rooms.get(peer.workspace_id)
         if room is None:
-            room = self.rooms[peer.workspace_id] = {}
-            room[peer.conn_id] = peer
+            room = self.rooms[peer.workspace_id] = Room()
+            room.join(peer)
             self._sized(peer.workspace_id, 1)
             await self._command(b"SUBSCRIBE", channel(peer.workspace_id).encode())
         else:
-            room[peer.conn_id] = peer
+            room.join(peer)
             self._sized(peer.workspace_id, len(room))
             # A concurrent first joiner may still be waiting for the SUBSCRIBE confirmation: wait for it too,
             # so no peer is welcomed before its room actually receives events.
@@ -186,6 +167,8 @@ class Fanout:
         room = self.rooms.get(peer.workspace_id)
         if room is None or room.pop(peer.conn_id, None) is None:
             return
+        if room.solo.pop(peer.conn_id, None) is not None and peer.queue:
+            self._dirty.append(peer)  # what it was owed is still written at the flush, as before it left
         self._sized(peer.workspace_id, len(room))
         if not room:
             del self.rooms[peer.workspace_id]
@@ -245,24 +228,15 @@ class Fanout:
             return
         skip, event = split_frame(message)
         self.last_event[workspace_id] = event
-        frame = text_frame(event)
-        dirty = self._dirty
-        for conn_id, peer in room.items():
-            if conn_id == skip:
-                continue
-            if peer.held is not None:
-                peer.held.append(event)
-                continue
-            if not peer.queue:
-                dirty.append(peer)
-            peer.queue.append(frame)
+        if not room.dirty:
+            room.dirty = True
+            self._dirty_rooms.append(room)
+        room.add_event(text_frame(event), event, skip)  # no per-peer work but for the few solo peers
 
     # --- output ---------------------------------------------------------------------------------------------
     def send(self, peer: Peer, event: bytes) -> None:
         """Queue a direct reply to one peer, in order with its room events; written at the next flush."""
-        if not peer.queue:
-            self._dirty.append(peer)
-            self.flush_soon()
+        self._own_queue(peer)
         peer.queue.append(text_frame(event))
 
     def send_framed(self, peer: Peer, frames: list[bytes]) -> None:
@@ -270,38 +244,51 @@ class Fanout:
         every connection of its room) for one peer, in order with its other frames."""
         if not frames:
             return
-        if not peer.queue:
-            self._dirty.append(peer)
-            self.flush_soon()
+        self._own_queue(peer)
         peer.queue.extend(frames)
+
+    def _own_queue(self, peer: Peer) -> None:
+        """Make ``peer.queue`` what the peer is owed until the next flush (its room's events so far included),
+        and schedule that flush."""
+        room = self.rooms.get(peer.workspace_id)
+        if room is not None and room.get(peer.conn_id) is peer:
+            room.single_out(peer)
+            if not room.dirty:
+                room.dirty = True
+                self._dirty_rooms.append(room)
+        elif not peer.queue:
+            self._dirty.append(peer)
+        self.flush_soon()
 
     def flush_soon(self) -> None:
         """Flush after the callbacks already scheduled: a read from Redis that resolves a ``task.update``'s
         script call also holds its event (RESP3, one connection), and the handler it resumes queues the ack
         before this flush, so the sender gets event and ack in one write."""
-        if self._dirty and not self._flush_soon:
+        if (self._dirty or self._dirty_rooms) and not self._flush_soon:
             self._flush_soon = True
             asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
-        """Write each dirty peer's queued frames in one ``transport.write`` (one syscall when it drains)."""
+        """Write what each peer is owed in one ``transport.write`` (one syscall when it drains): each dirty
+        room's events to its peers (:meth:`Room.flush`), then the queues of the peers that have their own."""
+        rooms, self._dirty_rooms = self._dirty_rooms, []
         dirty, self._dirty = self._dirty, []
         self._flush_soon = False
+        for room in rooms:
+            dirty += room.flush(self.max_write_buffer)
         for peer in dirty:
             frames, peer.queue = peer.queue, []
-            if not frames:
-                continue
-            conn = peer.connection
-            if conn.protocol.state is not State.OPEN:
+            if not frames or not peer.writable:
                 continue  # closing: websockets owns the socket now, and a data frame would follow the close
-            transport = conn.transport
+            transport = peer.transport
             transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
             if transport.get_write_buffer_size() > self.max_write_buffer and peer.on_slow is not None:
                 peer.on_slow(peer)
 
     def flush_peer(self, peer: Peer) -> None:
         """Flush one peer now (before closing it, so queued events go out ahead of the close frame)."""
-        if peer.queue:
+        room = self.rooms.get(peer.workspace_id)
+        if peer.queue or (room is not None and room.frames and peer.conn_id in room):
             self.flush()
 
 

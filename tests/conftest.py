@@ -163,7 +163,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """The ``cluster`` fixture's backends: one Redis and a 3-master Redis Cluster (issue 22), for every test but
     those marked ``before_redis`` (on a cluster they would check the same code again, for ~6 s of ``make test``)."""
-    if "cluster" in metafunc.fixturenames:
+    defs = metafunc._arg2fixturedefs.get("cluster")  # the test's own "cluster" fixture, if any, is not ours
+    if defs and getattr(defs[-1].func, "__module__", None) == __name__:
         single = metafunc.definition.get_closest_marker("before_redis") is not None
         metafunc.parametrize("cluster", ["redis"] if single else ["redis", "redis-cluster"], indirect=True)
 

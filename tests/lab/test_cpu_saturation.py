@@ -34,3 +34,18 @@ def test_saturation_rule() -> None:
     assert saturation(_cpu((0.1, 0.1), 0.1, 0.97))[0].startswith("machine 97% busy")  # other work on the cores
     late = {"kept_real_time": False, "overruns": 30, "wakes": 100}
     assert saturation(_cpu((0.1, 0.1), 0.1, 0.3), late) == ["clients overran 30 of 100 wakes"]
+
+
+def test_answer_below_saturation_takes_the_onset_of_the_saturated_tail() -> None:
+    import pandas as pd
+
+    from rtlib.lab.saturation import answer_below_saturation
+
+    points = pd.DataFrame({"clients": [50, 100, 200, 400], "per_s": [100.0, 400.0, 1600.0, 6400.0],
+                           "saturated": [False, True, False, True],  # 100: a passing neighbour, not the onset
+                           "lat_p99_high": [10.0, 12.0, 30.0, 300.0]})
+    answer = answer_below_saturation(points, 45.0)
+    assert answer["best"]["clients"] == 200  # the highest unsaturated point with p99's interval under 45 ms
+    assert answer["saturated_from"]["clients"] == 400
+    assert list(answer["disturbed"]["clients"]) == [100]
+    assert answer_below_saturation(points.assign(lat_p99_high=[10.0, 12.0, 50.0, 300.0]), 45.0)["best"]["clients"] == 50

@@ -173,3 +173,11 @@ def test_committed_soak_md_is_the_table_of_its_raw_file() -> None:
     numbers = soak_raw.recompute(records)
     assert "\n".join(soak_raw.table(numbers)) in (results / "soak.md").read_text()
     assert numbers["frames"] >= 1_000_000 and len([r for r in records if r["kind"] == "client"]) == meta["clients"]
+
+
+def test_the_leave_burst_after_the_load_is_not_growth() -> None:
+    # 2026-12-08: i0 flat at 60.3 -> 61.0 MiB through the load, +4.8 MiB when 1,000 viewers left at the end; the
+    # samples after the load (the drain) made that +7 %. A step after durationS is not the steady state.
+    records = clean()
+    records += [{"kind": "rss", "t": float(t), "process": "i0", "rss_mib": 105.0} for t in range(101, 140)]
+    assert soak_raw.recompute(records)["maxRssGrowthPct"] == 0.0

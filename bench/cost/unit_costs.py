@@ -40,7 +40,7 @@ from typing import Any
 from bench.cost.live_rig import Rig, Ticker, Window, presence_frame, update_frame, write_result
 from rtlib.server.keyspace import SWEEP_PARTITIONS
 
-__all__ = ["main", "machine"]
+__all__ = ["machine", "main", "measure_round", "parser", "write"]
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 INSTANCES = 3
@@ -239,7 +239,8 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The options (``capacity_validation --interleave`` takes the defaults)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--window", type=float, default=8.0, help="measured seconds per phase")
@@ -250,28 +251,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--viewers", type=int, default=300)
     ap.add_argument("--out", type=Path, default=RESULTS / "unit_costs")
     ap.add_argument("--resummarise", type=Path, metavar="JSON", help="recompute the units from this run's rounds")
-    args = ap.parse_args(argv)
-    meta = machine() | {"params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
-    rounds: list[dict[str, Any]] = []
-    loads: list[float] = []
-    if args.resummarise:  # rebuild units and table from a run's raw rounds, without measuring again
-        old = json.loads(args.resummarise.read_text())
-        meta, rounds = old["meta"], old["rounds"]
-    for k in range(0 if args.resummarise else args.rounds):
-        order = PHASES if k % 2 == 0 else ["empty", *reversed(PHASES[1:])]
-        started = time.monotonic()
-        sweep = _sweep_window(args.window)
-        r = _main_round(args, order)
-        costs = _costs(r, sweep, r["empty"].redis[0] / r["empty"].seconds, args)
-        loads += [w.loadavg for p, w in r.items() if p != "_connections"]
-        meta["connections"] = r["_connections"]
-        rounds.append({"order": order, "sweep": sweep, "costs": costs,
-                       "windows": {p: w.as_dict() for p, w in r.items() if p != "_connections"}})
-        print(f"round {k + 1}/{args.rounds} ({time.monotonic() - started:.0f} s): "
-              + ", ".join(f"{n}={v:.4g}" for n, v in costs.items()), flush=True)
-        meta["loadavg"] = loads
+    return ap
+
+
+def measure_round(args: argparse.Namespace, k: int) -> dict[str, Any]:
+    """Round ``k`` (its phase order reversed when odd): its windows and its unit costs."""
+    order = PHASES if k % 2 == 0 else ["empty", *reversed(PHASES[1:])]
+    started = time.monotonic()
+    sweep = _sweep_window(args.window)
+    r = _main_round(args, order)
+    costs = _costs(r, sweep, r["empty"].redis[0] / r["empty"].seconds, args)
+    print(f"unit-cost round {k + 1} ({time.monotonic() - started:.0f} s): "
+          + ", ".join(f"{n}={v:.4g}" for n, v in costs.items()), flush=True)
+    return {"order": order, "sweep": sweep, "costs": costs, "connections": r["_connections"],
+            "windows": {p: w.as_dict() for p, w in r.items() if p != "_connections"}}
+
+
+def write(args: argparse.Namespace, meta: dict[str, Any], rounds: list[dict[str, Any]]) -> None:
+    """Summarise the rounds into ``args.out``.{json,md}."""
+    meta = meta | {"connections": rounds[-1].get("connections", meta.get("connections")),
+                   "loadavg": [w["loadavg"] for r in rounds for w in r["windows"].values()]}
     result = {"meta": meta, "units": summarise(rounds), "rounds": rounds}
     write_result(args.out, result, markdown(result))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.resummarise:  # rebuild units and table from a run's raw rounds, without measuring again
+        old = json.loads(args.resummarise.read_text())
+        write(args, old["meta"], old["rounds"])
+        return 0
+    meta = machine() | {"params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+    write(args, meta, [measure_round(args, k) for k in range(args.rounds)])
     return 0
 
 

@@ -59,6 +59,7 @@ READS: dict[str, tuple[str, ...]] = {
     "04": ("bench/results/soak.json", "bench/results/broker_outage.json"),
     "05": ("bench/results/model_validation.md", "bench/results/presence_cost.json"),
     "06": ("bench/results/websockets_vs_socketio.json",),  # shown instead of a measurement (USE_RECORDED, no npm)
+    "07": ("bench/results/unit_costs.json", "bench/results/capacity_validation.json"),  # committed live results
 }
 
 #: Full-size parameters per notebook (all five in about 10 minutes on a shared 2-core machine).
@@ -81,7 +82,7 @@ FULL: dict[str, dict[str, Any]] = {
                                   "S3_REFINE": 1, "IDLE_CONNECTIONS": 1000, "IDLE_WORKSPACES": 20, "RETRIES": 0},
 }
 #: Seconds per notebook before any run has been timed here (then the last run's time is used).
-FIRST_GUESS = {"01": 80, "02": 80, "03": 120, "04": 80, "05": 90, "06": 250}
+FIRST_GUESS = {"01": 80, "02": 80, "03": 120, "04": 80, "05": 90, "06": 250, "07": 15}
 
 
 # --- the cache -------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         allowed_origins=tuple(args.allowed_origins) if args.allowed_origins else None,
         server_id=args.server_id, publish_mode=args.publish_mode, history_length=args.history_length,
         history_age=args.history_age, max_replay=args.max_replay, idempotency_ttl=args.idempotency_ttl,
-        broker_grace=args.broker_grace,
+        broker_grace=args.broker_grace, durability=args.durability, replica_timeout=args.replica_timeout,
     )
 
 
@@ -63,6 +63,10 @@ async def _serve(args: argparse.Namespace, redis_url: str, config: ServerConfig)
     server = RealtimeServer(redis_url, secret(args), config, args.host, args.port)
     try:
         await server.start()
+    except RuntimeError as exc:  # a setting this Redis cannot honour (--durability replica without a replica)
+        with contextlib.suppress(Exception):
+            await server.stop()
+        return f"rtlib serve: {exc}"
     except (OSError, RedisError) as exc:
         with contextlib.suppress(Exception):
             await server.stop()

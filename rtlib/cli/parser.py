@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-replay", type=int, default=d.max_replay, help="events replayed on resume at most")
     serve.add_argument("--idempotency-ttl", type=float, default=d.idempotency_ttl, metavar="S",
                        help="a task.update's (user, ref) is remembered this long (0: off)")
+    serve.add_argument("--durability", choices=["async", "replica"], default=d.durability,
+                       help="async: ack a task.update once the master ran it (a failover can lose it); replica: "
+                            "once a replica has it too (WAIT; needs a replica per master)")
+    serve.add_argument("--replica-timeout", type=float, default=d.replica_timeout, metavar="S",
+                       help="replica durability: wait this long for a replica, then answer not_replicated")
     serve.add_argument("--broker-grace", type=float, default=d.broker_grace, metavar="S",
                        help="while Redis is unreachable, connections stay open this long (then closed 1013)")
     serve.add_argument("--server-id", default="", help="instance name in session.welcome (default: random)")

@@ -7,9 +7,10 @@ from typing import Literal
 
 from rtlib.protocol.presence import PresenceConfig, PresenceMode
 
-__all__ = ["HistoryConfig", "PresenceMode", "PublishMode", "ServerConfig"]
+__all__ = ["Durability", "HistoryConfig", "PresenceMode", "PublishMode", "ServerConfig"]
 
 PublishMode = Literal["atomic", "split"]
+Durability = Literal["async", "replica"]
 _P = PresenceConfig  # presence settings and their defaults are declared once, there
 
 
@@ -106,6 +107,11 @@ class ServerConfig:
     # The fan-out budget charges an update by the workspace's connections on every instance; each instance
     # reads that count from Redis at most this often (in the background: an update never waits for it).
     member_count_refresh: float = 2.0
+    # When a task.update is acked (docs/protocol.md §2): "async" once the master ran it (Redis replicates after
+    # the reply, so a failover can lose an acked update); "replica" once at least one replica has it too (WAIT 1
+    # on the master's connection, at most replica_timeout seconds; past that the client gets `not_replicated`).
+    durability: Durability = "async"
+    replica_timeout: float = 1.0
     presence: PresenceConfig = field(init=False)
     history: HistoryConfig = field(init=False)
 
@@ -139,5 +145,8 @@ class ServerConfig:
             raise ValueError("handshake_concurrency must be at least 1")
         if self.max_connections_per_user < 1:
             raise ValueError("max_connections_per_user must be at least 1")
+        if self.durability not in ("async", "replica") or self.replica_timeout <= 0:
+            raise ValueError(f"durability must be 'async' or 'replica' and replica_timeout > 0, got "
+                             f"{self.durability!r}, {self.replica_timeout!r}")
         if self.publish_mode not in ("atomic", "split"):
             raise ValueError(f"publish_mode must be 'atomic' or 'split', got {self.publish_mode!r}")

@@ -36,6 +36,9 @@ class ErrorCode(StrEnum):
     #: Not a client mistake: Redis cannot be reached (docs/protocol.md §11b). The only retryable code; the
     #: error carries ``retryAfter`` (seconds).
     UNAVAILABLE = "unavailable"
+    #: ``--durability replica`` only: the task.update was applied on the master (and broadcast) but no replica
+    #: confirmed it within ``--replica-timeout``; a failover now could lose it (docs/protocol.md §2).
+    NOT_REPLICATED = "not_replicated"
 
 
 ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
@@ -48,6 +51,9 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.UNAVAILABLE: "the server cannot reach Redis right now; the request was not carried out (a "
                            "task.update in flight when Redis stopped answering: its outcome is unknown), retry "
                            "after retryAfter seconds (a task.update with the same ref)",
+    ErrorCode.NOT_REPLICATED: "the task.update was applied on the master and broadcast, but no replica confirmed it "
+                              "in time, so a failover could still lose it; (--durability replica only) the same "
+                              "ref again waits once more and is acked with the same version",
 }
 
 

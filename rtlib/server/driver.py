@@ -40,6 +40,7 @@ from rtlib.server.broker import Broker
 from rtlib.server.cluster_client import cluster_mode
 from rtlib.server.cluster_fanout import ClusterFanout, cluster_clients
 from rtlib.server.connection import Connections
+from rtlib.server.durability import ReplicaAcks, check_replicas, replica_acks
 from rtlib.server.effects import Executor
 from rtlib.server.fanout import Fanout
 from rtlib.server.handshake import WS_PATH, Handshakes
@@ -91,6 +92,7 @@ class RealtimeServer:
         self._probe_redis: Redis | None = None
         self.members: ClusterCounts | None = None  # connection counts across the cluster (fan-out budget)
         self._beating: asyncio.Task[None] | None = None
+        self._acks: ReplicaAcks | None = None  # --durability replica: the update path that WAITs for a replica
 
     # --- lifecycle ----------------------------------------------------------------------------------------
     async def start(self) -> RealtimeServer:
@@ -117,8 +119,11 @@ class RealtimeServer:
             self._probe_redis = Redis.from_url(self.redis_url, retry=RETRY, retry_on_error=[RedisConnectionError])
             # The hot path's commands share the pub/sub connection when it speaks RESP3 (command_connection).
             fast = RespConnection(self.redis_url, shared=lambda: self.fanout.command_connection)
+        if self.config.durability == "replica":  # refused at start where no replica could ever confirm a write
+            await check_replicas(self.redis_url, fast)
+            self._acks = replica_acks(self.redis_url, fast, self.config.replica_timeout)
         self.store = RedisStore(self.redis, fast, self.config.history, self.config.idempotency_ttl,  # type: ignore
-                                publish)
+                                publish, self._acks)
         await self.store.load_scripts()
         self.members = ClusterCounts(self.redis, self.server_id, refresh=self.config.member_count_refresh)
         await self.members.beat()
@@ -184,6 +189,8 @@ class RealtimeServer:
                     await self.members.close()
         if self.store is not None and self.store.fast is not None:
             self.store.fast.close()
+        if self._acks is not None:
+            self._acks.close()
         if self._probe_redis is not None:
             await self._probe_redis.aclose()
             self._probe_redis = None

@@ -31,6 +31,7 @@ from rtlib.protocol.presence_protocol import Expire, Hold, Remove, Upsert
 from rtlib.protocol.requests import GetTask, ListTasks, RequestEffect, UpdateTask
 from rtlib.protocol.session import Session
 from rtlib.server.broker import Broker, BrokerUnavailable, is_outage, unguarded
+from rtlib.server.durability import NotReplicated
 from rtlib.server.fanout import Fanout, Peer
 from rtlib.server.store import RedisStore
 
@@ -89,6 +90,14 @@ class Executor:
                     user=session.user_id, ref=op.update.ref)
                 if not op.atomic and not retry:  # the study mode: a second round trip, so publishes can overtake
                     await self.store.publish(ws, op.prefix + str(version).encode() + op.suffix)
+            except NotReplicated as exc:  # --durability replica: applied and broadcast, but not on a replica in time
+                self.fanout.send(requester.peer, events.error(
+                    session.workspace_id, session.user_id, ErrorCode.NOT_REPLICATED,
+                    f"task.update applied on the master as version {exc.version} but no replica confirmed it in "
+                    "time: a failover could still lose it; retry with the same ref to wait again",
+                    op.update.ref, now))
+                written += (len(op.prefix) + len(op.suffix) + 4) * requester.others
+                continue
             except Exception as exc:
                 if not is_outage(exc):
                     raise

@@ -48,11 +48,14 @@ class RedisStore:
     """Atomic task and presence operations on one Redis database (shared by every server instance)."""
 
     def __init__(self, redis: Redis, fast: RespConnection | None = None, history: HistoryConfig | None = None,
-                 idempotency_ttl: float = 300.0, publish: str = "PUBLISH") -> None:
+                 idempotency_ttl: float = 300.0, publish: str = "PUBLISH", updates: Any = None) -> None:
         self.redis = redis
         self._publish = publish
         # The hot path (update + publish) goes through the lean connection when there is one.
         self.fast = fast
+        # Where the update script runs: the lean connection, or (--durability replica) a
+        # rtlib.server.durability.ReplicaAcks that also WAITs for a replica; chosen once, so async costs nothing.
+        self._updates = updates or fast
         self.history = history or HistoryConfig()
         self.idempotency_ttl = idempotency_ttl
         # publish: "SPUBLISH" on Redis Cluster (sharded pub/sub, rtlib.server.cluster_client), for every event
@@ -102,7 +105,7 @@ class RedisStore:
             args += [name, bytes(value)]
         keys = scripts.update_keys(ws, task, ref_key)
         if self.fast is not None:
-            version, retry = await self.fast.evalsha(self._update_text, self._update_sha, keys, args)
+            version, retry = await self._updates.evalsha(self._update_text, self._update_sha, keys, args)
         else:
             version, retry = await self._update(keys=keys, args=args)
         return int(version), bool(retry)

@@ -76,6 +76,8 @@ FULL: dict[str, dict[str, Any]] = {
                                   "DURATION": 240, "KILL_AT": 80, "TIME_SCALE": 0.05,
                                   "RESUME_CLIENTS": 300, "RESUME_WORKSPACES": 5, "RESUME_UPDATES_PER_CLIENT": 0.05,
                                   "RESUME_DURATION": 60},
+    # All eight live validation cases (CI runs two: LIVE_CASES); the model grids are the CI-sized ones.
+    "05_heartbeat_tuning": {"LIVE_CASES": None},
     # No reruns of noisy cases here (each table shows the background load); `make bench-socketio` records with them.
     "06_websockets_vs_socketio": {"S1": [1000, 50, 100.0], "S2": [200, 1, 100.0], "DURATION": 3.0,
                                   "S3_RATES": [50, 100, 200, 400, 800, 1600], "S3_RECEIVERS": 200, "S3_STEP": 1.5,

@@ -84,12 +84,28 @@ class Editor:
     async def _write(self, conn: ClientConnection) -> None:
         with contextlib.suppress(ConnectionClosed):
             while True:
-                self._n += 1
-                ref = f"{self.user}-{self._n}"
-                self.sent[ref] = Sent(self.ws, self.task, ref, time.monotonic())
-                await conn.send(json.dumps({"type": "task.update", "workspaceId": self.ws,
-                                            "payload": {"taskId": self.task, "changes": {"u": ref}, "ref": ref}}))
+                await self._send_one(conn)
                 await asyncio.sleep(self.period)
+
+    def burst(self, n: int, pad: int = 0) -> None:
+        """Send ``n`` more updates at once (a write burst), beside the steady ones, each with ``pad`` more bytes
+        (a bigger replication stream: the replica falls further behind the acks)."""
+        conn = self._conn
+        if conn is not None:
+            asyncio.ensure_future(self._burst(conn, n, pad))
+
+    async def _burst(self, conn: ClientConnection, n: int, pad: int) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            for _ in range(n):
+                await self._send_one(conn, pad)
+
+    async def _send_one(self, conn: ClientConnection, pad: int = 0) -> None:
+        self._n += 1
+        ref = f"{self.user}-{self._n}"
+        self.sent[ref] = Sent(self.ws, self.task, ref, time.monotonic())
+        changes: dict[str, str] = {"u": ref, "pad": "x" * pad} if pad else {"u": ref}
+        await conn.send(json.dumps({"type": "task.update", "workspaceId": self.ws,
+                                    "payload": {"taskId": self.task, "changes": changes, "ref": ref}}))
 
     def _read(self, frame: dict[str, Any]) -> None:
         payload = frame.get("payload", {})

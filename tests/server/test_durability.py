@@ -3,14 +3,18 @@
 Clients of an ``async`` and a ``replica`` instance send updates at a steady rate through the kill of the master
 that owns their workspaces; a replica is promoted (``cluster-node-timeout`` 500 ms). No client socket closes
 (the outage ride-through), and every update the ``replica`` instance acked is in the promoted replica's history.
+On one Redis with a replica: what a stalled replica makes of an update in ``replica`` mode (``not_replicated``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 import pytest
+import redis
 
 from bench.resilience.failover_clients import Editor, acked_lost
 from rtlib.protocol.config import ServerConfig
@@ -18,7 +22,8 @@ from rtlib.server import keyspace
 from rtlib.server.cluster_client import slot_of
 from rtlib.server.driver import RealtimeServer
 from rtlib.server.redis_cluster import RedisClusterProcess
-from tests.conftest import SECRET, token
+from rtlib.server.redis_process import RedisProcess
+from tests.conftest import SECRET, Instances, token
 
 
 def _workspaces(lo: int, hi: int, n: int, prefix: str) -> list[str]:
@@ -77,3 +82,53 @@ async def test_a_killed_master_closes_no_socket_and_loses_no_replica_acked_updat
         for s in servers:
             await s.stop()
         await asyncio.to_thread(cluster.stop)
+
+
+async def test_a_stalled_replica_gets_not_replicated_and_a_retry_is_acked_once_it_is_back() -> None:
+    """One Redis with one replica: acked while the replica answers; with the replica stopped the update is applied
+    and broadcast but answered ``not_replicated``; the same ref again, the replica back, is acked, same version."""
+    # the replica's first sync at once (Redis waits 5 s by default for more replicas to share a diskless sync)
+    master = await asyncio.to_thread(RedisProcess(extra_args=["--repl-diskless-sync-delay", "0"]).start)
+    replica = await asyncio.to_thread(RedisProcess(extra_args=["--replicaof", "127.0.0.1", str(master.port)]).start)
+    server = None
+    try:
+        # The replica streamed to (the master waits for its first ACK after the sync, up to a second): a write
+        # of the test's own confirmed by WAIT.
+        with redis.Redis(port=master.port) as r:
+            while not (r.set("probe", "1") and r.execute_command("WAIT", 1, 100) == 1):
+                await asyncio.sleep(0.05)
+        server = await RealtimeServer(master.url, SECRET, ServerConfig(durability="replica",
+                                                                      replica_timeout=0.3)).start()
+        instances = Instances([server])
+        writer, reader = await instances.client("ann", "w1"), await instances.client("bob", "w1")
+        await writer.send("task.update", {"taskId": "T", "changes": {"a": 1}, "ref": "r1"})
+        first = await writer.recv()
+        while first["type"] not in ("ack", "error"):
+            first = await writer.recv()
+        assert first["type"] == "ack" and first["payload"]["version"] == 1, first
+        assert replica.pid is not None
+        os.kill(replica.pid, signal.SIGSTOP)
+        try:
+            await writer.send("task.update", {"taskId": "T", "changes": {"a": 2}, "ref": "r2"})
+            error = await writer.expect("error", ref="r2")
+            assert error["payload"]["code"] == "not_replicated"
+            assert (await reader.expect("task.updated"))["payload"]["version"] == 1
+            assert (await reader.expect("task.updated"))["payload"]["version"] == 2  # applied and broadcast
+        finally:
+            os.kill(replica.pid, signal.SIGCONT)
+        for _ in range(20):  # as a client does: the same ref again until acked (the replica catches up first)
+            await writer.send("task.update", {"taskId": "T", "changes": {"a": 2}, "ref": "r2"})
+            answer = await writer.recv()
+            while answer["type"] not in ("ack", "error"):
+                answer = await writer.recv()
+            if answer["type"] == "ack":
+                break
+            assert answer["payload"]["code"] == "not_replicated"
+            await asyncio.sleep(0.1)
+        assert answer["type"] == "ack" and answer["payload"]["version"] == 2  # the same update, not a third
+        await instances.close()
+    finally:
+        if server is not None:
+            await server.stop()
+        await asyncio.to_thread(replica.stop)
+        await asyncio.to_thread(master.stop)

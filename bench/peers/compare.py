@@ -40,6 +40,7 @@ from bench.cost.scenarios import S3_RTLIB_ARGS, FixedSenders, s3_verdict, wait_f
 from bench.cost.scenarios_report import background_pct
 from bench.harness.case import Options, Scenario, background_load, machine_info, raise_fd_limit, run_case
 from bench.harness.targets import BENCH_DIR, PEERS, Target, rtlib_target, toy_target
+from bench.peers import compare_load
 from bench.peers import compare_report as cr
 from bench.peers.compare_report import LABELS, TARGET_ORDER
 from bench.servers import node_peers
@@ -103,7 +104,8 @@ def _options(plan: Plan, duration: float, receiver_procs: int = 1) -> Options:
 
 def _once(name: str, scenario: Scenario, opts: Options, s3: bool = False) -> dict[str, Any]:
     try:
-        return run_case(make_target(name, s3), scenario, opts)
+        with compare_load.keep_latency_intervals():  # p99 with its 95 % interval over the case's deliveries
+            return run_case(make_target(name, s3), scenario, opts)
     except Exception as exc:  # one broken target must not hide the others' numbers
         return {"target": name, "scenario": scenario.name, "rate": scenario.rate,
                 "error": f"{type(exc).__name__}: {exc}"}

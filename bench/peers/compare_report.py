@@ -8,15 +8,13 @@ from typing import Any
 
 import pandas as pd
 
+from bench.peers import compare_load
+from bench.peers.compare_load import LABELS, TARGET_ORDER, cpu_resolution_us
+
 __all__ = ["LABELS", "REFERENCE", "REVIEW_BUNDLE_BYTES", "TARGET_ORDER", "answer", "bundle_table", "chart", "claims",
            "cpu_resolution_us", "idle_table", "knee_table", "latency_table", "loadgen_overhead_us", "ratios",
            "reference_table"]
 
-#: Every target, in the order of the tables.
-TARGET_ORDER = ("rtlib", "socketio-node", "python-socketio", "ws-node", "toy")
-LABELS = {"rtlib": "rtlib (Python websockets)", "socketio-node": "Socket.IO 4 / Node + redis-adapter",
-          "python-socketio": "python-socketio + AsyncRedisManager", "ws-node": "plain forwarder, Node ws",
-          "toy": "plain forwarder, Python websockets"}
 #: Measured elsewhere on this machine with an independent driver (issue 13), S2: CPU µs per delivery and p99 ms.
 #: Quoted to compare rankings, not results of this workbench.
 REFERENCE = {"cpu_us": {"rtlib": 14.0, "socketio-node": 31.0, "ws-node": 22.0, "python-socketio": 68.0},
@@ -25,15 +23,6 @@ REFERENCE = {"cpu_us": {"rtlib": 14.0, "socketio-node": 31.0, "ws-node": 22.0, "
 
 #: The review's "Socket.IO adds 30KB to the client bundle".
 REVIEW_BUNDLE_BYTES = 30_000
-#: CPU time is read from /proc in clock ticks (10 ms); server and redis-server are each read before and after.
-_TICK_S = 0.01
-
-
-def cpu_resolution_us(case: dict[str, Any]) -> float:
-    """How far a case's CPU per delivery can be off from tick rounding alone: one tick for the server and one
-    for redis-server, spread over its deliveries, µs. Two targets are ordered only if their gap exceeds the sum of
-    their resolutions: at CI size (2,500 deliveries in S2) that is 8 µs each, at full size 0.2 µs."""
-    return 2 * _TICK_S / max(1, case["received"]) * 1e6
 
 
 def claims(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -258,10 +247,13 @@ def answer(data: dict[str, Any]) -> tuple[str, str, tuple[str, str]]:
             f"p99 {b['latency_ms']['p99']:.1f} ms.")
     if knee.get("rtlib") and knee.get("socketio-node"):
         capped = [LABELS[n].split(" (")[0] for n in ("rtlib", "socketio-node") if data["s3"][n]["capped"]]
+        saturated = [LABELS[n].split(" (")[0] for n in ("rtlib", "socketio-node") if compare_load.reasons(
+            next(s for s in data["s3"][n]["steps"] if s["rate"] == data["s3"][n]["knee_rate"]), data["nproc"])]
         lines.append(f"- **Capacity (S3 knee, p99 ≤ 50 ms):** rtlib {knee['rtlib']:,.0f} deliveries/s, Socket.IO "
                      f"{knee['socketio-node']:,.0f} ({knee['rtlib'] / knee['socketio-node']:.1f}×)"
                      + (f"; {' and '.join(capped)} passed every rate tried, so the knee is higher" if capped else "")
-                     + ".")
+                     + (f"; the knee step of {' and '.join(saturated)} was saturated (the machine's limit, not the "
+                        f"design's): read the line below" if saturated else "") + ".")
     idle = {c["target"]: c["kib_per_connection"] for c in data["idle"] if "error" not in c}
     if "rtlib" in idle and "socketio-node" in idle:
         lines.append(f"- **Memory per idle connection:** rtlib {idle['rtlib']:.1f} KiB, Socket.IO "
@@ -295,7 +287,9 @@ def answer(data: dict[str, Any]) -> tuple[str, str, tuple[str, str]]:
                (f"Socket.IO/Node costs {cpu['socketio-node'] / cpu['rtlib']:.1f}× rtlib's CPU per delivery (S2); "
                 f"its client is {full['gzip_bytes'] / 1000:.0f} KB gzipped, not 30"
                 if rt2 and io2 and full else "not measured"))
-    headline = (f"Socket.IO/Node {cpu['socketio-node'] / cpu['rtlib']:.1f}× rtlib's CPU per delivery; p99 "
-                f"{io2['latency_ms']['p99']:.0f} vs {rt2['latency_ms']['p99']:.0f} ms (S2); client "
-                f"{full['gzip_bytes'] / 1000:.1f} KB gz" if rt2 and io2 and full else "incomplete: see the report")
+    points = compare_load.load_points(data)
+    lines.insert(-1, f"- **Below saturation (S3, p99 < {compare_load.BUDGET_MS:g} ms, no process group, load generator "
+                     f"or machine at 90 %):**\n" + "\n".join("  " + line for line in
+                                                            compare_load.below_text(points).splitlines()))
+    headline = compare_load.headline(data, points)
     return "\n".join(lines), headline, verdict

@@ -20,6 +20,10 @@ A master whose last ``WAIT`` timed out (its replica is gone: it was just promote
 with a short ``WAIT`` (:data:`PROBE_MS`) until one succeeds again: otherwise every update on it would wait the full
 timeout in turn, and a connection's requests (handled one at a time) would pile up behind them.
 
+A replica that has just synced is counted by ``INFO replication`` (``connected_slaves``, which
+:func:`check_replicas` asks) but confirms writes only once the master has its first ``REPLCONF ACK`` (up to a
+second later): updates in that second are answered ``not_replicated``, which is what they are.
+
 Past the timeout the write stays applied (and broadcast) on the master; the store raises :class:`NotReplicated`
 and the client gets the ``not_replicated`` error (a retry with the same ref is idempotent and waits again).
 """

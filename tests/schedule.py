@@ -27,6 +27,7 @@ LONGEST_FIRST = [
     "tests/test_layers.py",  # 25 s
     "tests/lab/test_scenario_presence_modes.py",  # 25 s
     "tests/server/test_hostile.py",  # 20 s
+    "tests/server/test_durability.py",  # 19 s: a cluster master killed, a failover waited out
     "tests/web/test_board_browser.py",  # 16 s
     "tests/server/test_broker_outage.py",  # 14 s
 ]

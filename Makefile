@@ -37,7 +37,7 @@ lock:
 test: $(STAMP)
 	$(PY) -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder -m "recording or not recording"
 	$(MAKE) --no-print-directory jstest
-	$(PY) -m pytest -q --nbval-lax --nbval-current-env --timeout 300 notebooks/
+	$(PY) -m pytest -q --durations=12 --nbval-lax --nbval-current-env --timeout 300 notebooks/
 
 ## make test-recording: only the real-browser hidden-tab test (~2.5 min: a throttling Chromium, timer vs probe;
 ## make test runs it too, beside the other tests).

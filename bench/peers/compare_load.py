@@ -231,6 +231,7 @@ def headline(data: dict[str, Any], points: pd.DataFrame | None = None, budget_ms
 def ladder_chart(points: pd.DataFrame, budget_ms: float = BUDGET_MS) -> Any:
     """p99 against deliveries/s over the S3 ladder, per target; saturated steps hollow (as notebook 01)."""
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
     s3 = points[points["scenario"] == "S3"]
@@ -246,8 +247,14 @@ def ladder_chart(points: pd.DataFrame, budget_ms: float = BUDGET_MS) -> Any:
     ax.axhline(budget_ms, color="#d62728", ls="--", lw=1, label=f"the review's {budget_ms:g} ms")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    for axis, fmt in ((ax.xaxis, "{:,.0f}"), (ax.yaxis, "{:g}")):  # plain numbers, not powers of ten
+        axis.set_major_formatter(ticker.FuncFormatter(lambda v, _, fmt=fmt: fmt.format(v)))
+        low, high = axis.get_view_interval()
+        minor = ticker.FuncFormatter(lambda v, _, fmt=fmt: fmt.format(v)) if high < 10 * low else ticker.NullFormatter()
+        axis.set_minor_formatter(minor)  # minor labels only within a decade, where there are no major ones
+    ax.tick_params(which="minor", labelsize=7)
     ax.set_xlabel("deliveries/s (S3: one workspace)")
     ax.set_ylabel("p99 delivery latency (ms, 95 % interval)")
-    ax.set_title("S3: p99 against load; hollow = saturated (server, Redis, load generator or machine ≥ 90 %)")
+    ax.set_title("S3: p99 against load; hollow = saturated (a process group or the machine ≥ 90 %)", fontsize=10)
     ax.legend(fontsize=7, loc="upper left")
     return fig

@@ -121,11 +121,18 @@ def _case(name: str, scenario: Scenario, opts: Options, plan: Plan, say: Callabl
         return _once(name, scenario, opts, s3)
 
     attempts = [attempt()]
+    if "error" in attempts[0]:
+        # A case that failed (e.g. Socket.IO/Node had 920 of 1,000 receivers warmed up after 30 s in one make demo,
+        # 2026-12-08) is tried once more whatever ``retries`` says: that is not a noisy measurement to re-draw but a
+        # run that measured nothing, and notebook 06 asserts that every target ran.
+        say(f"   {scenario.name} {name}: failed ({attempts[0]['error'].splitlines()[0][:120]}), trying once more")
+        attempts.append(attempt())
     while (len(attempts) <= plan.retries and rerun_if(attempts[-1])
            and plan.noisy_pct < background_pct(attempts[-1]) < math.inf):
         say(f"   {scenario.name} {name}: other load {background_pct(attempts[-1]):.0f}% of a core, rerunning")
         attempts.append(attempt())
-    best = min(attempts, key=background_pct) if any("error" not in a for a in attempts) else attempts[-1]
+    ok = [a for a in attempts if "error" not in a]  # the quietest attempt that measured something
+    best = min(ok, key=background_pct) if ok else attempts[-1]
     best["attempts_other_pct"] = [round(background_pct(a), 1) for a in attempts]
     return best
 

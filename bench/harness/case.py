@@ -29,6 +29,7 @@ import numpy as np
 from bench.harness import procstat
 from bench.harness.loadgen import WorkerHandle
 from bench.harness.targets import ServerProcess, Target
+from rtlib.lab.saturation import delivery_intervals
 from rtlib.server.redis_process import RedisProcess, find_redis_server, free_port
 
 #: Sends per second per sender connection, at most. rtlib rate-limits each connection (100 frames/s, burst
@@ -68,6 +69,7 @@ class Options:
     receiver_procs: int
     quick: bool
     idle: float = 0.0  # seconds of idle CPU measured before the send phase (0: none)
+    latency_resamples: int = 0  # > 0: also ``latency_ci_ms``, bootstrapped over the deliveries (notebook 06)
 
 
 # --- one case: a target under a scenario ----------------------------------------------------------------
@@ -310,12 +312,10 @@ def summarise(scenario: Scenario, opts: Options, sent: dict[str, Any], expected:
             # heavy loopback traffic, is the case's own networking.
             "other_procs": other_load_pct(before, at_send_end, machine_wide=False),
         },
-        "latency_ms": {
-            "p50": round(float(pcts[0]), 3),
-            "p90": round(float(pcts[1]), 3),
-            "p99": round(float(pcts[2]), 3),
-            "max": round(float(lat_ms.max()), 3) if len(lat_ms) else float("nan"),
-        },
+        "latency_ms": {**{q: round(float(v), 3) for q, v in zip(("p50", "p90", "p99"), pcts, strict=True)},
+                       "max": round(float(lat_ms.max()), 3) if len(lat_ms) else float("nan")},
+        **({"latency_ci_ms": delivery_intervals(lat_ms, opts.latency_resamples)}
+           if opts.latency_resamples and len(lat_ms) else {}),
         **extra,
     }
 

@@ -40,7 +40,6 @@ from bench.cost.scenarios import S3_RTLIB_ARGS, FixedSenders, s3_verdict, wait_f
 from bench.cost.scenarios_report import background_pct
 from bench.harness.case import Options, Scenario, background_load, machine_info, raise_fd_limit, run_case
 from bench.harness.targets import BENCH_DIR, PEERS, Target, rtlib_target, toy_target
-from bench.peers import compare_load
 from bench.peers import compare_report as cr
 from bench.peers.compare_report import LABELS, TARGET_ORDER
 from bench.servers import node_peers
@@ -99,13 +98,13 @@ def make_target(name: str, s3: bool = False) -> Target:
 
 def _options(plan: Plan, duration: float, receiver_procs: int = 1) -> Options:
     return Options(duration=duration, warmup_min=plan.warmup_min, warmup_timeout=30.0, drain_timeout=5.0,
-                   receiver_procs=receiver_procs, quick=False)
+                   receiver_procs=receiver_procs, quick=False,
+                   latency_resamples=400)  # p99 with its 95 % interval over the case's deliveries
 
 
 def _once(name: str, scenario: Scenario, opts: Options, s3: bool = False) -> dict[str, Any]:
     try:
-        with compare_load.keep_latency_intervals():  # p99 with its 95 % interval over the case's deliveries
-            return run_case(make_target(name, s3), scenario, opts)
+        return run_case(make_target(name, s3), scenario, opts)
     except Exception as exc:  # one broken target must not hide the others' numbers
         return {"target": name, "scenario": scenario.name, "rate": scenario.rate,
                 "error": f"{type(exc).__name__}: {exc}"}

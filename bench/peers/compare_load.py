@@ -11,7 +11,7 @@ share of a core stands for it, through the same rule); its *max* at >= :data:`rt
 the budget marks the case too (an upper bound of its p99, so the rule errs towards "saturated").
 
 Intervals. p99 latency: a bootstrap over deliveries (:func:`rtlib.lab.saturation.bootstrap_latency`, computed when
-the case ran, by :func:`keep_latency_intervals`; the harness keeps only percentiles). The deliveries of one update
+the case ran, by the harness when its ``Options.latency_resamples`` asks for it). The deliveries of one update
 queue together, so this interval is narrower than one over updates would be. CPU per delivery: a t interval over
 the alternating rounds (``Plan.rounds``); with one round there is no sampling interval and only the tick
 resolution (:func:`cpu_resolution_us`) is shown as the bounds, labelled as such.
@@ -20,19 +20,16 @@ resolution (:func:`cpu_resolution_us`) is shown as the bounds, labelled as such.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from bench.harness import case as harness_case
 from rtlib.lab.cpu import saturation
-from rtlib.lab.saturation import LATE_SHARE, bootstrap_latency
+from rtlib.lab.saturation import LATE_SHARE
 
 __all__ = ["BUDGET_MS", "LABELS", "RECEIVER_PROCS", "TARGET_ORDER", "below_saturation", "below_text", "case_cpu",
-           "cpu_interval", "cpu_resolution_us", "headline", "keep_latency_intervals",
+           "cpu_interval", "cpu_resolution_us", "headline",
            "ladder_chart", "load_points", "reasons"]
 
 #: The review's latency budget (notebook 01's), against which the answer below saturation is read.
@@ -57,29 +54,6 @@ def cpu_resolution_us(case: dict[str, Any]) -> float:
 
 #: Two-sided 97.5 % quantiles of Student's t by degrees of freedom (1.96 beyond).
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-
-
-@contextmanager
-def keep_latency_intervals(resamples: int = 400) -> Iterator[None]:
-    """While active, every case the harness summarises also carries ``latency_ci_ms``: p50/p99/mean with 95 %
-    intervals from a bootstrap over its deliveries (``n``). Wraps :func:`bench.harness.case.summarise` (which
-    holds the raw latencies) and restores it on the way out."""
-    original: Callable[..., dict[str, Any]] = harness_case.summarise
-
-    def summarise(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        out = original(*args, **kwargs)
-        latencies_ns = kwargs.get("latencies_ns", args[5] if len(args) > 5 else None)
-        if latencies_ns is not None and len(latencies_ns):
-            ci = bootstrap_latency(np.asarray(latencies_ns, dtype=float) / 1e6, resamples=resamples)
-            out["latency_ci_ms"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in ci.items()
-                                    if k != "updates"}
-        return out
-
-    harness_case.summarise = summarise
-    try:
-        yield
-    finally:
-        harness_case.summarise = original
 
 
 def case_cpu(case: dict[str, Any], nproc: int) -> dict[str, Any]:

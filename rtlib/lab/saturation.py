@@ -27,7 +27,8 @@ from rtlib.lab.cpu import saturation
 from rtlib.lab.results import Results
 from rtlib.model.metrics import poisson_interval
 
-__all__ = ["LATE_SHARE", "answer_below_saturation", "bootstrap_latency", "describe", "latency_intervals",
+__all__ = ["LATE_SHARE", "answer_below_saturation", "bootstrap_latency", "delivery_intervals", "describe",
+           "latency_intervals",
            "latency_vs_load", "load_points"]
 
 #: The share of the latency budget the simulated clients' p99 wake lateness may reach before a point counts as
@@ -73,6 +74,13 @@ def bootstrap_latency(lat: np.ndarray, codes: np.ndarray | None = None, seed: in
                                        ("p99", np.percentile(lat, 99)))):
         out[name], out[f"{name}_low"], out[f"{name}_high"] = float(value), float(low[k]), float(high[k])
     return out
+
+
+def delivery_intervals(lat_ms: np.ndarray, resamples: int = 400) -> dict[str, Any]:
+    """:func:`bootstrap_latency` over single deliveries (no update groups known: the bench harness), rounded to
+    the µs: ``n``, mean, p50 and p99 with their 95 % bounds."""
+    ci = bootstrap_latency(lat_ms, resamples=resamples)
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in ci.items() if k != "updates"}
 
 
 def _rate(results: Results, window_s: float) -> dict[str, float]:

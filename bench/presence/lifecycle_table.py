@@ -125,7 +125,8 @@ def write_table(directory: Path = TRACES, out: Path = TABLE) -> str:
         "the browser answers protocol pings, but no handler runs. Every frozen page's sockets were closed on "
         "resume (" + ", ".join(sorted({r["server_close"].split()[0] for r in frozen})) + " to the server, 1006 to the "
         "page); `rtlib serve`'s keepalive (ping every 20 s, 20 s to answer) never closed one, even 50 s frozen.",
-        f"* **Back/forward cache**: restored and re-joined in {sum('joined' in r['observer'] for r in cached)} of {len(cached)} "
+        f"* **Back/forward cache**: restored and re-joined in {sum('joined' in r['observer'] for r in cached)} of "
+        f"{len(cached)} "
         "runs (`pageshow.persisted`); `Page.backForwardCacheNotUsed` fired "
         f"{len(not_used)} times. The board closes its socket on `pagehide` (1000); the witness socket, which nothing "
         "closes, stays open in the cache (pings answered) and Chromium closes it on restore, as on a resume.",

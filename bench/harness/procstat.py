@@ -106,6 +106,30 @@ def snapshot(probes: dict[str, Callable[[], float]]) -> CpuSnapshot:
     return CpuSnapshot(time.monotonic(), {name: probe() for name, probe in probes.items()}, cpu_by_pid())
 
 
+def precise_cpu_seconds(pid: int) -> float:
+    """CPU seconds of every thread of one process from the scheduler's nanosecond runtime
+    (``/proc/<pid>/task/*/schedstat``); 0.0 if it has exited. ``/proc/<pid>/stat`` reports in clock ticks (10 ms):
+    a Redis node spending 1-2 ms per second needs better than that to tell 10 % apart over a few seconds."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue  # a thread that exited between the listing and the read
+    return total / 1e9
+
+
+def summed_precise(pids: Iterable[int]) -> Callable[[], float]:
+    """A probe: :func:`precise_cpu_seconds` of several processes together."""
+    pids = list(pids)
+    return lambda: sum(precise_cpu_seconds(p) for p in pids)
+
+
 def summed(pids: Iterable[int]) -> Callable[[], float]:
     """A probe: the CPU seconds of several processes together."""
     pids = list(pids)

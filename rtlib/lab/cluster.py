@@ -27,6 +27,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from rtlib.lab.cpu import CpuMeter, descendants
+from rtlib.lab.failures import Failover, Failure, Injector, acked_missing, check_failures
 from rtlib.lab.loopthread import LoopThread
 from rtlib.lab.progress import step as progress_step
 from rtlib.lab.recorder import Recorder
@@ -41,14 +42,6 @@ from rtlib.server.redis_cluster import RedisClusterProcess
 from rtlib.server.redis_process import RedisProcess, die_with_parent, free_port, stop_process
 
 __all__ = ["Cluster", "Failure"]
-
-#: (action, instance, design time): action is "kill" (SIGKILL, a crash), "stop" (SIGTERM, graceful), "start"
-#: (bring a killed or stopped instance back on its port) or "redis" (SIGKILL the embedded Redis and start it
-#: again on the same port; the instance number is ignored). Two freeze a process (SIGSTOP, then SIGCONT) for a
-#: number of design seconds: ``("pause", seconds, at)`` the Redis server (a failover, a fork, a blip) and
-#: ``("stall", instance, at, seconds)`` one instance (a long GC pause, a stopped VM).
-Failure = tuple[str, int, float] | tuple[str, float, float] | tuple[str, int, float, float]
-ACTIONS = ("kill", "stop", "start", "redis", "pause", "stall")
 
 
 class _Instance:
@@ -92,8 +85,9 @@ class Cluster:
     """A real Redis (embedded, or ``redis`` URL) and ``instances`` server processes on it.
 
     ``redis_shards=N``: a local Redis Cluster instead of one embedded Redis, ``N`` masters with ``replicas`` each
-    (``redis-server --cluster-enabled``, created by :class:`~rtlib.server.redis_cluster.RedisClusterProcess`);
-    the instances find it from one node's URL (``rtlib serve`` detects cluster mode).
+    (``redis-server --cluster-enabled``, created by :class:`~rtlib.server.redis_cluster.RedisClusterProcess`,
+    ``cluster-node-timeout`` ``node_timeout`` s); the instances find it from one node's URL (``rtlib serve`` detects
+    cluster mode). Failures to inject in a run (``failures=[...]``): :mod:`rtlib.lab.failures`.
 
     ``server_options`` are ``rtlib serve`` options (``rate_limit=...``); presence timing and publish mode are
     set per scenario (the instances restart when a scenario needs different ones).
@@ -101,10 +95,11 @@ class Cluster:
 
     def __init__(self, instances: int = 2, redis: str | None = None, redis_persist: bool = False,
                  keep_logs: bool = False, redis_shards: int | None = None, replicas: int = 0,
-                 **server_options: Any) -> None:
+                 node_timeout: float = 2.0, **server_options: Any) -> None:
         if instances < 1 or (redis_shards is not None and (redis_shards < 1 or redis is not None)):
             raise ValueError("need at least one instance, and redis_shards >= 1 without a redis URL")
-        self.redis_shards, self.replicas = redis_shards, replicas
+        self.redis_shards, self.replicas, self.node_timeout = redis_shards, replicas, node_timeout
+        self.failovers: list[Failover] = []  # the last run's "master" failures (also in its meta)
         self._redis_cluster: RedisClusterProcess | None = None
         self.n = instances
         self.redis_url = redis
@@ -129,7 +124,8 @@ class Cluster:
     def start(self, scenario: Scenario | None = None) -> Cluster:
         self._logdir.mkdir(exist_ok=True)  # again after a close()
         if self.redis_url is None and self.redis_shards is not None:
-            self._redis_cluster = RedisClusterProcess(self.redis_shards, self.replicas).start()
+            self._redis_cluster = RedisClusterProcess(self.redis_shards, self.replicas,
+                                                      self.node_timeout).start()
             self.redis_url = self._redis_cluster.url
         elif self.redis_url is None:
             self._redis_proc = RedisProcess(persist=self.redis_persist).start()
@@ -261,15 +257,16 @@ class Cluster:
 
     async def _run(self, sc: Scenario, failures: Sequence[Failure], bar: Any) -> Results:
         assert self.redis_url is not None
+        check_failures(failures, self.redis_shards, self.replicas)
         flush(self.redis_url)
-        if bad := [f[0] for f in failures if f[0] not in ACTIONS or len(f) != 3 + (f[0] == "stall")]:
-            raise ValueError(f"unknown or malformed failure(s) {bad}; use {ACTIONS} (see Failure)")
+        self.failovers = []
         plans = plan_clients(sc, self.n)
         n_editors = sum(p.editor for p in plans)
         tokens = {p.user: issue_token(self.secret, p.user, [p.workspace], ttl=86400) for p in plans}
         tasks = [f"t{i}" for i in range(sc.tasks)]
         rate = sc.update_rate / n_editors
         side_jobs: list[asyncio.Task[None]] = []
+        failing = Injector(self, self._redis_cluster)
         t0_wall = 0.0
         meter = CpuMeter({})
 
@@ -278,8 +275,7 @@ class Cluster:
             t0_wall = self.started_at = time.time() + (t0 - time.monotonic())
             meter = CpuMeter(self._process_groups())
             side_jobs.append(asyncio.ensure_future(_meter(meter, t0, t0 + sc.wall(sc.duration))))
-            side_jobs.extend(asyncio.ensure_future(self._fail_at(f[0], int(f[1]), t0 + sc.wall(f[2]), sc.wall(
-                f[1] if f[0] == "pause" else f[3] if f[0] == "stall" else 0.0))) for f in failures)
+            failing.start(failures, t0, sc)
             if bar is not None:
                 side_jobs.append(asyncio.ensure_future(_tick(bar, t0, sc)))
 
@@ -301,8 +297,13 @@ class Cluster:
         finally:
             for job in side_jobs:
                 job.cancel()
+            await failing.settle()
         results = Results.from_records(sc, rec, t0_wall, bad, meta={"instances": self.n, "workers": workers,
                                                                     "cpu": meter.result})
+        if self.failovers:  # what the killed masters' failovers lost, from the history on the masters now
+            ws = [f"w{w}" for w in range(sc.workspaces)]
+            lost = await asyncio.to_thread(acked_missing, self.redis_url, results.acks, ws)
+            results.meta["failovers"] = [{**f.as_dict(), "acked_missing": lost} for f in self.failovers]
         results.calibration_ms = self.calibration_ms
         return results
 
@@ -325,17 +326,6 @@ class Cluster:
         assert self._loop is not None, "start the cluster first"
         self.calibration_ms = self._loop.run(_calibrate(frames))
         return self.calibration_ms
-
-    async def _fail_at(self, action: str, index: int, at: float, seconds: float) -> None:
-        """Carry out one failure at ``at`` (monotonic); ``seconds``: how long a pause or stall lasts (wall)."""
-        await asyncio.sleep(max(0.0, at - time.monotonic()))
-        if action in ("pause", "stall"):
-            await self.freeze(self.pids["redis" if action == "pause" else f"i{index}"], seconds)
-        elif action == "redis":
-            await asyncio.to_thread(self.restart_redis)
-        else:
-            act = {"kill": self.kill_instance, "stop": self.stop_instance, "start": self.start_instance}[action]
-            await asyncio.to_thread(act, index)
 
     def _truth(self, sc: Scenario) -> dict[str, dict[str, tuple[int, dict[str, Any]]]]:
         """The authoritative state of every task, read straight from Redis."""

@@ -14,7 +14,12 @@ window: the **net** cost is what an update adds. A cluster of 3 nodes idles at 3
 single Redis does not have; the gross figure keeps it, the net one answers "does an update cost more on a
 cluster?". Per shard is the cluster's sum / 3 (the scenario's workspaces spread over the three masters' slots).
 
-Run: ``python -m bench.cost.cluster_cost [--duration 15] [--scenarios B,B400] [--repeat 4] [--quick]``
+With ``--equal-shard-load`` the cluster runs each scenario at 3 x its rate, so every master carries what the
+single Redis carries: per update per shard is then compared at the same load per Redis process. (At the same
+*total* rate each master sees a third of the traffic, and a Redis event-loop turn, a reply ``write`` and a
+pub/sub ``write`` are shared by fewer commands: a per-update cost that falls with load reads as cluster overhead.)
+
+Run: ``python -m bench.cost.cluster_cost [--duration 15] [--scenarios B,B400] [--repeat 4] [--equal-shard-load]``
 Writes ``bench/results/cluster_cost.json`` and ``.md`` (``cluster_cost.quick.*`` with ``--quick``).
 """
 
@@ -28,6 +33,7 @@ import subprocess
 import sys
 import time
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -103,6 +109,11 @@ def net_costs(result: dict[str, Any], scenario: Scenario, backend: str) -> dict[
             "server_net_us_per_delivery": round(1e6 * (server_s - idle["server"] / 1e3 * window) / max(1, received), 2)}
 
 
+def _pair(result: dict[str, Any]) -> str:
+    """The scenario a run is compared under (a cluster run at 3 x the rate is paired with its base scenario)."""
+    return result.get("pair", result.get("scenario", "?"))
+
+
 def _median_spread(values: list[float]) -> str:
     return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})" if values else "-"
 
@@ -110,10 +121,11 @@ def _median_spread(values: list[float]) -> str:
 def summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per scenario: each backend's medians (and ranges) over its runs, and cluster / single ratios."""
     out = []
-    for name in dict.fromkeys(r["scenario"] for r in results if "error" not in r):
-        runs = {b: [r for r in results if r.get("scenario") == name and r["backend"] == b and "error" not in r]
+    for name in dict.fromkeys(_pair(r) for r in results if "error" not in r):
+        runs = {b: [r for r in results if _pair(r) == name and r["backend"] == b and "error" not in r]
                 for b in BACKENDS}
-        row: dict[str, Any] = {"scenario": name, "runs": {b: len(v) for b, v in runs.items()}}
+        row: dict[str, Any] = {"scenario": name, "runs": {b: len(v) for b, v in runs.items()},
+                               "rate": {b: v[0]["rate"] if v else None for b, v in runs.items()}}
         for key in ("redis_cpu_us_per_update", "redis_net_us_per_update", "server_net_us_per_delivery"):
             row[key] = {b: [r[key] for r in v] for b, v in runs.items()}
         row["server_us_per_delivery"] = {b: [r["cpu_us_per_delivery"]["server"] for r in v] for b, v in runs.items()}
@@ -160,10 +172,12 @@ def markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
         for key, label in names.items():
             ratio = row[f"{key}_ratio"]
             verdict = "-" if ratio is None else "yes" if ratio <= 1 + TOLERANCE else "no"  # cheaper is fine
-            lines.append(f"| {row['scenario']} | {row['runs']['redis']}+{row['runs']['cluster3']} | {label} | "
+            rates = f"{row['rate']['redis']:g}/{row['rate']['cluster3']:g} updates/s"
+            runs = f"{row['runs']['redis']}+{row['runs']['cluster3']}"
+            lines.append(f"| {row['scenario']} ({rates}) | {runs} | {label} | "
                          f"{_median_spread(row[key]['redis'])} | {_median_spread(row[key]['cluster3'])} | "
                          f"{'-' if ratio is None else f'{ratio:.2f}'} | {verdict} |")
-        lines.append(f"| {row['scenario']} | | Redis idle background, ms CPU/s (all nodes) | "
+        lines.append(f"| {row['scenario']} ({rates}) | | Redis idle background, ms CPU/s (all nodes) | "
                      f"{_median_spread(row['idle_redis_ms_per_s']['redis'])} | "
                      f"{_median_spread(row['idle_redis_ms_per_s']['cluster3'])} | | |")
     return "\n".join(lines) + "\n"
@@ -174,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=None, help="send phase in seconds (default 15)")
     parser.add_argument("--scenarios", default="B,B400", help="comma-separated, of: " + ",".join(SCENARIOS))
     parser.add_argument("--repeat", type=int, default=4, help="runs of every case, backends alternating")
+    parser.add_argument("--equal-shard-load", action="store_true",
+                        help=f"run the cluster at {SHARDS} x each scenario's rate (the same load per Redis process)")
     parser.add_argument("--idle", type=float, default=None, help=f"idle seconds before each send phase "
                         f"(default {IDLE_S:g}; 1 with --quick)")
     parser.add_argument("--quick", action="store_true", help="a short smoke run (2 s send phase)")
@@ -185,13 +201,19 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=BENCH_DIR)
     meta = {**machine_info(), "duration": opts.duration, "idle_s": opts.idle, "background_load_pct": background_load(),
+            "equal_shard_load": args.equal_shard_load,
             "commit": commit.stdout.strip() or "?"}
     results: list[dict[str, Any]] = []
     for name in args.scenarios.split(","):
         for backend in [b for _ in range(args.repeat) for b in BACKENDS]:
-            print(f"== {backend} / scenario {name}: {SCENARIOS[name].description}", flush=True)
+            scenario = SCENARIOS[name]
+            if backend != "redis" and args.equal_shard_load:
+                scenario = replace(scenario, name=f"{name}x{SHARDS}", rate=scenario.rate * SHARDS,
+                                   description=f"{scenario.description}, x{SHARDS} the rate")
+            print(f"== {backend} / scenario {scenario.name}: {scenario.description}", flush=True)
             try:
-                result = run_backend(backend, SCENARIOS[name], opts)
+                result = run_backend(backend, scenario, opts)
+                result["pair"] = name
             except Exception as exc:  # one broken case must not hide the others
                 result = {"backend": backend, "scenario": name, "error": f"{type(exc).__name__}: {exc}"}
                 print(f"   FAILED: {result['error']}", flush=True)
@@ -201,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{result['redis_cpu_us_per_update']:.1f} µs/update, p99 {result['latency_ms']['p99']:.2f} ms",
                       flush=True)
             results.append(result)
-    prefix = BENCH_DIR / "results" / ("cluster_cost.quick" if args.quick else "cluster_cost")
+    prefix = BENCH_DIR / "results" / ("cluster_cost.quick" if args.quick else
+                                      "cluster_cost_per_shard" if args.equal_shard_load else "cluster_cost")
     Path(f"{prefix}.json").write_text(json.dumps({"meta": meta, "results": results,
                                                      "summary": summary(results)}, indent=1) + "\n")
     Path(f"{prefix}.md").write_text(markdown(meta, results))

@@ -15,8 +15,9 @@ from bench.harness import procstat  # noqa: E402
 def _result(backend: str, redis_us_per_delivery: float, idle_redis: float, server: float = 10.0,
             idle_server: float = 0.0) -> dict:
     # 1,000 updates to 20 receivers each over a 10 s send phase + 0.5 s drain.
-    return {"backend": backend, "scenario": "B", "rate": 100.0, "received": 20_000, "updates_sent": 1_000, "send_phase_s": 10.0,
-            "drain_s": 0.5, "cpu_us_per_delivery": {"redis": redis_us_per_delivery, "server": server},
+    return {"backend": backend, "scenario": "B", "rate": 100.0, "received": 20_000, "updates_sent": 1_000,
+            "send_phase_s": 10.0, "drain_s": 0.5,
+            "cpu_us_per_delivery": {"redis": redis_us_per_delivery, "server": server},
             "idle_cpu_ms_per_s": {"redis": idle_redis, "server": idle_server}, "deliveries_per_s": 2000.0, "lost": 0,
             "latency_ms": {"p50": 1.0, "p99": 5.0}}
 
@@ -45,7 +46,8 @@ def test_summary_ratio_is_of_medians_and_fails_a_cluster_that_costs_more() -> No
     assert row["redis_net_us_per_update_ratio"] == 1.2  # 240 / 200: outside the 10 % bar
     md = cluster_cost.markdown({"date": "d", "commit": "c", "nproc": 2, "cpu_model": "x", "background_load_pct": 0,
                                 "duration": 10.0, "idle_s": 10.0}, runs)
-    assert "| B (100/100 updates/s) | 4+4 | Redis µs/update, net of idle | 200.0 (180.0-220.0) | 240.0 (220.0-260.0) | 1.20 | no |" in md
+    assert ("| B (100/100 updates/s) | 4+4 | Redis µs/update, net of idle | 200.0 (180.0-220.0) | "
+            "240.0 (220.0-260.0) | 1.20 | no |") in md
 
 
 def test_precise_probe_counts_this_process_in_nanoseconds() -> None:

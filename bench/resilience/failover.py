@@ -12,7 +12,8 @@ replica of the promoted one). Measured per run:
 * acked updates lost: acked ``(task, version, token)`` absent from the workspace's history on the masters after
   the failover (:func:`~bench.resilience.failover_clients.acked_lost`);
 * ack latency p50/p99 of updates sent in the steady state (the mode's cost, no burst or failover in it);
-* answers ``unavailable`` / ``not_replicated`` / none.
+* answers ``unavailable`` / ``not_replicated`` / none (``unavailable`` also split: the killed shard's workspaces,
+  the others').
 
 ``--burst N``: right before the kill each editor of shard 0 sends N updates back to back, ``--pad`` bytes more
 each; the kill lands as soon as the first of them is acked, while they are being acked and replicated. On one
@@ -129,7 +130,11 @@ async def _drive(lab: Cluster, redis: RedisClusterProcess, steady: float, burst:
     outcomes: dict[str, int] = {}
     for s in sent:
         outcomes[s.outcome or "none"] = outcomes.get(s.outcome or "none", 0) + 1
+    # Where the failover was felt: `unavailable` answers to the killed shard's workspaces and to the others'
+    unavailable = {group: sum(1 for s in sent if s.outcome == "unavailable" and (s.ws in shard0) == inside)
+                   for group, inside in (("shard0", True), ("others", False))}
     return {"sent": len(sent), "acked": acked, "lost": lost, "lost_shard0": sum(m.ws in shard0 for m in missing),
+            "unavailable_by_shard": unavailable,
             "closed": sum(len(e.closes) for e in editors), "outcomes": outcomes,
             "recovered_s": recovered, "acked_again_after_restart_s": replicated_again, "steady_acks": len(before),
             "ack_p50_ms": _pct(before, 0.5), "ack_p99_ms": _pct(before, 0.99),

@@ -86,8 +86,9 @@ class Cluster:
 
     ``redis_shards=N``: a local Redis Cluster instead of one embedded Redis, ``N`` masters with ``replicas`` each
     (``redis-server --cluster-enabled``, created by :class:`~rtlib.server.redis_cluster.RedisClusterProcess`,
-    ``cluster-node-timeout`` ``node_timeout`` s); the instances find it from one node's URL (``rtlib serve`` detects
-    cluster mode). Failures to inject in a run (``failures=[...]``): :mod:`rtlib.lab.failures`.
+    ``cluster-node-timeout`` ``node_timeout`` s, ``cluster-require-full-coverage`` ``full_coverage``); the instances
+    find it from one node's URL (``rtlib serve`` detects cluster mode). Failures to inject in a run
+    (``failures=[...]``): :mod:`rtlib.lab.failures`.
 
     ``server_options`` are ``rtlib serve`` options (``rate_limit=...``); presence timing and publish mode are
     set per scenario (the instances restart when a scenario needs different ones).
@@ -95,10 +96,11 @@ class Cluster:
 
     def __init__(self, instances: int = 2, redis: str | None = None, redis_persist: bool = False,
                  keep_logs: bool = False, redis_shards: int | None = None, replicas: int = 0,
-                 node_timeout: float = 2.0, **server_options: Any) -> None:
+                 node_timeout: float = 2.0, full_coverage: bool = True, **server_options: Any) -> None:
         if instances < 1 or (redis_shards is not None and (redis_shards < 1 or redis is not None)):
             raise ValueError("need at least one instance, and redis_shards >= 1 without a redis URL")
         self.redis_shards, self.replicas, self.node_timeout = redis_shards, replicas, node_timeout
+        self.full_coverage = full_coverage
         self.failovers: list[Failover] = []  # the last run's "master" failures (also in its meta)
         self._redis_cluster: RedisClusterProcess | None = None
         self.n = instances
@@ -124,8 +126,8 @@ class Cluster:
     def start(self, scenario: Scenario | None = None) -> Cluster:
         self._logdir.mkdir(exist_ok=True)  # again after a close()
         if self.redis_url is None and self.redis_shards is not None:
-            self._redis_cluster = RedisClusterProcess(self.redis_shards, self.replicas,
-                                                      self.node_timeout).start()
+            self._redis_cluster = RedisClusterProcess(self.redis_shards, self.replicas, self.node_timeout,
+                                                      full_coverage=self.full_coverage).start()
             self.redis_url = self._redis_cluster.url
         elif self.redis_url is None:
             self._redis_proc = RedisProcess(persist=self.redis_persist).start()

@@ -67,14 +67,14 @@ class CatchUpReport:
 
 
 async def catch_up(fanout: Fanout, store: RedisStore, history: HistoryConfig, sessions: Mapping[str, Session],
-                   subscribe_commands: int = 1, window: float = 0.0) -> CatchUpReport:
-    """Catch up every room :meth:`Fanout.reconnect` re-subscribed (and is holding); ``window``: seconds since the
-    old subscriber may have stopped delivering (the outage and its detection). Raises if Redis fails again
-    meanwhile: the caller retries the whole reconnect, and rooms are read again from where their connections
-    stand (held events are dropped then: they are in the history)."""
+                   subscribe_commands: int = 1, window: float = 0.0, only: list[str] | None = None) -> CatchUpReport:
+    """Catch up every room :meth:`Fanout.reconnect` re-subscribed (and is holding), or ``only`` those of them;
+    ``window``: seconds since the old subscriber may have stopped delivering (the outage and its detection).
+    Raises if Redis fails again meanwhile: the caller retries the whole reconnect, and rooms are read again from
+    where their connections stand (held events are dropped then: they are in the history)."""
     started = time.monotonic()
     report = CatchUpReport(subscribe_commands=subscribe_commands)
-    rooms = list(fanout.holding)
+    rooms = [ws for ws in fanout.holding if only is None or ws in only]
     untrimmed_by_age = not history.max_age or window < history.max_age
     for i in range(0, len(rooms), CHUNK):
         await asyncio.gather(*(_room(fanout, store, history, sessions, ws, report, untrimmed_by_age)

@@ -13,7 +13,8 @@ one Redis nothing here runs, so the single-Redis hot path is the one it was. On 
   a routed ``EVALSHA`` costs this process 26 µs of CPU on this connection and 90 µs on redis-py's
   ``RedisCluster`` (``bench/results/cluster_roundtrip.md``, same run), and the hot path's call shape is one
   command per slot, which needs none of redis-py's multi-slot machinery;
-* sharded pub/sub, one subscriber connection per master (:mod:`rtlib.server.cluster_fanout`). The scripts and
+* sharded pub/sub, one subscriber connection per master (:mod:`rtlib.server.cluster_fanout`; the connection
+  is a :class:`ShardedProtocol`, which also carries the hot path's commands to that master). The scripts and
   :meth:`RedisStore.publish` publish with ``SPUBLISH`` (:func:`rtlib.server.scripts.sized`): classic
   ``PUBLISH`` on a cluster is copied to every node over the cluster bus, so it does not grow with shards.
 
@@ -43,8 +44,8 @@ from rtlib.server.resp import (
     parse_redis_url,
 )
 
-__all__ = ["MAX_REDIRECTS", "REFRESH_EVERY", "TRYAGAIN_WAIT", "ClusterConnection", "ClusterProbe", "Node",
-           "RedisClusterClient", "Topology", "cluster_mode", "slot_of"]
+__all__ = ["MAX_REDIRECTS", "REFRESH_EVERY", "TRYAGAIN_WAIT", "ClusterConnection", "ClusterProbe",
+           "Node", "RedisClusterClient", "ShardedProtocol", "Topology", "cluster_mode", "slot_of"]
 
 log = logging.getLogger("rtlib.server.cluster_client")
 
@@ -93,6 +94,46 @@ async def cluster_mode(url: str) -> bool:
         raise RuntimeError(f"Redis Cluster at {url} runs Redis {info.get('redis_version', '?').strip()}: rtlib "
                            "needs Redis >= 7 on a cluster (sharded pub/sub, SSUBSCRIBE/SPUBLISH)")
     return True
+
+
+class _Fence:
+    """In a subscriber's reply queue, in place of a future, for a ``SSUBSCRIBE``/``SUNSUBSCRIBE`` sent with a
+    ``PING`` behind it (:meth:`ShardedProtocol.fenced`): every non-push reply up to that ``PONG`` is the
+    command's error (``MOVED``: the slot moved), handed to ``on_message``, never to a command's future."""
+
+    __slots__ = ("protocol",)
+
+    def __init__(self, protocol: RespProtocol) -> None:
+        self.protocol = protocol
+
+    def done(self) -> bool:
+        return False
+
+    def set_result(self, reply: Any) -> None:
+        """The ``PONG``: the fenced command is over."""
+
+    def set_exception(self, exc: BaseException) -> None:
+        if self.protocol.transport is None:  # the connection is gone (connection_lost fails every waiter)
+            return
+        self.protocol.waiters.appendleft(self)  # type: ignore[arg-type]  # still waiting for the PONG
+        if self.protocol.on_message is not None:
+            self.protocol.on_message(exc)
+
+
+PING = pack_command(b"PING")
+
+
+class ShardedProtocol(RespProtocol):
+    """A master's subscriber connection (RESP3) that also carries the hot path's commands for its slots. A
+    subscribe command has no reply of its own when it succeeds (its confirmations are pushes) and an error
+    reply when it fails: :meth:`fenced` sends it with a ``PING`` behind it and a :class:`_Fence` in the reply
+    queue, so that the error cannot be taken for the reply to a command sent after it."""
+
+    def fenced(self, command: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionError("redis connection lost")
+        self.waiters.append(_Fence(self))  # type: ignore[arg-type]
+        self.transport.write(command + PING)
 
 
 def slot_of(key: bytes | str) -> int:

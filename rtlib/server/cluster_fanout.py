@@ -14,10 +14,13 @@ channel is what keeps an instance's Redis connections at the number of shards.
   master to open a subscriber on). A moved room's live events are held from the ``sunsubscribe`` on, and once
   it is subscribed again it is caught up from history like after an outage (:mod:`rtlib.server.catchup`):
   what was published between the old owner's ``sunsubscribe`` and the new subscription is not lost.
-* A subscriber connection drops (a master died): the whole subscriber counts as lost, exactly as the one
-  connection does on one Redis, so the outage ride-through (:mod:`rtlib.server.outage`) takes over: the broker
-  is down, connections stay open, and :meth:`reconnect` re-reads the map (after the replica's promotion), opens
-  a subscriber per master and re-subscribes every room, before the catch-up from history.
+* A subscriber connection drops (a master died) while another master's is open: only that master is lost
+  (:mod:`rtlib.server.lost_masters`): its workspaces answer ``unavailable`` and their rooms are held until the
+  slot map names a new owner (the replica's promotion), then subscribed there and caught up from history; the
+  other workspaces carry on. The last subscriber dropping, or the pub/sub check giving up on one (a paused Redis
+  keeps its sockets open), is the outage ride-through (:mod:`rtlib.server.outage`) as on one Redis: the broker
+  is down, connections stay open, and :meth:`reconnect` re-reads the map, opens a subscriber per master and
+  re-subscribes every room, before the catch-up from history.
 * The pub/sub check: each instance has one probe channel per master (a hash tag chosen in that master's
   slots); :class:`~rtlib.server.cluster_client.ClusterProbe` publishes a probe on each, and it counts as back
   only when every master's subscriber delivered it, so a deaf subscriber on any node is caught.
@@ -49,11 +52,13 @@ from rtlib.server.cluster_client import (
     ClusterProbe,
     Node,
     RedisClusterClient,
+    ShardedProtocol,
     Topology,
     slot_of,
 )
 from rtlib.server.fanout import Fanout
 from rtlib.server.keyspace import channel, node_probe_channel, workspace_of_channel
+from rtlib.server.lost_masters import LostMasters
 from rtlib.server.resp import RespError, RespProtocol, open_connection, pack_command, parse_redis_url
 from rtlib.server.store import RedisStore
 from rtlib.server.tasks import spawn
@@ -64,46 +69,6 @@ log = logging.getLogger("rtlib.server.cluster_fanout")
 
 #: Seconds a re-subscription after a slot move may take before it is tried again at the next map read.
 RESUBSCRIBE_TIMEOUT = 5.0
-
-
-class _Fence:
-    """In a subscriber's reply queue, in place of a future, for a ``SSUBSCRIBE``/``SUNSUBSCRIBE`` sent with a
-    ``PING`` behind it (:meth:`ShardedProtocol.fenced`): every non-push reply up to that ``PONG`` is the
-    command's error (``MOVED``: the slot moved), handed to ``on_message``, never to a command's future."""
-
-    __slots__ = ("protocol",)
-
-    def __init__(self, protocol: RespProtocol) -> None:
-        self.protocol = protocol
-
-    def done(self) -> bool:
-        return False
-
-    def set_result(self, reply: Any) -> None:
-        """The ``PONG``: the fenced command is over."""
-
-    def set_exception(self, exc: BaseException) -> None:
-        if self.protocol.transport is None:  # the connection is gone (connection_lost fails every waiter)
-            return
-        self.protocol.waiters.appendleft(self)  # type: ignore[arg-type]  # still waiting for the PONG
-        if self.protocol.on_message is not None:
-            self.protocol.on_message(exc)
-
-
-PING = pack_command(b"PING")
-
-
-class ShardedProtocol(RespProtocol):
-    """A master's subscriber connection (RESP3) that also carries the hot path's commands for its slots. A
-    subscribe command has no reply of its own when it succeeds (its confirmations are pushes) and an error
-    reply when it fails: :meth:`fenced` sends it with a ``PING`` behind it and a :class:`_Fence` in the reply
-    queue, so that the error cannot be taken for the reply to a command sent after it."""
-
-    def fenced(self, command: bytes) -> None:
-        if self.transport is None or self.transport.is_closing():
-            raise ConnectionError("redis connection lost")
-        self.waiters.append(_Fence(self))  # type: ignore[arg-type]
-        self.transport.write(command + PING)
 
 
 class ClusterFanout(Fanout):
@@ -117,12 +82,15 @@ class ClusterFanout(Fanout):
         self._dropping: set[bytes] = set()  # channels this instance left: their sunsubscribe is not a slot move
         self._probes: dict[Node, bytes] = {}  # master -> this instance's probe channel there
         self._probe_seen: dict[bytes, set[Node]] = {}  # probe token -> the masters that delivered it
-        self._down = False  # a subscriber dropped: the outage path is at work until the next connect
+        self._down = False  # the whole subscriber is lost: the outage path is at work until the next connect
+        self._abandoning = False  # the pub/sub check dropped every subscriber: a whole outage, not one master
+        self.lost = LostMasters(topology)  # masters lost while others answer (their workspaces wait)
+        self._moving = asyncio.Lock()  # one re-subscription and catch-up at a time (slot moves, lost masters)
         self._fresh: asyncio.Task[None] | None = None
         self._rehoming: asyncio.Task[None] | None = None
         # Catches up the rooms in ``holding`` from history (rtlib.server.catchup, :meth:`follow_moves`): a room
         # whose slot moved may have missed events between its old master's sunsubscribe and the new SSUBSCRIBE.
-        self._catch_up: Callable[[int, float], Awaitable[CatchUpReport]] | None = None
+        self._catch_up: Callable[[int, float, list[str]], Awaitable[CatchUpReport]] | None = None
 
     # --- connections ----------------------------------------------------------------------------------------
     @property
@@ -137,6 +105,9 @@ class ClusterFanout(Fanout):
     def nodes(self) -> list[Node]:
         """The masters this instance has a subscriber connection to (one each)."""
         return list(self._subs)
+
+    def serves(self, workspace_id: str) -> bool:
+        return self.lost.serves(channel(workspace_id))
 
     def node_connection(self, node: Node) -> RespProtocol | None:
         """The master's subscriber connection, for the hot path's commands to that master (None: no subscriber
@@ -202,14 +173,57 @@ class ClusterFanout(Fanout):
         self._subs, self._where, self._probes = {}, {}, {}
         self._dropping.clear()
         self._probe_seen.clear()
-        self._down = False
+        self._down = self._abandoning = False
+        self.lost.clear()
 
     def _connection_lost(self, protocol: RespProtocol, exc: Exception | None) -> None:
-        if any(p is protocol for p in self._subs.values()) and not self._down:
-            self._down = True  # once per outage: the others' drops follow from the same cause
-            self._on_lost(exc)
+        node = next((n for n, p in self._subs.items() if p is protocol), None)
+        if node is None or self._down:
+            return
+        if not (self._closing or self._abandoning) and any(p.open for n, p in self._subs.items() if n != node):
+            self._lose(node, exc)  # the other masters answer: only this one's workspaces wait
+            return
+        self._down = True  # once per outage: the others' drops follow from the same cause
+        self._on_lost(exc)
+
+    def _lose(self, node: Node, exc: Exception | None) -> None:
+        """One master's subscriber dropped: hold its rooms, fail their pending subscriptions, and retry until
+        its slots have an owner this instance reaches (:class:`~rtlib.server.lost_masters.LostMasters`)."""
+        del self._subs[node]
+        self._probes.pop(node, None)
+        rooms = [chan for chan, where in self._where.items() if where == node]
+        for chan in rooms:
+            del self._where[chan]
+            self._hold(chan)
+            for fut in self._pending.pop(chan, []):
+                if not fut.done():
+                    fut.set_exception(ConnectionError(f"redis cluster master {node[0]}:{node[1]} lost"))
+        log.warning("redis cluster master %s:%s lost (%s): its %d rooms wait for its slots' next owner, the other "
+                    "masters' carry on", *node, exc or "connection closed", len(rooms))
+        self.lost.lose(node, self._regain)
+
+    async def _regain(self) -> bool:
+        """One try (:meth:`LostMasters.lose` retries it): read the slot map; a lost master replaced in it, or
+        answering again, is forgotten, and the rooms are subscribed on their owners and caught up. True once no
+        master is lost."""
+        await self.topology.refresh()
+        back = []
+        for node in list(self.lost.since):
+            if node in self.topology.masters:  # not replaced (yet): it may answer again
+                try:
+                    await self._open(node)
+                except (OSError, ConnectionError, TimeoutError, RespError):
+                    continue
+            back.append(node)
+        if not back:
+            return False
+        window = self.lost.window() + REFRESH_EVERY
+        self.lost.forget(back)
+        await self._resubscribe(window)
+        return not self.lost.since
 
     def abandon(self) -> None:
+        self._abandoning = True  # the check found a subscriber deaf: Redis as a whole is suspect
         for protocol in self._subs.values():
             if protocol.transport is not None:
                 protocol.transport.abort()
@@ -225,7 +239,8 @@ class ClusterFanout(Fanout):
     # --- subscriptions --------------------------------------------------------------------------------------
     async def _ssubscribe(self, chans: list[bytes]) -> None:
         """``SSUBSCRIBE`` each channel on its slot's master (one command per slot: Redis refuses channels of
-        several slots in one); returns once every one is confirmed."""
+        several slots in one); returns once every one is confirmed. Raises ConnectionError for a lost master's
+        (a connection to one of its workspaces is then closed 1013, as in an outage)."""
         groups: dict[int, list[bytes]] = defaultdict(list)
         for chan in chans:
             groups[slot_of(chan)].append(chan)
@@ -233,6 +248,8 @@ class ClusterFanout(Fanout):
         waiters = []
         for slot, group in groups.items():
             node = self.topology.node_of(slot)
+            if node in self.lost.since:
+                raise ConnectionError(f"redis cluster master {node[0]}:{node[1]} is lost (slot {slot})")
             if node not in self._subs:
                 await self._open(node)
             for chan in group:
@@ -304,10 +321,18 @@ class ClusterFanout(Fanout):
             self._rehoming = spawn(self._rehome(), name="cluster-resubscribe")
 
     async def _rehome(self) -> None:
-        """Read the slot map; open subscribers on new masters, close those of nodes no longer masters, and
-        subscribe every room (and probe) whose channel is not subscribed on its slot's owner."""
+        """Read the slot map, then :meth:`_resubscribe`; a failure is retried at the next map read."""
         try:
             await self.topology.refresh()
+            await self._resubscribe(REFRESH_EVERY + RESUBSCRIBE_TIMEOUT)
+        except (OSError, ConnectionError, TimeoutError, RespError) as exc:
+            log.warning("redis cluster: re-subscribing after a slot move failed (%s); next map read retries", exc)
+
+    async def _resubscribe(self, window: float) -> None:
+        """Open subscribers on new masters (not on lost ones), close those of nodes no longer masters, subscribe
+        every room (and probe) whose channel is not subscribed on its slot's owner, and catch the held rooms up
+        (``window``: seconds they may have missed)."""
+        async with self._moving:
             masters = set(self.topology.masters)
             for node in [n for n in self._subs if n not in masters]:
                 protocol = self._subs.pop(node)
@@ -315,24 +340,25 @@ class ClusterFanout(Fanout):
                 protocol.close()
                 self._probes.pop(node, None)
             for node in self.topology.masters:
-                if node not in self._subs:
+                if node not in self._subs and node not in self.lost.since:
                     await self._open(node)
             if self.probe_channel is not None:
                 self._probes = {node: self._probe_for(node) for node in self._subs}
             wanted = [*self._probes.values(), *(channel(ws).encode() for ws in self.rooms)]
-            moved = [c for c in wanted if self._where.get(c) != self.topology.owner[slot_of(c)]]
+            moved = [c for c in wanted if self._where.get(c) != (owner := self.topology.owner[slot_of(c)])
+                     and owner not in self.lost.since]
             if moved:
                 log.info("re-subscribing %d channel(s) on their new master", len(moved))
                 for chan in moved:
                     self._hold(chan)
                 async with asyncio.timeout(RESUBSCRIBE_TIMEOUT):
                     await self._ssubscribe(moved)
-            if self.holding and self._catch_up is not None and self.connected:
-                # what the moved rooms missed, from history; then their held live events (no gap, no duplicate)
-                report = await self._catch_up(len(moved), REFRESH_EVERY + RESUBSCRIBE_TIMEOUT)
+            # what the moved rooms missed, from history; then their held live events (no gap, no duplicate); a
+            # lost master's rooms wait for their own re-subscription
+            ready = [ws for ws in self.holding if self.serves(ws)]
+            if ready and self._catch_up is not None and self.connected:
+                report = await self._catch_up(len(moved), window, ready)
                 log.info("rooms caught up after a slot move: %s", report.summary())
-        except (OSError, ConnectionError, TimeoutError, RespError) as exc:
-            log.warning("redis cluster: re-subscribing after a slot move failed (%s); next map read retries", exc)
 
     def _hold(self, chan: bytes) -> None:
         """From now on keep the room's live events (:meth:`Fanout.deliver`) until its catch-up releases them."""

@@ -10,8 +10,9 @@ Each run returns the bytes it made the servers write, which the connection's fan
 (``docs/protocol.md`` §10): an update's event times the workspace's other connections on every instance, a
 reply times one, a presence request its frame times the others (a change is broadcast at most once).
 
-While Redis cannot be reached (:class:`~rtlib.server.broker.Broker`, ``docs/protocol.md`` §11b) a task request
-is answered with a retryable ``unavailable`` error, never an ``ack`` for something not stored; a presence
+While Redis cannot be reached (:class:`~rtlib.server.broker.Broker`, ``docs/protocol.md`` §11b), or the Redis
+Cluster master of the request's workspace is lost (:meth:`Fanout.serves`), a task request is answered with a
+retryable ``unavailable`` error, never an ``ack`` for something not stored; a presence
 operation the outage cut short is handed back to the presence machine (:meth:`PresenceMachine.requeue`), which
 holds it until Redis answers; a missed sweep is simply skipped (the next one pops what it would have).
 """
@@ -78,7 +79,7 @@ class Executor:
         written = 0
         for op in ops:
             ws, session = op.session.workspace_id, op.session
-            if not self.broker.up:  # known down: answered at once, nothing sent to Redis
+            if not self._reachable(ws):  # known down: answered at once, nothing sent to Redis
                 self._unavailable(requester, op.update.ref, "task.update not carried out: Redis is unreachable; "
                                   "retry", now)
                 continue
@@ -113,6 +114,8 @@ class Executor:
         written = 0
         for op in ops:
             try:
+                if not self._reachable(op.session.workspace_id):
+                    raise BrokerUnavailable("the workspace's Redis Cluster master is lost")
                 version, fields = await self.broker.guard(self.store.get_task(op.session.workspace_id, op.get.taskId))
             except BrokerUnavailable:
                 self._unavailable(requester, op.get.ref, "task.get not carried out: Redis is unreachable", now)
@@ -125,6 +128,8 @@ class Executor:
         written = 0
         for op in ops:
             try:
+                if not self._reachable(op.session.workspace_id):
+                    raise BrokerUnavailable("the workspace's Redis Cluster master is lost")
                 tasks, cursor = await self.broker.guard(
                     self.store.list_tasks(op.session.workspace_id, op.request.cursor, op.request.limit))
             except BrokerUnavailable:
@@ -132,6 +137,10 @@ class Executor:
                 continue
             written += self._reply(requester, op.session.task_page(op.request, tasks, cursor, now))
         return written
+
+    def _reachable(self, workspace_id: str) -> bool:
+        """Redis is up for this workspace: the broker is, and (on a Redis Cluster) so is its slot's master."""
+        return self.broker.up and self.fanout.serves(workspace_id)
 
     def _reply(self, requester: Requester, frame: bytes) -> int:
         self.fanout.send(requester.peer, frame)

@@ -90,6 +90,12 @@ class Fanout:
         protocol = self._protocol
         return protocol if protocol is not None and protocol.resp3 else None
 
+    def serves(self, workspace_id: str) -> bool:
+        """Can this instance carry out the workspace's requests now (its Redis reachable, as far as this fan-out
+        knows)? On one Redis always (the broker says when it is not); a Redis Cluster's fan-out says no for the
+        slots of a master it lost (:mod:`rtlib.server.lost_masters`)."""
+        return True
+
     def _connection_lost(self, protocol: RespProtocol, exc: Exception | None) -> None:
         if protocol is self._protocol:  # not a connection already replaced by a reconnect
             self._on_lost(exc)

@@ -84,13 +84,17 @@ class RedisClusterProcess:
     returns. Use it as a context manager, or call :meth:`start` and :meth:`stop`."""
 
     def __init__(self, masters: int = 3, replicas: int = 0, node_timeout: float = 2.0,
-                 binary: Path | None = None) -> None:
+                 binary: Path | None = None, full_coverage: bool = True) -> None:
         if masters < 1 or replicas < 0:
             raise ValueError("a cluster needs at least one master and no negative replica count")
         self.masters, self.replicas = masters, replicas
         # cluster-node-timeout: how long a master may be unreachable before its replica is promoted (the
         # failover's detection time, compressed for tests; Redis's default is 15 s).
         self.node_timeout = node_timeout
+        # cluster-require-full-coverage (Redis's default: yes): once a master is marked failed, every node refuses
+        # every command (CLUSTERDOWN) until its slots are covered again, i.e. until its replica is promoted; with
+        # no, the other masters go on serving their own slots meanwhile (docs/operations.md, failover section).
+        self.full_coverage = full_coverage
         self.binary = binary
         self.nodes: list[RedisProcess] = []
 
@@ -122,6 +126,7 @@ class RedisClusterProcess:
                 taken.add(port)
                 args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                         "--cluster-node-timeout", str(max(1, round(self.node_timeout * 1000))),
+                        "--cluster-require-full-coverage", "yes" if self.full_coverage else "no",
                         # a replica's first sync at once (Redis waits 5 s by default for more replicas to share it)
                         "--repl-diskless-sync-delay", "0"]
                 self.nodes.append(RedisProcess(port, self.binary, extra_args=args).start())

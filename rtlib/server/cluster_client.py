@@ -44,7 +44,7 @@ from rtlib.server.resp import (
     parse_redis_url,
 )
 
-__all__ = ["MAX_REDIRECTS", "REFRESH_EVERY", "TRYAGAIN_WAIT", "ClusterConnection", "ClusterProbe",
+__all__ = ["MAX_REDIRECTS", "REFRESH_EVERY", "SHARDED_PUBSUB", "TRYAGAIN_WAIT", "ClusterConnection", "ClusterProbe",
            "Node", "RedisClusterClient", "ShardedProtocol", "Topology", "cluster_mode", "slot_of"]
 
 log = logging.getLogger("rtlib.server.cluster_client")
@@ -71,28 +71,47 @@ class RedisClusterClient(RedisCluster):  # type: ignore[misc]
         await super().aclose()
 
 
-async def _info(address: RedisAddress) -> dict[str, str]:
+#: What ``rtlib serve`` needs of a Redis Cluster's servers: sharded pub/sub (Redis >= 7).
+SHARDED_PUBSUB = ("SPUBLISH", "SSUBSCRIBE")
+
+
+async def _ask(address: RedisAddress, *parts: str) -> Any:
     protocol = await open_connection(address)
     try:
-        text = await protocol.send(b"*1\r\n$4\r\nINFO\r\n")
+        return await protocol.send(pack_command(*parts))
     finally:
         protocol.close()
-    return dict(line.split(":", 1) for line in text.decode().splitlines() if ":" in line)
+
+
+async def _lacking(address: RedisAddress, version: tuple[int, ...]) -> list[str]:
+    """The sharded pub/sub commands the server at ``address`` does not know (``COMMAND INFO`` answers nil for
+    an unknown command). A server that refuses ``COMMAND`` (renamed, or a proxy) is judged by its version."""
+    try:
+        known = await _ask(address, "COMMAND", "INFO", *SHARDED_PUBSUB)
+    except RespError:
+        return list(SHARDED_PUBSUB) if version < (7, 0) else []
+    return [name for name, entry in zip(SHARDED_PUBSUB, known, strict=False) if not entry]
 
 
 async def cluster_mode(url: str) -> bool:
-    """Is the Redis at ``url`` a Redis Cluster node (``cluster_enabled:1``)? Raises RuntimeError for a cluster
-    older than Redis 7 (no sharded pub/sub), ``OSError`` if it cannot be reached."""
+    """Is the Redis at ``url`` a Redis Cluster node (``cluster_enabled:1``)? Raises RuntimeError (one line: what
+    is wrong and what is needed) for a cluster whose server lacks sharded pub/sub (Redis < 7), ``OSError`` if it
+    cannot be reached."""
+    address = parse_redis_url(url)
     try:
-        info = await _info(parse_redis_url(url))
+        text = await _ask(address, "INFO")
     except RespError:  # no INFO (the fakeredis fallback): not a cluster
         return False
+    info = dict(line.split(":", 1) for line in text.decode().splitlines() if ":" in line)
     if info.get("cluster_enabled", "0").strip() != "1":
         return False
-    version = tuple(int(p) for p in info.get("redis_version", "0").strip().split(".")[:2] if p.isdigit())
-    if version < (7, 0):
-        raise RuntimeError(f"Redis Cluster at {url} runs Redis {info.get('redis_version', '?').strip()}: rtlib "
-                           "needs Redis >= 7 on a cluster (sharded pub/sub, SSUBSCRIBE/SPUBLISH)")
+    shown = info.get("redis_version", "?").strip()
+    version = tuple(int(p) for p in shown.split(".")[:2] if p.isdigit())
+    if lacking := await _lacking(address, version):
+        where = f"{address.host}:{address.port}"  # not the URL: it may carry a password
+        raise RuntimeError(f"the Redis Cluster at {where} (Redis {shown}) has no {'/'.join(lacking)}: rtlib needs "
+                           "sharded pub/sub on a cluster, i.e. Redis >= 7 on every node; upgrade the cluster, or "
+                           "point --redis at a Redis that is not a cluster")
     return True
 
 

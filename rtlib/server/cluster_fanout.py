@@ -240,7 +240,8 @@ class ClusterFanout(Fanout):
     async def _ssubscribe(self, chans: list[bytes]) -> None:
         """``SSUBSCRIBE`` each channel on its slot's master (one command per slot: Redis refuses channels of
         several slots in one); returns once every one is confirmed. Raises ConnectionError for a lost master's
-        (a connection to one of its workspaces is then closed 1013, as in an outage)."""
+        (a connection to one of its workspaces accepted just before the loss is then closed 1013, as in an outage;
+        later ones are refused 503 at the handshake)."""
         groups: dict[int, list[bytes]] = defaultdict(list)
         for chan in chans:
             groups[slot_of(chan)].append(chan)

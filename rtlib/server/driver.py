@@ -77,7 +77,8 @@ class RealtimeServer:
         self._user_conns: Counter[str] = Counter()  # open connections per user on this instance
         # Up, or down since when (docs/protocol.md §11b): new handshakes are refused (503) while Redis is down.
         self.broker = Broker()
-        self.handshakes = Handshakes(config, secret, self._user_conns, lambda: self.broker.up)
+        self.handshakes = Handshakes(config, secret, self._user_conns, lambda: self.broker.up,
+                                     lambda ws: self.fanout.serves(ws))
         # Presence: what each connection views, the sweep and (mode "probe") probe schedules, and blindness while
         # Redis is unreachable, as one sans-I/O machine; the timer task wakes it, the executor carries out its
         # effects. A timer wake more than a sweep interval late means this loop stalled: not held against viewers.

@@ -50,10 +50,13 @@ class Handshakes:
     """Checks and paces this instance's handshakes (``process_request`` for websockets' ``serve``)."""
 
     def __init__(self, config: ServerConfig, secret: str, user_conns: Counter[str],
-                 redis_up: Callable[[], bool]) -> None:
+                 redis_up: Callable[[], bool], serves: Callable[[str], bool] | None = None) -> None:
         self.config, self.secret = config, secret
         self.user_conns = user_conns  # open connections per user on this instance (the per-user cap)
         self.redis_up = redis_up
+        # Can the workspace's requests be carried out (on a Redis Cluster: its master is not lost)? A connection
+        # accepted to a lost master's workspace could not be subscribed, and would be closed right after (1013).
+        self.serves = serves
         self.static = StaticFiles()
         self.pacer = Pacer(config.handshake_rate, config.handshake_burst, config.handshake_max_wait)
         self.admission = AdmissionGate(config.handshake_concurrency)
@@ -91,6 +94,8 @@ class Handshakes:
                 raise HandshakeError.forbidden("missing workspace parameter")
             if workspace not in claims.workspaces:  # token workspaces are valid ids, so W is one too
                 raise HandshakeError.forbidden(f"user is not a member of workspace {workspace!r}")
+            if self.serves is not None and not self.serves(workspace):
+                raise HandshakeError.unavailable("this workspace's Redis Cluster master is being replaced; retry")
             if self.user_conns[claims.user_id] >= self.config.max_connections_per_user:
                 raise HandshakeError.too_many("too many connections for this user on this instance")
             origin = request.headers.get("Origin")

@@ -8,7 +8,8 @@ thirds of the workspaces (3 masters) lived on masters that never stopped answeri
 
 1. A master's subscriber drops while another master's is still open: that master is *lost* (:meth:`lose`); its
    rooms' channels are held (:attr:`Fanout.holding`), and requests for a workspace whose slot it owns are
-   answered ``unavailable`` at once (:meth:`serves`, asked by :class:`~rtlib.server.effects.Executor`); every
+   answered ``unavailable`` at once (:meth:`serves`, asked by :class:`~rtlib.server.effects.Executor`, and new
+   connections to them refused 503 by :class:`~rtlib.server.handshake.Handshakes`); every
    other workspace carries on, and the pub/sub check probes the masters left.
 2. :meth:`_retry` calls the fan-out's ``regain`` with rtlib's backoff: read the slot map; a lost master no longer
    in it (its replica was promoted) or answering again is forgotten, its rooms are subscribed on their slots' new
@@ -16,9 +17,10 @@ thirds of the workspaces (3 masters) lived on masters that never stopped answeri
 3. If no master is left (the last subscriber dropped too) or the pub/sub check gives up on a subscriber, the
    whole-instance outage of :mod:`rtlib.server.outage` takes over (:meth:`clear`): it re-subscribes every room.
 
-Not covered (measured or reasoned in ``docs/operations.md``): presence operations of the lost master's
-workspaces are not held (a beat or a sweep fails, logged, and comes again), and a connection opened to one of its
-workspaces meanwhile is closed 1013 after the handshake (not refused 503).
+Not covered (measured in ``docs/operations.md``): presence operations are not scoped (redis-py's cluster client
+retries one for the lost master's slots until the promotion, holding its connection's later frames and, for a
+sweep, the presence timer); a master that stops answering without closing its socket is still a whole-instance
+outage (the pub/sub check).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 A 3x1 cluster (``cluster-node-timeout`` 1 s), one instance, editors on two workspaces of the master that is
 SIGKILLed and on two of the others, and a reader in one killed workspace. During the failover the healthy
 workspaces' updates are all acked (none ``unavailable``), the instance never declares the broker down, the
-killed ones get ``unavailable`` until the replica is promoted, then acks again, and the reader receives every
-acked version of its workspace (caught up from history)."""
+killed ones get ``unavailable`` (and new connections to them 503) until the replica is promoted, then acks again,
+and the reader receives every acked version of its workspace (caught up from history)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import json
 import time
 
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bench.resilience.failover_clients import Editor
 from rtlib.lab.failures import shard_workspaces
@@ -32,6 +32,15 @@ async def _read(url: str, ws: str, versions: list[int]) -> None:
                 frame = json.loads(raw)
                 if frame["type"] == "task.updated" and frame["payload"]["taskId"] == "T":
                     versions.append(int(frame["payload"]["version"]))
+
+
+async def _handshake(url: str, ws: str) -> int:
+    """The HTTP status a new connection to ``ws`` gets (101: accepted)."""
+    try:
+        async with connect(f"{url}?token={token('late', ws)}&workspace={ws}", compression=None):
+            return 101
+    except InvalidStatus as exc:
+        return exc.response.status_code
 
 
 async def test_a_lost_master_holds_up_only_its_own_workspaces() -> None:
@@ -53,6 +62,8 @@ async def test_a_lost_master_holds_up_only_its_own_workspaces() -> None:
         await asyncio.sleep(1.0)
         killed_at = time.monotonic()
         cluster.nodes[0].crash()  # SIGKILL shard 0's master; its replica is promoted after the node timeout
+        await asyncio.sleep(0.2)
+        statuses = [await _handshake(server.url, ws) for ws in (killed[1], healthy[1])]
         back = None
         while time.monotonic() - killed_at < 15 and back is None:
             await asyncio.sleep(0.1)
@@ -66,6 +77,7 @@ async def test_a_lost_master_holds_up_only_its_own_workspaces() -> None:
         for job in [*jobs, reader]:
             job.cancel()
         assert [c for e in editors for c in e.closes] == []
+        assert statuses == [503, 101]  # a new connection to the lost master's workspace is refused meanwhile
         assert server.outages is not None and server.outages.outages == 0  # never a whole-instance outage
         assert [n for n, _ in server.fanout.lost.regained] == [("127.0.0.1", cluster.ports[0])]  # type: ignore
         during = [s for e in editors[2:] for s in e.sent.values() if killed_at <= s.sent <= back]

@@ -233,6 +233,7 @@ class ClusterFanout(Fanout):
         for task in (self._fresh, self._rehoming):
             if task is not None:
                 task.cancel()
+        self.lost.clear()  # its retries would go on reading the slot map after the instance stopped
         for protocol in self._subs.values():
             protocol.close()
 

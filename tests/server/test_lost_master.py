@@ -90,3 +90,29 @@ async def test_a_lost_master_holds_up_only_its_own_workspaces() -> None:
         if server is not None:
             await server.stop()
         await asyncio.to_thread(cluster.stop)
+
+
+async def test_stopping_while_a_master_is_lost_ends_its_retries() -> None:
+    """Stopped before the promotion (node timeout 5 s): the retries to regain the lost master end with the
+    instance, instead of reading the slot map after it stopped."""
+    cluster = await asyncio.to_thread(RedisClusterProcess(3, 1, node_timeout=5.0).start)
+    try:
+        server = await RealtimeServer(cluster.url, SECRET, ServerConfig()).start()
+        ws = next(w for w, s in shard_workspaces(cluster.slot_ranges(), 20).items() if s == 0)
+        seen: list[int] = []
+        reader = asyncio.ensure_future(_read(server.url, ws, seen))  # a room on the master to be killed
+        await asyncio.sleep(0.3)
+        cluster.nodes[0].crash()
+        lost = server.fanout.lost  # type: ignore[attr-defined]
+        for _ in range(50):
+            if lost.since:
+                break
+            await asyncio.sleep(0.02)
+        assert list(lost.since) == [("127.0.0.1", cluster.ports[0])] and not server.fanout.serves(ws)
+        retrying = lost._task
+        await server.stop()
+        await asyncio.sleep(0)
+        assert not lost.since and retrying is not None and retrying.done()
+        reader.cancel()
+    finally:
+        await asyncio.to_thread(cluster.stop)

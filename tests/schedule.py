@@ -28,6 +28,8 @@ LONGEST_FIRST = [
     "tests/lab/test_scenario_presence_modes.py",  # 25 s
     "tests/server/test_hostile.py",  # 20 s
     "tests/server/test_durability.py",  # 19 s: a cluster master killed, a failover waited out
+    "tests/lab/test_lab_master_failover.py",  # 17 s: a 6-node cluster, a lab run through a master kill
+    "tests/server/test_lost_master.py",  # 17 s: two clusters, a master killed in each
     "tests/web/test_board_browser.py",  # 16 s
     "tests/server/test_broker_outage.py",  # 14 s
 ]

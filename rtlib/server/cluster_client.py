@@ -1,6 +1,6 @@
 """``rtlib serve`` on a Redis Cluster (issue 22 item 2): detecting one, its slot map, and routed hot-path commands.
 
-Selected once at startup (:func:`cluster_mode`, then :func:`rtlib.server.cluster_fanout.cluster_clients`); on
+Selected once at startup (:func:`cluster_mode`, then :func:`rtlib.server.driver.cluster_clients`); on
 one Redis nothing here runs, so the single-Redis hot path is the one it was. On a cluster the instance has:
 
 * redis-py's ``RedisCluster`` for everything but the hot path (presence pipelines, the sweep, task lists, the
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import replace
 from typing import Any
 
@@ -170,6 +170,9 @@ class Topology:
         self.owner: list[Node | None] = [None] * SLOTS
         self.masters: list[Node] = []
         self.version = 0  # bumped whenever the map changes
+        # Nodes asked last (the masters this instance lost: a paused one accepts the connection, then makes each
+        # read wait out its timeout)
+        self.suspect: Container[Node] = ()
         self._reading: asyncio.Task[None] | None = None
 
     def node_address(self, node: Node) -> RedisAddress:
@@ -188,7 +191,8 @@ class Topology:
 
     async def _read(self) -> None:
         errors = []
-        for node in dict.fromkeys([*self.masters, *self.seeds]):  # known masters first: a seed may be gone
+        known = dict.fromkeys([*self.masters, *self.seeds])  # known masters first: a seed may be gone
+        for node in sorted(known, key=lambda n: n in self.suspect):
             try:
                 protocol = await asyncio.wait_for(open_connection(self.node_address(node)), 2.0)
             except (OSError, TimeoutError, RespError) as exc:

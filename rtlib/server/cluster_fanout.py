@@ -17,13 +17,15 @@ channel is what keeps an instance's Redis connections at the number of shards.
 * A subscriber connection drops (a master died) while another master's is open: only that master is lost
   (:mod:`rtlib.server.lost_masters`): its workspaces answer ``unavailable`` and their rooms are held until the
   slot map names a new owner (the replica's promotion), then subscribed there and caught up from history; the
-  other workspaces carry on. The last subscriber dropping, or the pub/sub check giving up on one (a paused Redis
-  keeps its sockets open), is the outage ride-through (:mod:`rtlib.server.outage`) as on one Redis: the broker
+  other workspaces carry on. A master that stops answering with its socket open is found by the pub/sub check,
+  per master (:meth:`ClusterFanout.drop_deaf`). The last subscriber dropping, or every master falling silent, is
+  the outage ride-through (:mod:`rtlib.server.outage`) as on one Redis: the broker
   is down, connections stay open, and :meth:`reconnect` re-reads the map, opens a subscriber per master and
   re-subscribes every room, before the catch-up from history.
 * The pub/sub check: each instance has one probe channel per master (a hash tag chosen in that master's
   slots); :class:`~rtlib.server.cluster_client.ClusterProbe` publishes a probe on each, and it counts as back
-  only when every master's subscriber delivered it, so a deaf subscriber on any node is caught.
+  only when every master's subscriber delivered it, so a deaf subscriber on any node is caught (and dropped
+  alone if the others delivered it).
 
 The hot path's commands (:class:`~rtlib.server.cluster_client.ClusterConnection`) go to their key's master on
 that master's subscriber connection (:class:`ShardedProtocol`), as they share the one connection on one Redis:
@@ -37,7 +39,6 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -48,10 +49,7 @@ from rtlib.protocol.session import Session
 from rtlib.server.catchup import CatchUpReport, catch_up
 from rtlib.server.cluster_client import (
     REFRESH_EVERY,
-    ClusterConnection,
-    ClusterProbe,
     Node,
-    RedisClusterClient,
     ShardedProtocol,
     Topology,
     slot_of,
@@ -59,16 +57,18 @@ from rtlib.server.cluster_client import (
 from rtlib.server.fanout import Fanout
 from rtlib.server.keyspace import channel, node_probe_channel, workspace_of_channel
 from rtlib.server.lost_masters import LostMasters
-from rtlib.server.resp import RespError, RespProtocol, open_connection, pack_command, parse_redis_url
+from rtlib.server.resp import RespError, RespProtocol, open_connection, pack_command
 from rtlib.server.store import RedisStore
 from rtlib.server.tasks import spawn
 
-__all__ = ["ClusterClients", "ClusterFanout", "cluster_clients"]
+__all__ = ["ClusterFanout"]
 
 log = logging.getLogger("rtlib.server.cluster_fanout")
 
 #: Seconds a re-subscription after a slot move may take before it is tried again at the next map read.
 RESUBSCRIBE_TIMEOUT = 5.0
+#: Seconds a lost master that is still in the slot map has to answer a new subscriber connection, per try.
+REOPEN_TIMEOUT = 1.0
 
 
 class ClusterFanout(Fanout):
@@ -82,9 +82,11 @@ class ClusterFanout(Fanout):
         self._dropping: set[bytes] = set()  # channels this instance left: their sunsubscribe is not a slot move
         self._probes: dict[Node, bytes] = {}  # master -> this instance's probe channel there
         self._probe_seen: dict[bytes, set[Node]] = {}  # probe token -> the masters that delivered it
+        self._events: dict[Node, int] = {}  # workspace events each master's subscriber delivered (the check)
         self._down = False  # the whole subscriber is lost: the outage path is at work until the next connect
         self._abandoning = False  # the pub/sub check dropped every subscriber: a whole outage, not one master
         self.lost = LostMasters(topology)  # masters lost while others answer (their workspaces wait)
+        topology.suspect = self.lost.since  # read the slot map from them last
         self._moving = asyncio.Lock()  # one re-subscription and catch-up at a time (slot moves, lost masters)
         self._fresh: asyncio.Task[None] | None = None
         self._rehoming: asyncio.Task[None] | None = None
@@ -190,8 +192,8 @@ class ClusterFanout(Fanout):
         """One master's subscriber dropped: hold its rooms, fail their pending subscriptions, and retry until
         its slots have an owner this instance reaches (:class:`~rtlib.server.lost_masters.LostMasters`)."""
         del self._subs[node]
-        self._probes.pop(node, None)
-        rooms = [chan for chan, where in self._where.items() if where == node]
+        probe = self._probes.pop(node, None)
+        rooms = [chan for chan, where in self._where.items() if where == node]  # its probe channel too
         for chan in rooms:
             del self._where[chan]
             self._hold(chan)
@@ -199,7 +201,7 @@ class ClusterFanout(Fanout):
                 if not fut.done():
                     fut.set_exception(ConnectionError(f"redis cluster master {node[0]}:{node[1]} lost"))
         log.warning("redis cluster master %s:%s lost (%s): its %d rooms wait for its slots' next owner, the other "
-                    "masters' carry on", *node, exc or "connection closed", len(rooms))
+                    "masters' carry on", *node, exc or "connection closed", len(rooms) - (probe is not None))
         self.lost.lose(node, self._regain)
 
     async def _regain(self) -> bool:
@@ -210,8 +212,9 @@ class ClusterFanout(Fanout):
         back = []
         for node in list(self.lost.since):
             if node in self.topology.masters:  # not replaced (yet): it may answer again
-                try:
-                    await self._open(node)
+                try:  # bounded: a paused master accepts the connection and never answers (its promotion, if it
+                    # comes meanwhile, is seen at the next try)
+                    await asyncio.wait_for(self._open(node), REOPEN_TIMEOUT)
                 except (OSError, ConnectionError, TimeoutError, RespError):
                     continue
             back.append(node)
@@ -221,6 +224,27 @@ class ClusterFanout(Fanout):
         self.lost.forget(back)
         await self._resubscribe(window)
         return not self.lost.since
+
+    def progress(self) -> dict[Node, int]:
+        return dict(self._events)
+
+    def drop_deaf(self, token: bytes, before: object) -> bool:
+        """Probe ``token`` is late. Masters that delivered neither it nor an event since ``before`` are deaf
+        (paused, partitioned) if another master did deliver it (this process read its probes in time): dropped,
+        each lost on its own (:meth:`_lose`). If none delivered it, events from any say this process is busy
+        (nothing dropped); no events either is a whole-instance outage (:meth:`abandon`)."""
+        seen, was = self._probe_seen.pop(token, set()), before if isinstance(before, dict) else {}
+        deaf = [n for n in self._subs if n not in seen and self._events.get(n, 0) <= was.get(n, 0)]
+        if not deaf or (not seen and len(deaf) < len(self._subs)):
+            return False
+        if len(deaf) == len(self._subs):
+            self.abandon()
+            return True
+        for node in deaf:  # connection_lost -> _connection_lost: the others still open, so _lose(node)
+            log.warning("redis cluster master %s:%s delivered neither the probe nor an event: dropping it", *node)
+            if (transport := self._subs[node].transport) is not None:
+                transport.abort()
+        return bool(deaf)
 
     def abandon(self) -> None:
         self._abandoning = True  # the check found a subscriber deaf: Redis as a whole is suspect
@@ -293,6 +317,7 @@ class ClusterFanout(Fanout):
                 self._probe_back(node, reply[2])
                 return
             self.events_in += 1
+            self._events[node] = self._events.get(node, 0) + 1
             self.deliver(workspace_of_channel(reply[1]), reply[2])
         elif kind == b"ssubscribe":
             self._on_reply([b"subscribe", reply[1]])  # Fanout's: wake the subscription's waiter
@@ -372,22 +397,3 @@ class ClusterFanout(Fanout):
             await asyncio.sleep(REFRESH_EVERY)
             if self.connected:
                 await self._rehome()
-
-
-@dataclass
-class ClusterClients:
-    """What the driver builds on a Redis Cluster instead of its single-Redis clients: one slot map for all."""
-
-    redis: RedisClusterClient
-    fast: ClusterConnection
-    fanout: ClusterFanout
-    probe: ClusterProbe
-
-
-async def cluster_clients(url: str, max_write_buffer: int) -> ClusterClients:
-    """The instance's clients for the cluster whose node ``url`` is."""
-    topology = Topology(parse_redis_url(url))
-    await topology.refresh()
-    fanout = ClusterFanout(topology, max_write_buffer)
-    return ClusterClients(RedisClusterClient.from_url(url), ClusterConnection(topology, fanout.node_connection),
-                          fanout, ClusterProbe(topology, fanout.probe_channels))

@@ -25,7 +25,7 @@ import secrets
 import socket
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -37,8 +37,8 @@ from rtlib.protocol.presence_machine import PresenceMachine
 from rtlib.protocol.session import Session
 from rtlib.server.admission import AdmissionGate, gated
 from rtlib.server.broker import Broker
-from rtlib.server.cluster_client import cluster_mode
-from rtlib.server.cluster_fanout import ClusterFanout, cluster_clients
+from rtlib.server.cluster_client import ClusterConnection, ClusterProbe, RedisClusterClient, Topology, cluster_mode
+from rtlib.server.cluster_fanout import ClusterFanout
 from rtlib.server.connection import Connections
 from rtlib.server.durability import ReplicaAcks, check_replicas, replica_acks
 from rtlib.server.effects import Executor
@@ -48,13 +48,32 @@ from rtlib.server.keyspace import probe_channel
 from rtlib.server.loops import PresenceTimer, keep_counts, watch_pubsub
 from rtlib.server.members import ClusterCounts
 from rtlib.server.outage import Outages
-from rtlib.server.resp import RETRY, RespConnection
+from rtlib.server.resp import RETRY, RespConnection, parse_redis_url
 from rtlib.server.static import StaticFiles
 from rtlib.server.store import RedisStore
 
-__all__ = ["WS_PATH", "RealtimeServer"]
+__all__ = ["WS_PATH", "ClusterClients", "RealtimeServer", "cluster_clients"]
 
 log = logging.getLogger("rtlib.server.driver")
+
+
+@dataclass
+class ClusterClients:
+    """What the driver builds on a Redis Cluster instead of its single-Redis clients: one slot map for all."""
+
+    redis: RedisClusterClient
+    fast: ClusterConnection
+    fanout: ClusterFanout
+    probe: ClusterProbe
+
+
+async def cluster_clients(url: str, max_write_buffer: int) -> ClusterClients:
+    """The instance's clients for the cluster whose node ``url`` is."""
+    topology = Topology(parse_redis_url(url))
+    await topology.refresh()
+    fanout = ClusterFanout(topology, max_write_buffer)
+    return ClusterClients(RedisClusterClient.from_url(url), ClusterConnection(topology, fanout.node_connection),
+                          fanout, ClusterProbe(topology, fanout.probe_channels))
 
 
 class RealtimeServer:

@@ -140,6 +140,18 @@ class Fanout:
             raise ConnectionError("redis pub/sub connection is down")
         self._protocol.write(data)  # type: ignore[union-attr]
 
+    def progress(self) -> object:
+        """What the pub/sub check notes before a probe, to tell a deaf subscriber from a busy process after it."""
+        return self.events_in
+
+    def drop_deaf(self, token: bytes, before: object) -> bool:
+        """Probe ``token`` did not come back in time: drop the subscriber (:meth:`abandon`) unless it delivered
+        events since :meth:`progress` said ``before``; True if dropped."""
+        if self.events_in > before:  # type: ignore[operator]
+            return False
+        self.abandon()
+        return True
+
     def abandon(self) -> None:
         """Drop a pub/sub connection that stopped delivering: ``on_lost`` then replaces it."""
         if self._protocol is not None and self._protocol.transport is not None:

@@ -68,9 +68,10 @@ class PresenceTimer:
 async def watch_pubsub(fanout: Fanout, probe_redis: Redis, cfg: ServerConfig, name: str,
                        answered: Callable[[float], None] | None = None) -> None:
     """Publish a probe to this instance's own channel and expect it back in time; a subscriber that is
-    connected but delivers nothing is dropped (:meth:`Fanout.abandon`): the driver then counts Redis as
+    connected but delivers nothing is dropped (:meth:`Fanout.drop_deaf`): the driver then counts Redis as
     unreachable (a paused Redis looks exactly like this) and rides it out (:mod:`rtlib.server.outage`): it
-    replaces the subscriber and catches every connection up, without closing any. ``answered(t)``: a probe
+    replaces the subscriber and catches every connection up, without closing any (on a Redis Cluster, a deaf
+    master among answering ones is lost alone, :mod:`rtlib.server.lost_masters`). ``answered(t)``: a probe
     published at ``t`` came back (Redis answered then: blindness, if it comes, starts after it)."""
     n = 0
     while True:
@@ -80,7 +81,7 @@ async def watch_pubsub(fanout: Fanout, probe_redis: Redis, cfg: ServerConfig, na
         n += 1
         token = f"{n}".encode()
         back = fanout.probes[token] = asyncio.get_running_loop().create_future()
-        events_before = fanout.events_in
+        events_before = fanout.progress()
         sent_at = time.time()
         try:
             async with asyncio.timeout(cfg.pubsub_check_timeout):
@@ -92,14 +93,14 @@ async def watch_pubsub(fanout: Fanout, probe_redis: Redis, cfg: ServerConfig, na
                 answered(sent_at)
         except TimeoutError:
             fanout.probes.pop(token, None)
-            if fanout.events_in > events_before:
-                # Not deaf: it delivered workspace events meanwhile; this process is just too busy to have
-                # read the probe yet. Dropping it now would close every client at the worst moment.
+            # Not deaf if it delivered workspace events meanwhile: this process is just too busy to have read the
+            # probe yet, and dropping it now would close every client at the worst moment. On a Redis Cluster
+            # each master's subscriber is judged by its own events (another master's would hide a deaf one).
+            if not fanout.drop_deaf(token, events_before):
                 log.info("%s: pub/sub probe late, but events are arriving; subscriber kept", name)
                 continue
             log.warning("%s: redis pub/sub delivered no probe within %.1fs: Redis unreachable or the subscriber "
                         "deaf; replacing it", name, cfg.pubsub_check_timeout)
-            fanout.abandon()
         except (ConnectionError, RedisConnectionError, OSError):
             fanout.probes.pop(token, None)  # Redis is down: the driver's outage handling is already at work
 

@@ -6,7 +6,8 @@ promoted and every room re-subscribed and caught up, about 2 s with ``cluster-no
 thirds of the workspaces (3 masters) lived on masters that never stopped answering. Now
 (:class:`~rtlib.server.cluster_fanout.ClusterFanout` with a :class:`LostMasters`):
 
-1. A master's subscriber drops while another master's is still open: that master is *lost* (:meth:`lose`); its
+1. A master's subscriber drops while another master's is still open (killed: at once; paused or partitioned: the
+   pub/sub check drops it, ``ClusterFanout.drop_deaf``): that master is *lost* (:meth:`lose`); its
    rooms' channels are held (:attr:`Fanout.holding`), and requests for a workspace whose slot it owns are
    answered ``unavailable`` at once (:meth:`serves`, asked by :class:`~rtlib.server.effects.Executor`, and new
    connections to them refused 503 by :class:`~rtlib.server.handshake.Handshakes`); every
@@ -14,13 +15,12 @@ thirds of the workspaces (3 masters) lived on masters that never stopped answeri
 2. :meth:`_retry` calls the fan-out's ``regain`` with rtlib's backoff: read the slot map; a lost master no longer
    in it (its replica was promoted) or answering again is forgotten, its rooms are subscribed on their slots' new
    owner and caught up from history (:mod:`rtlib.server.catchup`), as after a slot move.
-3. If no master is left (the last subscriber dropped too) or the pub/sub check gives up on a subscriber, the
+3. If no master is left (the last subscriber dropped too) or every master falls silent at once, the
    whole-instance outage of :mod:`rtlib.server.outage` takes over (:meth:`clear`): it re-subscribes every room.
 
 Not covered (measured in ``docs/operations.md``): presence operations are not scoped (redis-py's cluster client
 retries one for the lost master's slots until the promotion, holding its connection's later frames and, for a
-sweep, the presence timer); a master that stops answering without closing its socket is still a whole-instance
-outage (the pub/sub check).
+sweep, the presence timer).
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 import time
 
 from websockets.asyncio.client import connect
@@ -115,4 +117,43 @@ async def test_stopping_while_a_master_is_lost_ends_its_retries() -> None:
         assert not lost.since and retrying is not None and retrying.done()
         reader.cancel()
     finally:
+        await asyncio.to_thread(cluster.stop)
+
+
+async def test_a_paused_master_is_found_deaf_and_lost_on_its_own() -> None:
+    """A master SIGSTOPped (it keeps its sockets open) while the other masters' workspaces are busy: the pub/sub
+    check finds its subscriber deaf by its own probe and events (the others' events no longer hide it) and drops
+    that one only, so its workspaces' requests are answered (``unavailable``, then acks from the promoted
+    replica) instead of waiting for the paused node, and the others' are all acked."""
+    cluster = await asyncio.to_thread(RedisClusterProcess(3, 1, node_timeout=1.0, full_coverage=False).start)
+    pid = cluster.nodes[0].pid
+    assert pid is not None
+    server = None
+    try:
+        server = await RealtimeServer(cluster.url, SECRET, ServerConfig()).start()
+        shard = shard_workspaces(cluster.slot_ranges(), 20)
+        paused, healthy = [w for w, s in shard.items() if s == 0][:2], [w for w, s in shard.items() if s != 0][:2]
+        editors = [Editor(server.url, token(f"u{n}", ws), ws, f"u{n}", period=0.05)
+                   for n, ws in enumerate(paused + healthy)]
+        jobs = [asyncio.ensure_future(e.run()) for e in editors]
+        await asyncio.sleep(1.0)
+        stopped = time.monotonic()
+        os.kill(pid, signal.SIGSTOP)
+        await asyncio.sleep(6.0)
+        for e in editors:
+            await e.stop(drain=1.0)
+        for job in jobs:
+            job.cancel()
+        during = [s for e in editors for s in e.sent.values() if s.sent >= stopped]
+        assert [c for e in editors for c in e.closes] == [] and server.outages is not None
+        assert server.outages.outages == 0
+        assert [n for n, _ in server.fanout.lost.regained] == [("127.0.0.1", cluster.ports[0])]  # type: ignore
+        assert {s.outcome for s in during if s.ws in healthy} == {"ack"}
+        mine = [s for s in during if s.ws in paused]
+        assert all(s.outcome is not None and s.latency is not None and s.latency < 4.0 for s in mine)
+        assert any(s.outcome == "unavailable" for s in mine) and any(s.outcome == "ack" for s in mine)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        if server is not None:
+            await server.stop()
         await asyncio.to_thread(cluster.stop)

@@ -84,6 +84,9 @@ class LostMasters:
                 if failures == 1 or failures % 20 == 0:
                     log.warning("redis cluster: lost master(s) %s not replaced yet (%s); retrying",
                                 ", ".join(f"{h}:{p}" for h, p in self.since), exc)
+            except Exception:  # a bug: logged, and retried all the same (else these workspaces would wait forever)
+                if failures == 1 or failures % 20 == 0:
+                    log.exception("redis cluster: regaining lost master(s) failed; retrying")
 
     def clear(self) -> None:
         """A whole-instance outage takes over (it re-subscribes every room): nothing is lost on its own now."""

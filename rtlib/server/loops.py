@@ -21,6 +21,7 @@ from rtlib.protocol.config import ServerConfig
 from rtlib.protocol.presence_machine import Effect, PresenceMachine
 from rtlib.server.fanout import Fanout
 from rtlib.server.members import ClusterCounts
+from rtlib.server.resp import RespError
 
 __all__ = ["PresenceTimer", "keep_counts", "watch_pubsub"]
 
@@ -101,8 +102,10 @@ async def watch_pubsub(fanout: Fanout, probe_redis: Redis, cfg: ServerConfig, na
                 continue
             log.warning("%s: redis pub/sub delivered no probe within %.1fs: Redis unreachable or the subscriber "
                         "deaf; replacing it", name, cfg.pubsub_check_timeout)
-        except (ConnectionError, RedisConnectionError, OSError):
-            fanout.probes.pop(token, None)  # Redis is down: the driver's outage handling is already at work
+        except (ConnectionError, RedisConnectionError, OSError, RespError):
+            # Redis is down (the driver's outage handling is already at work), or a node answered the publish
+            # with an error: no verdict this round (an uncaught error would end the check for good)
+            fanout.probes.pop(token, None)
 
 
 async def keep_counts(counts: ClusterCounts, name: str) -> None:

@@ -8,6 +8,7 @@ defaults are written here as text; ``tests/model/test_tune.py`` checks they are
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Any
@@ -65,6 +66,17 @@ def add_tune_arguments(tune: argparse.ArgumentParser) -> None:
     tune.add_argument("--conservative", action="store_true",
                       help="judge mistakes by their 95 %% upper bound: the default now, kept for old scripts")
     tune.add_argument("--seed", type=int, default=0, help="the same seed gives the same answer")
+    tune.add_argument("--workers", type=int, default=_cores(), metavar="N",
+                      help="processes for the model runs (default: one per usable core; 1: in this process; the "
+                           "numbers do not depend on it)")
+
+
+def _cores() -> int:
+    """The cores this process may run on (a container or ``taskset`` may allow fewer than the machine has)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _numbers(text: str, what: str) -> list[float]:
@@ -110,7 +122,7 @@ def run_tune(args: argparse.Namespace) -> None:
         import pandas as pd  # noqa: PLC0415
 
         from rtlib.clientmodels.heartbeat import parse_model  # noqa: PLC0415
-        from rtlib.model import ModelScenario, grid, sweep  # noqa: PLC0415
+        from rtlib.model import ModelScenario, grid, sweep_many  # noqa: PLC0415
         from rtlib.model.population import DEFAULT_POPULATION, parse_population, sweep_population  # noqa: PLC0415
         from rtlib.model.tune import report  # noqa: PLC0415
     except ImportError as exc:
@@ -130,18 +142,20 @@ def run_tune(args: argparse.Namespace) -> None:
             parse_population(args.population) if args.population else DEFAULT_POPULATION
         for model in args.client_model or ():
             parse_model(base.replace(client=model).client_spec(30.0))
+        if args.workers < 1:
+            raise ValueError(f"--workers: {args.workers}; at least 1")
     except ValueError as exc:
         fail(f"rtlib tune: {exc}")
     progress = sys.stderr.isatty()
     conservative = not args.point_estimate
     if population is not None:
-        results, parts = sweep_population(configs, population, base, progress=progress)
+        results, parts = sweep_population(configs, population, base, progress=progress, workers=args.workers)
         who = f"a population of {len(population.parts)} parts"
         preamble = [f"population (shares of the {args.viewers} viewers; each part runs as its own scenario, "
                     f"pooled):", *population.describe(args.viewers)]
     else:
-        results = pd.concat([sweep(configs, base.replace(client=m), progress=progress) for m in args.client_model],
-                            ignore_index=True)
+        results = pd.concat(sweep_many(configs, [base.replace(client=m) for m in args.client_model],
+                                       progress=progress, workers=args.workers), ignore_index=True)
         parts, who, preamble = None, f"{len(args.client_model)} client models", []
     text, found = report(results, max_detection_p99=args.max_detection, max_mistakes_per_hour=args.max_mistakes,
                          conservative=conservative, parts=parts, preamble=preamble)

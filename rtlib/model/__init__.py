@@ -8,8 +8,9 @@
 * :mod:`rtlib.model.metrics` failure-detector QoS (T_D, λ_M, T_M, P_A) and cost;
 * :mod:`rtlib.model.alternatives` the presence alternatives (probe, visibility beat; leave grace is a config);
 * :mod:`rtlib.model.search` ``sweep`` over designs (presence mode, visibility beat) and numbers (heartbeat,
-  timeout, sweep, leave grace) and ``recommend``; :mod:`rtlib.model.population` a browser population run part
-  by part and pooled; :mod:`rtlib.model.tune` the report ``rtlib tune`` prints;
+  timeout, sweep, leave grace), on several processes if asked (``workers``), and ``recommend``;
+  :mod:`rtlib.model.population` a browser population run part by part and pooled; :mod:`rtlib.model.tune` the
+  report ``rtlib tune`` prints;
 * :mod:`rtlib.model.live` the same scenario as a live ``rtlib.lab`` run, for validation.
 
 Needs numpy (and pandas/tqdm for ``sweep``): ``pip install 'rtlib[lab]'``.
@@ -17,7 +18,7 @@ Needs numpy (and pandas/tqdm for ``sweep``): ``pip install 'rtlib[lab]'``.
 
 from rtlib.model.metrics import metrics, poisson_interval
 from rtlib.model.scenario import ModelScenario, PresenceConfig
-from rtlib.model.tune import DEFAULT_GRID, grid, pareto, recommend, simulate, sweep
+from rtlib.model.tune import DEFAULT_GRID, grid, pareto, recommend, simulate, sweep, sweep_many
 
 __all__ = ["DEFAULT_GRID", "ModelScenario", "PresenceConfig", "grid", "metrics", "pareto", "poisson_interval",
-           "recommend", "simulate", "sweep"]
+           "recommend", "simulate", "sweep", "sweep_many"]

@@ -35,7 +35,7 @@ from typing import Any
 from rtlib.clientmodels.heartbeat import parse_model
 from rtlib.model.metrics import poisson_interval, poisson_upper
 from rtlib.model.scenario import ModelScenario, PresenceConfig
-from rtlib.model.search import CONFIG_COLUMNS, sweep
+from rtlib.model.search import CONFIG_COLUMNS, sweep_many
 
 __all__ = ["AWAY_DEFAULTS", "AWAY_RULES", "BACKGROUNDED", "DEFAULT_POPULATION", "FROZEN_OF_BACKGROUNDED", "Part",
            "Population", "combine", "expand", "label_of", "parse_population", "sweep_population"]
@@ -201,15 +201,16 @@ def parse_population(text: str) -> Population:
 
 
 def sweep_population(configs: Iterable[PresenceConfig], population: Population, base: ModelScenario, *,
-                     progress: bool = False, engine: str = "fast") -> tuple[Any, Any]:
+                     progress: bool = False, engine: str = "fast", workers: int = 1) -> tuple[Any, Any]:
     """(combined, parts): :func:`combine` 's one row per configuration, and every part's own rows (column
-    ``part``) for the breakdown."""
+    ``part``) for the breakdown. ``workers``: processes for the parts' runs (:func:`sweep_many`; same numbers)."""
     import pandas as pd  # noqa: PLC0415 - the lab extra
 
-    configs = list(configs)
-    frames = [sweep(configs, sc, progress=progress, engine=engine, samples=True)
-              .assign(part=p.label or label_of(p.spec), share=p.share, spec=p.spec)
-              for p, sc in zip(population.parts, population.scenarios(base), strict=True)]
+    scenarios = population.scenarios(base)
+    frames = [frame.assign(part=p.label or label_of(p.spec), share=p.share, spec=p.spec)
+              for p, frame in zip(population.parts, sweep_many(list(configs), scenarios, progress=progress,
+                                                               engine=engine, samples=True, workers=workers),
+                                  strict=True)]
     parts = pd.concat(frames, ignore_index=True)
     return combine(parts), parts.drop(columns=["td_samples"])
 

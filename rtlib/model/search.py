@@ -14,8 +14,10 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import multiprocessing as mp
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 from rtlib.clientmodels.heartbeat import parse_model
@@ -27,7 +29,7 @@ from rtlib.model.scenario import ModelScenario, PresenceConfig
 from rtlib.model.timelines import Timelines, beats_end, generate
 
 __all__ = ["CONFIG_COLUMNS", "DEFAULT_GRID", "GRACES", "design_scenario", "grid", "pareto", "recommend", "simulate",
-           "sweep", "worst_case"]
+           "sweep", "sweep_many", "worst_case"]
 
 #: The grid ``rtlib tune`` searches by default: every design (timer, timer + visibility beat, probe; probe with a
 #: visibility beat is the same run as probe in the model, so it is left out) x heartbeat x timeout x leave grace,
@@ -117,50 +119,124 @@ def _has_visibility(spec: str) -> bool:
     return with_visibility(model) != model
 
 
-def sweep(configs: Iterable[PresenceConfig] | Mapping[str, Iterable[Any]], scenario: ModelScenario, *,
-          progress: bool = True, engine: str = "fast", samples: bool = False) -> Any:
-    """A DataFrame, one row per configuration: the configuration (with its design), the client model and every
-    metric. Timelines are drawn once per (design, heartbeat interval): probe-mode and visibility-beat clients
-    send other beats than timer ones, so they are shared across designs only where the beats are the same (a
-    visibility beat changes nothing for a client without hide/show episodes). Configurations with the same
-    expiry (timeout + leave grace) share one run: the model's viewers leave silently, and for a silent
-    departure a grace is exactly a longer timeout (``PresenceConfig.expiry``); a grace differs only for
-    unclean disconnects, which the model does not draw."""
-    import pandas as pd  # noqa: PLC0415 - the lab extra
-    from tqdm.auto import tqdm  # noqa: PLC0415
+@dataclasses.dataclass(frozen=True)
+class _Chunk:
+    """Runs that share one draw of timelines: :func:`generate` once for (``scenario``, ``config``), then each run
+    simulated on it. :func:`sweep` cuts a grid into these exactly where its serial walk would draw anew, so a
+    chunk gives the same numbers in whichever process runs it."""
 
-    if isinstance(configs, Mapping):
-        configs = grid(**configs)
-    configs = list(configs)
+    scenario: ModelScenario  # the scenario and configuration the timelines are drawn for
+    config: PresenceConfig
+    runs: tuple[tuple[PresenceConfig, ModelScenario], ...]  # each run's configuration and design scenario
+
+    @property
+    def cost(self) -> float:
+        """A guess of the work (beats drawn x runs), to start the longest chunks first; it changes no result."""
+        return len(self.runs) * self.scenario.viewers * self.scenario.hours / self.config.heartbeat_interval
+
+
+def _run_chunk(chunk: _Chunk, engine: str, samples: bool) -> list[dict[str, Any]]:
+    """Draw ``chunk``'s timelines and simulate its runs (in a worker process, or in this one)."""
+    tl = generate(chunk.scenario, chunk.config)
+    return [simulate(cfg, sc, engine=engine, timelines=tl, samples=samples) for cfg, sc in chunk.runs]
+
+
+def _plan(configs: list[PresenceConfig], scenario: ModelScenario
+          ) -> tuple[list[tuple[dict[str, Any], int, bool]], list[_Chunk]]:
+    """The serial walk of a grid without running it: per configuration its row's own columns, the index of the
+    run that gives its metrics and whether it is that run's first row (a shared run's other rows get 0 CPU
+    seconds); and the chunks, in order, whose runs concatenated are those runs. Timelines are drawn once per
+    (design, heartbeat interval): probe-mode and visibility-beat clients send other beats than timer ones, so
+    they are shared across designs only where the beats are the same (a visibility beat changes nothing for a
+    client without hide/show episodes). Configurations with the same expiry (timeout + leave grace) share one
+    run: the model's viewers leave silently, and for a silent departure a grace is exactly a longer timeout
+    (``PresenceConfig.expiry``); a grace differs only for unclean disconnects, which the model does not draw."""
     _check_designs(configs, scenario)
-    configs.sort(key=lambda c: (c.mode, c.visibility_beat, c.heartbeat_interval, c.expiry, c.timeout,
-                                c.sweep_interval, c.leave_grace))
-    rows = []
-    cache: dict[tuple[Any, ...], Timelines] = {}  # one (design, client, interval) at a time
-    runs: dict[tuple[Any, ...], dict[str, Any]] = {}  # (design, interval, sweep, expiry) -> its metrics
+    configs = sorted(configs, key=lambda c: (c.mode, c.visibility_beat, c.heartbeat_interval, c.expiry, c.timeout,
+                                             c.sweep_interval, c.leave_grace))
+    rows: list[tuple[dict[str, Any], int, bool]] = []
+    chunks: list[tuple[ModelScenario, PresenceConfig, list[tuple[PresenceConfig, ModelScenario]]]] = []
+    drawn: tuple[Any, ...] | None = None  # the timelines in hand: a serial walk keeps one draw at a time
+    run_of: dict[tuple[Any, ...], int] = {}  # (design, interval, sweep, expiry) -> its run's index
     visibility: dict[str, bool] = {}
-    for cfg in tqdm(configs, disable=not progress, desc=scenario.client.split(":")[0], leave=False):
+    for cfg in configs:
         sc = design_scenario(cfg, scenario)
         spec = sc.client_spec(cfg.heartbeat_interval)
         if sc.visibility_beat and spec not in visibility:
             visibility[spec] = _has_visibility(spec)
         design = (sc.presence_mode, sc.visibility_beat and visibility[spec])
         run_key = (*design, cfg.heartbeat_interval, cfg.sweep_interval, cfg.expiry)
-        if run_key in runs:
-            shared = {**runs[run_key], "seconds": 0.0}
-        else:
+        first = run_key not in run_of
+        if first:
             key = (*design, spec, cfg.heartbeat_interval, beats_end(sc, cfg))  # probes follow the interval
-            if key not in cache:
-                cache.clear()
-                cache[key] = generate(sc, cfg)
-            shared = runs[run_key] = simulate(cfg, sc, engine=engine, timelines=cache[key], samples=samples)
-        row = {"presence_mode": sc.presence_mode, "visibility_beat": sc.visibility_beat,
-               "heartbeat_interval": cfg.heartbeat_interval, "timeout": cfg.timeout,
-               "sweep_interval": cfg.sweep_interval, "leave_grace": cfg.leave_grace, "model": scenario.client,
-               "client": spec, "alternative": sc.alternative}
-        row.update(shared)
-        rows.append(row)
-    return pd.DataFrame(rows)
+            if key != drawn:
+                chunks.append((sc, cfg, []))
+                drawn = key
+            chunks[-1][2].append((cfg, sc))
+            run_of[run_key] = len(run_of)
+        rows.append(({"presence_mode": sc.presence_mode, "visibility_beat": sc.visibility_beat,
+                      "heartbeat_interval": cfg.heartbeat_interval, "timeout": cfg.timeout,
+                      "sweep_interval": cfg.sweep_interval, "leave_grace": cfg.leave_grace, "model": scenario.client,
+                      "client": spec, "alternative": sc.alternative}, run_of[run_key], first))
+    return rows, [_Chunk(sc, cfg, tuple(runs)) for sc, cfg, runs in chunks]
+
+
+def _execute(chunks: list[_Chunk], *, engine: str, samples: bool, workers: int, progress: bool,
+             desc: str) -> list[list[dict[str, Any]]]:
+    """Each chunk's runs, in the order of ``chunks``. ``workers`` > 1: on that many spawned processes (a fresh
+    interpreter each: forking a Jupyter kernel, which has threads, is unsafe), longest chunks first so the last
+    one to finish is short; the numbers are the same as in one process, only ``seconds`` (CPU) is the worker's."""
+    from tqdm.auto import tqdm  # noqa: PLC0415 - the lab extra
+
+    bar = tqdm(total=len(chunks), disable=not progress, desc=desc, leave=False)
+    try:
+        if workers <= 1 or len(chunks) <= 1:
+            done = []
+            for chunk in chunks:
+                done.append(_run_chunk(chunk, engine, samples))
+                bar.update()
+            return done
+        out: list[list[dict[str, Any]] | None] = [None] * len(chunks)
+        order = sorted(range(len(chunks)), key=lambda i: -chunks[i].cost)
+        with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(_run_chunk, chunks[i], engine, samples): i for i in order}
+            for future in as_completed(futures):
+                out[futures[future]] = future.result()
+                bar.update()
+        return [runs for runs in out if runs is not None]
+    finally:
+        bar.close()
+
+
+def sweep_many(configs: Iterable[PresenceConfig] | Mapping[str, Iterable[Any]], scenarios: Sequence[ModelScenario],
+               *, progress: bool = True, engine: str = "fast", samples: bool = False, workers: int = 1) -> list[Any]:
+    """:func:`sweep` of the same configurations over several scenarios (client models, designs), one DataFrame
+    each, with the runs of all of them spread over ``workers`` processes (1: in this process). Seeded: the
+    numbers do not depend on ``workers`` (``tests/model/test_sweep_workers.py``), only the CPU ``seconds``."""
+    import pandas as pd  # noqa: PLC0415 - the lab extra
+
+    if isinstance(configs, Mapping):
+        configs = grid(**configs)
+    configs = list(configs)
+    plans = [_plan(configs, sc) for sc in scenarios]
+    chunks = [chunk for _, sc_chunks in plans for chunk in sc_chunks]
+    desc = scenarios[0].client.split(":")[0] if len(scenarios) == 1 else f"{len(scenarios)} scenarios"
+    results = iter(_execute(chunks, engine=engine, samples=samples, workers=workers, progress=progress, desc=desc))
+    frames = []
+    for rows, sc_chunks in plans:
+        runs = [run for _ in sc_chunks for run in next(results)]
+        frames.append(pd.DataFrame([{**row, **runs[i]} if first else {**row, **runs[i], "seconds": 0.0}
+                                    for row, i, first in rows]))
+    return frames
+
+
+def sweep(configs: Iterable[PresenceConfig] | Mapping[str, Iterable[Any]], scenario: ModelScenario, *,
+          progress: bool = True, engine: str = "fast", samples: bool = False, workers: int = 1) -> Any:
+    """A DataFrame, one row per configuration: the configuration (with its design), the client model and every
+    metric. Timelines are drawn once per (design, heartbeat interval) and configurations with the same expiry
+    share one run (:func:`_plan` says why). ``workers`` > 1 spreads the runs over that many processes, with the
+    same numbers (:func:`sweep_many` sweeps several scenarios at once)."""
+    return sweep_many(configs, [scenario], progress=progress, engine=engine, samples=samples, workers=workers)[0]
 
 
 def pareto(df: Any, objectives: tuple[str, ...] = ("redis_cmds_per_s", "td_p99", "mistakes_per_hour")) -> Any:

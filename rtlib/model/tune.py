@@ -21,11 +21,12 @@ from rtlib.model.search import (
     recommend,
     simulate,
     sweep,
+    sweep_many,
     worst_case,
 )
 
 __all__ = ["CONFIG_COLUMNS", "DEFAULT_GRID", "GRACES", "design_label", "grid", "pareto", "recommend", "report",
-           "simulate", "sweep", "worst_case"]
+           "simulate", "sweep", "sweep_many", "worst_case"]
 
 
 def design_label(row: Any) -> str:

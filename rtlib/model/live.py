@@ -40,7 +40,8 @@ from rtlib.model.outcome import Outcome
 from rtlib.model.scenario import ModelScenario, PresenceConfig
 from rtlib.protocol.probes import TICKS_PER_INTERVAL
 
-__all__ = ["VALIDATION_CASES", "WRONG_MODELS", "ModelRun", "ModelSpec", "RunFacts", "model_of_run", "right_spec"]
+__all__ = ["CI_VALIDATION_CASES", "VALIDATION_CASES", "WRONG_MODELS", "ModelRun", "ModelSpec", "RunFacts",
+           "model_of_run", "right_spec"]
 
 #: The validation cases: ``rtlib.lab.Scenario`` fields, all at 30 s / 60 s / sweep 5 s on 2 instances; issue 9's
 #: four for the client timer, then issue 10's presence alternatives (server probes, a leave grace, a visibility
@@ -62,6 +63,11 @@ VALIDATION_CASES: dict[str, dict[str, Any]] = {
     "visibility beat, Chrome hide/show": {"heartbeat": "chromevis:30:60:120:240", "visibility_beat": True,
                                           "duration": 450.0, "crash": 0.3},
 }
+
+#: The cases CI runs live (notebook 05 at CI size and ``tests/model/test_live_validation.py``): between them they
+#: change what every wrong model changes (the grace case: sweep, timeouts, throttling, grace; the probe case: the
+#: probe interval), so each wrong model can fail; ``make demo`` runs all of :data:`VALIDATION_CASES`.
+CI_VALIDATION_CASES: tuple[str, ...] = ("grace 15 s, Chrome throttling", "probe, 10 % loss")
 
 
 #: Real seconds from a churned client's clean close to its re-join when no live run says (``rtlib.lab.sim``

@@ -20,15 +20,14 @@ import pytest
 
 from rtlib.lab.cluster import Cluster
 from rtlib.lab.validation import power_table, validate_case
-from rtlib.model.live import VALIDATION_CASES, WRONG_MODELS
+from rtlib.model.live import CI_VALIDATION_CASES, VALIDATION_CASES, WRONG_MODELS
 
 CLIENTS, TIME_SCALE, SEED = 50, 0.05, 11  # 1 design s = 50 ms: the 20 ms budget is 0.4 s, under half a probe tick
 SHORT = 150.0  # the cases without throttling run this long (design s)
 ROWS: dict[str, dict[str, Any]] = {}
-#: Two cases between them change what every wrong model changes (the grace case: sweep, timeouts, throttling,
-#: grace; the probe case: the probe interval). Notebook 05, which `make test` runs under nbval, runs and asserts
-#: all eight at CI size; running them twice cost make test ~110 s for no further check.
-CASES = ["grace 15 s, Chrome throttling", "probe, 10 % loss"]
+#: Two cases between them change what every wrong model changes (CI_VALIDATION_CASES: the grace case: sweep,
+#: timeouts, throttling, grace; the probe case: the probe interval), the same two notebook 05 runs at CI size.
+CASES = list(CI_VALIDATION_CASES)
 
 
 @pytest.fixture(scope="module")

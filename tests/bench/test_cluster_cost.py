@@ -55,7 +55,8 @@ def test_precise_probe_counts_this_process_in_nanoseconds() -> None:
     sum(i * i for i in range(200_000))  # a few ms of CPU
     after = procstat.precise_cpu_seconds(os.getpid())
     assert after > before
-    assert abs(after - procstat.process_cpu_seconds(os.getpid())) < 0.5  # same clock, finer steps
+    # Not compared with process_cpu_seconds: /proc/<pid>/stat keeps the time of threads that have exited, which
+    # no task's schedstat does (an xdist worker that ran lab threads differed by 6.5 s).
     assert procstat.precise_cpu_seconds(2**22 + 12345) == 0.0  # no such process
 
 

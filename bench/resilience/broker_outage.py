@@ -182,7 +182,7 @@ def _history_tokens(url: str) -> dict[str, set[str]]:
         for ws in ("w0", "w1", "w2"):
             out[ws] = set()
             for _, fields in r.xrange(keyspace.history_key(ws)):
-                event = json.loads(fields[b"e"])
+                event = keyspace.history_event(fields)
                 if event["type"] == "task.updated":
                     out[ws].add(event["payload"]["changes"]["u"])
     return out

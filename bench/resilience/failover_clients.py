@@ -141,7 +141,7 @@ def acked_lost(redis_url: str, editors: list[Editor]) -> tuple[int, int, list[Se
     with RedisCluster.from_url(redis_url) as r:
         for ws in workspaces:
             for _, fields in r.xrange(keyspace.history_key(ws)):
-                event = json.loads(fields[b"e"])
+                event = keyspace.history_event(fields)
                 if event["type"] == "task.updated":
                     p = event["payload"]
                     kept.add((ws, p["taskId"], int(p["version"]), str(p["changes"].get("u"))))

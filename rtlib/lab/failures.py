@@ -177,7 +177,7 @@ def acked_missing(redis_url: str, acks: pd.DataFrame, workspaces: Sequence[str])
         for ws in workspaces:
             kept, oldest = set(), {}
             for _, fields in r.xrange(keyspace.history_key(ws)):
-                event = json.loads(fields[b"e"])
+                event = keyspace.history_event(fields)
                 if event.get("type") == "task.updated":
                     p = event["payload"]
                     kept.add((p["taskId"], int(p["version"]), str(p["changes"].get("_ref"))))

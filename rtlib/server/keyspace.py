@@ -55,10 +55,14 @@ The embedded Redis (``rtlib serve`` without ``--redis``) keeps nothing, so it ne
 
 from __future__ import annotations
 
+import json
 from binascii import crc_hqx
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = [
     "CHANNEL_PREFIX",
+    "HISTORY_FIELD",
     "LUA",
     "PREFIX",
     "RESP3_PROBE_KEY",
@@ -71,6 +75,7 @@ __all__ = [
     "due_pattern",
     "epoch_key",
     "frame",
+    "history_event",
     "history_key",
     "history_keys",
     "index_key",
@@ -96,6 +101,8 @@ CHANNEL_PREFIX = "rt:chan:"
 RESP3_PROBE_KEY = "rt:resp3-probe"
 #: Between the excluded connection id and the event in a pub/sub message (ids contain no newline).
 SEPARATOR = b"\n"
+#: The field of a history stream entry that holds the event (the update scripts' ``XADD ... e <event>``).
+HISTORY_FIELD = "e"
 #: How many partitions the sweep's workspace registry has: each is one key pair in a slot of its own, so on a
 #: cluster registrations spread over the shards, and a sweep reads every partition (a constant of the layout:
 #: every instance sharing a Redis must agree on it).
@@ -213,6 +220,12 @@ def frame(event: bytes, exclude_conn: str = "") -> bytes:
     return exclude_conn.encode() + SEPARATOR + event
 
 
+def history_event(fields: Mapping[bytes, bytes]) -> dict[str, Any]:
+    """The event of one history stream entry, as ``XRANGE`` returns its fields (for tools reading a history
+    directly: the lab, the benchmarks)."""
+    return json.loads(fields[HISTORY_FIELD.encode()])
+
+
 def split_frame(message: bytes) -> tuple[str | None, bytes]:
     """Inverse of :func:`frame`: ``(excluded connection or None, event)``."""
     exclude, _, event = message.partition(SEPARATOR)
@@ -221,8 +234,9 @@ def split_frame(message: bytes) -> tuple[str | None, bytes]:
 
 #: What the Lua scripts still build themselves (:mod:`rtlib.server.scripts` formats its texts with these): no
 #: key (every key is passed in ``KEYS``), only the workspace channel, from the script's local variable ``ws``,
-#: and the pub/sub framing.
+#: the pub/sub framing and the history entry's field.
 LUA: dict[str, str] = {
     "channel": f"'{CHANNEL_PREFIX}{{' .. ws .. '}}'",
     "separator": "'\\n'",
+    "history_field": f"'{HISTORY_FIELD}'",
 }

@@ -10,8 +10,9 @@ each script gives their order; :func:`update_keys` builds the hot path's). No sc
 documents that as unsupported even on one server, and on Redis Cluster every key of one call must be in one
 slot, which the workspace hash tag guarantees for a workspace's scripts. A script whose keys depend on what it
 reads (the tasks of a ``task.list`` page, the due tasks of a sweep) is preceded by a plain read of those ids.
-Only the workspace channel and the pub/sub framing are built in Lua, from :data:`rtlib.server.keyspace.LUA`
-(``$channel``, ``$separator``, filled in by :func:`_keyed` when this module is imported).
+Only the workspace channel, the pub/sub framing and the history entry's field are built in Lua, from
+:data:`rtlib.server.keyspace.LUA` (``$channel``, ``$separator``, ``$history_field``, filled in by :func:`_keyed`
+when this module is imported).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ local function emit(ws, epoch_key, stream, exclude, event)
     return
   end
   local epoch = epoch_of(epoch_key)
-  local id = redis.call('XADD', stream, 'MAXLEN', '~', HIST_LEN, '*', 'e', event)
+  local id = redis.call('XADD', stream, 'MAXLEN', '~', HIST_LEN, '*', $history_field, event)
   if HIST_AGE_MS > 0 then
     local ms = tonumber(string.match(id, '^(%d+)'))
     redis.call('XTRIM', stream, 'MINID', '~', string.format('%d', ms - HIST_AGE_MS))

@@ -116,7 +116,18 @@ def test_the_lua_expressions_build_the_same_names_as_python(redis_url: str) -> N
     body = "local ws = ARGV[1]\nreturn {" + ", ".join(keyspace.LUA[name] for name in names) + "}"
     with redis.Redis.from_url(redis_url) as r:
         got = dict(zip(names, (v.decode() for v in r.eval(body, 0, "w1")), strict=True))
-    assert got == {"channel": keyspace.channel("w1"), "separator": keyspace.SEPARATOR.decode()}
+    assert got == {"channel": keyspace.channel("w1"), "separator": keyspace.SEPARATOR.decode(),
+                   "history_field": keyspace.HISTORY_FIELD}
+
+
+def test_history_event_reads_an_entry_as_xrange_returns_it(redis_url: str) -> None:
+    event = {"type": "task.updated", "workspaceId": "w1", "payload": {"taskId": "t1", "version": 3}}
+    with redis.Redis.from_url(redis_url) as r:
+        r.delete(keyspace.history_key("w1"))
+        r.xadd(keyspace.history_key("w1"), {keyspace.HISTORY_FIELD: json.dumps(event)})
+        ((_, fields),) = r.xrange(keyspace.history_key("w1"))
+        r.delete(keyspace.history_key("w1"))
+    assert keyspace.history_event(fields) == event
 
 
 def test_the_scripts_are_formatted_from_the_keyspace_and_build_no_key() -> None:
@@ -128,7 +139,7 @@ def test_the_scripts_are_formatted_from_the_keyspace_and_build_no_key() -> None:
         assert "$" not in text, name
         assert keyspace.PREFIX not in text.replace(keyspace.LUA["channel"], ""), name
     for name in ("UPDATE", "UPSERT", "REMOVE", "EXPIRE"):  # every script that emits
-        for part in ("channel", "separator"):
+        for part in ("channel", "separator", "history_field"):
             assert keyspace.LUA[part] in texts[name], (name, part)
 
 

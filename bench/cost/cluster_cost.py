@@ -62,7 +62,7 @@ class _Nodes:
 
 def _probes(server: Any, redis: _Nodes, receivers: Any, sender: Any) -> dict[str, Any]:
     probes = _original_probes(server, redis, receivers, sender)
-    probes["redis"] = procstat.summed_precise(redis.pids)
+    probes["redis"] = procstat.summed(redis.pids, procstat.precise_cpu_seconds)
     return probes
 
 
@@ -88,11 +88,11 @@ def run_backend(backend: str, scenario: Scenario, opts: Options) -> dict[str, An
         case.warm_up(receivers, sender, server, scenario, opts)
         with mock.patch.object(case, "cpu_probes", _probes):
             result = case.measure(receivers, sender, server, _Nodes([p for p in pids if p]), scenario, opts)
-        result.update(backend=backend, connect_s=round(connect_s, 2), **net_costs(result, scenario, backend))
+        result.update(backend=backend, connect_s=round(connect_s, 2), **net_costs(result, backend))
         return result
 
 
-def net_costs(result: dict[str, Any], scenario: Scenario, backend: str) -> dict[str, float]:
+def net_costs(result: dict[str, Any], backend: str) -> dict[str, float]:
     """Gross and net (idle background subtracted) Redis CPU per update and server CPU per delivery."""
     received, updates = result["received"], max(1, result["updates_sent"])
     window = result["send_phase_s"] + result["drain_s"]  # the span the CPU was read over (case.summarise)

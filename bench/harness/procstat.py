@@ -127,13 +127,8 @@ def precise_cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
-def summed_precise(pids: Iterable[int]) -> Callable[[], float]:
-    """A probe: :func:`precise_cpu_seconds` of several processes together."""
+def summed(pids: Iterable[int], read: Callable[[int], float] = process_cpu_seconds) -> Callable[[], float]:
+    """A probe: the CPU seconds of several processes together (``read``: one process's, e.g.
+    :func:`precise_cpu_seconds`)."""
     pids = list(pids)
-    return lambda: sum(precise_cpu_seconds(p) for p in pids)
-
-
-def summed(pids: Iterable[int]) -> Callable[[], float]:
-    """A probe: the CPU seconds of several processes together."""
-    pids = list(pids)
-    return lambda: sum(process_cpu_seconds(p) for p in pids)
+    return lambda: sum(read(p) for p in pids)

@@ -25,12 +25,12 @@ def _result(backend: str, redis_us_per_delivery: float, idle_redis: float, serve
 def test_net_cost_subtracts_the_idle_background_over_the_whole_window() -> None:
     # Redis spent 20,000 x 10 us = 0.2 s; idle 2 ms/s over 10.5 s = 0.021 s; net 0.179 s / 1,000 updates.
     r = _result("cluster3", 10.0, 2.0, server=10.0, idle_server=1.0)
-    costs = cluster_cost.net_costs(r, cluster_cost.SCENARIOS["B"], "cluster3")
+    costs = cluster_cost.net_costs(r, "cluster3")
     assert costs["redis_cpu_us_per_update"] == 200.0
     assert costs["redis_net_us_per_update"] == 179.0
     assert costs["redis_net_us_per_update_per_shard"] == round(179.0 / 3, 2)
     assert costs["server_net_us_per_delivery"] == round(1e6 * (0.2 - 0.0105) / 20_000, 2)
-    single = cluster_cost.net_costs(_result("redis", 10.0, 2.0), cluster_cost.SCENARIOS["B"], "redis")
+    single = cluster_cost.net_costs(_result("redis", 10.0, 2.0), "redis")
     assert single["redis_cpu_us_per_update_per_shard"] == 200.0  # one shard: nothing divided
 
 
@@ -39,7 +39,7 @@ def test_summary_ratio_is_of_medians_and_fails_a_cluster_that_costs_more() -> No
     for single, cluster in ((9.0, 11.0), (10.0, 12.0), (11.0, 13.0), (10.0, 12.0)):
         for backend, us in (("redis", single), ("cluster3", cluster)):
             r = _result(backend, us, 0.0)
-            r.update(cluster_cost.net_costs(r, cluster_cost.SCENARIOS["B"], backend))
+            r.update(cluster_cost.net_costs(r, backend))
             runs.append(r)
     row = cluster_cost.summary(runs)[0]
     assert row["runs"] == {"redis": 4, "cluster3": 4}
@@ -64,7 +64,7 @@ def test_equal_shard_load_pairs_a_cluster_at_three_times_the_rate_with_its_base_
     single = _result("redis", 10.0, 0.0)
     cluster = {**_result("cluster3", 10.0, 0.0), "scenario": "Bx3", "rate": 300.0, "pair": "B"}
     for r in (single, cluster):
-        r.update(cluster_cost.net_costs(r, cluster_cost.SCENARIOS["B"], r["backend"]))
+        r.update(cluster_cost.net_costs(r, r["backend"]))
     (row,) = cluster_cost.summary([single, cluster])
     assert row["scenario"] == "B" and row["rate"] == {"redis": 100.0, "cluster3": 300.0}
     assert row["runs"] == {"redis": 1, "cluster3": 1}

@@ -219,10 +219,11 @@ def validate_cases(cases: Sequence[str], *, clients: int, seed: int, time_scale:
         return [rows[name] for name in cases]
     share: list[list[str]] = [[] for _ in range(min(lanes, len(cases)))]
     load = [0.0] * len(share)
-    for name in sorted(cases, key=lambda c: -_scenario(c, clients, seed, time_scale, short).duration):
+    duration = {name: _scenario(name, clients, seed, time_scale, short).duration for name in cases}
+    for name in sorted(cases, key=lambda c: -duration[c]):
         k = load.index(min(load))  # the longest case left goes to the lane that finishes first
         share[k].append(name)
-        load[k] += _scenario(name, clients, seed, time_scale, short).duration
+        load[k] += duration[name]
     with ThreadPoolExecutor(len(share), thread_name_prefix="validation-lane") as pool:
         futures = [pool.submit(run_lane, names, 1) for names in share]
         rows = {name: row for future in futures for name, row in future.result().items()}
